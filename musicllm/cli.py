@@ -15,7 +15,9 @@ import sys
 
 # verb -> (module:function, one-line help)
 COMMANDS = {
-    "demo": ("serve.demo:main", "the main job: build the default model if missing, then run it"),
+    "demo": ("serve.demo:main", "the main job: build the default model if missing, serve it, open the web chat"),
+    "serve": ("serve.api:main", "the OpenAI-compatible API gateway (vLLM or transformers engine)"),
+    "chat": ("serve.chat:main", "one answer about an audio file, from the terminal"),
     "quickstart": ("training.quickstart:main", "build the embedded default model into the cache folder"),
     "data": ("data_gen.cli:main", "generate training data: synth, import, annotate, write, mc, card"),
     "analyze": ("musicllm.analysis:main", "MIR estimates for audio files: tempo, key, chords, loudness, timbre"),
