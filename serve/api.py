@@ -1,0 +1,324 @@
+"""The OpenAI-compatible API gateway (`musicllm serve`): chat completions with audio, over any engine.
+
+    musicllm serve                                       # default model (built if missing), best engine
+    musicllm serve --checkpoint runs/tiny/instruct/model --engine transformers
+    musicllm serve --engine vllm --start-vllm            # starts a vLLM server on 127.0.0.1 too
+    musicllm serve --engine vllm --vllm-url http://127.0.0.1:8001/v1 --api-key SECRET --port 8000
+
+Then any OpenAI client works unchanged (base_url http://127.0.0.1:8000/v1), sending audio as
+`{"type": "input_audio", "input_audio": {"data": <base64>, "format": "wav"}}` content parts.
+
+Routes: POST /v1/chat/completions (JSON or SSE stream), GET /v1/models, GET /health (no key).
+Every error is an OpenAI error body with a 4xx/5xx status; the server keeps serving after it.
+Requests go to the engine concurrently (no lock here): the engine batches them.
+
+This module knows HTTP and nothing about models: what a request means is `serve.openai_format`,
+how text is generated is the engine's (`musicllm.engines`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import AsyncIterator, Iterator
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException
+
+from musicllm.audio import AudioError
+from musicllm.engines import EngineRequestError
+from serve.openai_format import (MiB, APIError, Limits, StreamOptions, chunk_body, completion_body, error_body,
+                                 parse_chat_request, usage)
+
+log = logging.getLogger("musicllm.serve")
+API_KEY_ENV = "MUSICLLM_API_KEY"
+
+
+def create_app(engine, *, api_key: str | None = None, limits: Limits | None = None) -> FastAPI:
+    """The gateway for `engine`. The caller owns the engine (and closes it); with `api_key`, every
+    /v1 route needs `Authorization: Bearer <api_key>`."""
+    limits = limits or Limits()
+    app = FastAPI(title="musicllm", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.engine, app.state.limits = engine, limits
+    _install_error_handlers(app)
+
+    async def authorize(request: Request) -> None:
+        if api_key is None:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), api_key.encode()):
+            raise APIError(401, "Incorrect or missing API key: send 'Authorization: Bearer <key>'.",
+                           code="invalid_api_key")
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", "engine": engine.name, "model": engine.model_id}
+
+    @app.get("/v1/models", dependencies=[Depends(authorize)])
+    async def models() -> dict:
+        return {"object": "list", "data": [_model_card(engine)]}
+
+    @app.get("/v1/models/{model:path}", dependencies=[Depends(authorize)])
+    async def model(model: str) -> dict:
+        if model != engine.model_id:
+            raise APIError(404, f"The model '{model}' does not exist; this server serves '{engine.model_id}'.",
+                           param="model", code="model_not_found")
+        return _model_card(engine)
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(authorize)])
+    async def chat_completions(request: Request) -> Response:
+        body = await _read_json(request, limits.max_request_bytes)
+        generation, options = await parse_chat_request(body, engine, limits)
+        if options.stream:
+            events = await _start_stream(engine, generation, options)
+            return StreamingResponse(events, media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        completion = await _complete_unless_disconnected(engine, generation, request)
+        return JSONResponse(completion_body(completion, options))
+
+    return app
+
+
+def _model_card(engine) -> dict:
+    return {"id": engine.model_id, "object": "model", "created": 0, "owned_by": "musicllm"}
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Every failure answers with an OpenAI error body, FastAPI's own 404/405/422 included."""
+
+    def reply(status: int, message: str, code: str | None, param: str | None = None,
+              type: str = "invalid_request_error") -> JSONResponse:
+        return JSONResponse(error_body(message, type=type, param=param, code=code), status_code=status)
+
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, err: APIError) -> JSONResponse:
+        return JSONResponse(err.body(), status_code=err.status)
+
+    @app.exception_handler(AudioError)
+    async def audio_error(request: Request, err: AudioError) -> JSONResponse:
+        return reply(400, str(err), "invalid_audio", param=str(err).split(":", 1)[0])
+
+    @app.exception_handler(EngineRequestError)
+    async def engine_error(request: Request, err: EngineRequestError) -> JSONResponse:
+        return reply(400, str(err), "invalid_request")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, err: HTTPException) -> JSONResponse:
+        if err.status_code == 404:
+            return reply(404, f"Unknown route: {request.method} {request.url.path}.", "not_found")
+        if err.status_code == 405:
+            return reply(405, f"Method {request.method} is not allowed on {request.url.path}.", "method_not_allowed")
+        return reply(err.status_code, str(err.detail), None)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
+        first = (err.errors() or [{}])[0]
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
+        return reply(400, f"Invalid request: {where}: {first.get('msg', 'invalid value')}.", "invalid_value", where)
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, err: Exception) -> JSONResponse:
+        log.exception("request failed: %s %s", request.method, request.url.path)
+        return reply(500, f"Internal server error ({type(err).__name__}); see the server log.", None,
+                     type="server_error")
+
+
+async def _read_json(request: Request, limit: int):
+    """The body as JSON, refused with 413 as soon as it passes `limit` bytes (never read whole first)."""
+    too_large = APIError(413, f"The request body is larger than the {limit / MiB:g} MiB allowed.",
+                         code="request_too_large")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    try:
+        return json.loads(b"".join(chunks))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise APIError(400, f"The request body is not valid JSON: {err}.", code="invalid_json") from None
+
+
+async def _complete_unless_disconnected(engine, generation, request: Request):
+    """`engine.complete`, cancelled if the client goes away first (no one is left to read it)."""
+    work = asyncio.ensure_future(engine.complete(generation))
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not work.done():
+            work.cancel()
+    if not work.done() or work.cancelled():
+        raise APIError(499, "Client closed the request.", code="client_closed")
+    return work.result()
+
+
+async def _disconnected(request: Request) -> None:
+    # The body has been read, so the next ASGI message can only be the disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _sse(payload) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+async def _start_stream(engine, generation, options: StreamOptions) -> AsyncIterator[str]:
+    """Start the engine stream and wait for its first piece, so that a request the engine refuses
+    still gets a proper 400 (not an error inside a 200 stream); then the SSE events."""
+    deltas = engine.stream(generation)
+    try:
+        first = await anext(deltas, None)
+    except BaseException:
+        await deltas.aclose()
+        raise
+    return _events(deltas, first, options)
+
+
+async def _events(deltas, delta, options: StreamOptions) -> AsyncIterator[str]:
+    """OpenAI chunks: the role, the text pieces, the finish reason, usage if asked, [DONE].
+
+    Starlette cancels this generator when the client disconnects; `aclosing` then closes the
+    engine stream, which stops the generation."""
+    async with contextlib.aclosing(deltas):
+        yield _sse(chunk_body(options, {"role": "assistant", "content": ""}))
+        try:
+            while delta is not None:
+                if delta.text:
+                    yield _sse(chunk_body(options, {"content": delta.text}))
+                if delta.finish_reason is not None:
+                    yield _sse(chunk_body(options, {}, delta.finish_reason))
+                    if options.include_usage:
+                        yield _sse(chunk_body(options, None, usage_=usage(delta.prompt_tokens,
+                                                                          delta.completion_tokens)))
+                    break
+                delta = await anext(deltas, None)
+        except (AudioError, EngineRequestError) as err:
+            yield _sse(error_body(str(err)))
+        except Exception as err:  # the status line is gone: the error travels in the stream
+            log.exception("stream failed")
+            yield _sse(error_body(f"Internal server error ({type(err).__name__}); see the server log.",
+                                  type="server_error"))
+        yield "data: [DONE]\n\n"
+
+
+@contextlib.contextmanager
+def serve_in_thread(app, host: str = "127.0.0.1", port: int = 0, timeout: float = 30.0) -> Iterator[str]:
+    """Run `app` with uvicorn in a background thread; yields its base URL ("http://HOST:PORT",
+    port 0 = a free one) once it accepts connections, and stops it on exit."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
+                                           timeout_graceful_shutdown=5))
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{host}:{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError(f"the server on {host}:{port} stopped while starting (port in use?)")
+        if time.monotonic() > deadline:
+            server.should_exit = True
+            raise TimeoutError(f"the server on {host}:{port} did not start within {timeout:.0f} s")
+        time.sleep(0.05)
+    bound = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://{host}:{bound}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=timeout)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    defaults = Limits()
+    parser = argparse.ArgumentParser(prog="musicllm serve", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="model checkpoint folder (default: the default model, built first if missing)")
+    parser.add_argument("--size", default="default", choices=["default", "small"],
+                        help="quickstart size when the default model has to be built")
+    parser.add_argument("--engine", default="auto", choices=["auto", "transformers", "vllm"],
+                        help="auto = vLLM when installed and a vLLM server is given or started, else transformers")
+    parser.add_argument("--vllm-url", default=None, help="a running vLLM OpenAI server for this checkpoint's "
+                        "language_model/ (started with --enable-prompt-embeds), e.g. http://127.0.0.1:8001/v1")
+    parser.add_argument("--start-vllm", action="store_true",
+                        help="start a vLLM server for the checkpoint on 127.0.0.1 (stopped on exit)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes the API to the network)")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on")
+    parser.add_argument("--api-key", default=os.environ.get(API_KEY_ENV),
+                        help=f"require 'Authorization: Bearer KEY' on /v1 routes (default: ${API_KEY_ENV}, else none)")
+    parser.add_argument("--max-upload-mb", type=float, default=defaults.max_clip_bytes / MiB,
+                        help="largest audio file per input_audio part, in MiB")
+    parser.add_argument("--max-request-mb", type=float, default=defaults.max_request_bytes / MiB,
+                        help="largest request body, in MiB (base64 audio is 4/3 of the file)")
+    parser.add_argument("--max-audio-seconds", type=float, default=defaults.max_audio_seconds,
+                        help="longest clip, in seconds (checked from the file header before decoding)")
+    parser.add_argument("--max-clips", type=int, default=defaults.max_clips, help="most audio clips per request")
+    parser.add_argument("--max-tokens", type=int, default=defaults.max_tokens,
+                        help="most tokens a request may generate (larger max_tokens get a 400)")
+    parser.add_argument("--default-max-tokens", type=int, default=defaults.default_max_tokens,
+                        help="tokens generated when a request sets no max_tokens")
+    args = parser.parse_args(argv)
+    if args.vllm_url and args.start_vllm:
+        parser.error("give either --vllm-url or --start-vllm, not both")
+    if args.engine == "transformers" and (args.vllm_url or args.start_vllm):
+        parser.error("--vllm-url/--start-vllm need --engine vllm or auto")
+    return args
+
+
+def limits_from_args(args: argparse.Namespace) -> Limits:
+    try:
+        return Limits(max_clip_bytes=int(args.max_upload_mb * MiB), max_request_bytes=int(args.max_request_mb * MiB),
+                      max_audio_seconds=args.max_audio_seconds, max_clips=args.max_clips,
+                      max_tokens=args.max_tokens, default_max_tokens=args.default_max_tokens)
+    except ValueError as err:
+        raise SystemExit(f"musicllm serve: {err}")
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    limits = limits_from_args(args)
+    import uvicorn
+
+    from musicllm.engines import load_engine
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    checkpoint = args.checkpoint
+    if checkpoint is None:
+        from training.quickstart import ensure_default_model
+
+        checkpoint = ensure_default_model(size=args.size)
+    with contextlib.ExitStack() as stack:
+        url = args.vllm_url
+        if args.start_vllm:
+            from musicllm.vllm_engine import start_vllm_server
+
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="musicllm-vllm-")))
+            print(f"starting vLLM for {checkpoint} (a minute or two on CPU) ...", flush=True)
+            url = stack.enter_context(start_vllm_server(checkpoint, workdir))
+        engine = load_engine(args.engine, checkpoint, vllm_url=url)
+        stack.callback(engine.close)
+        app = create_app(engine, api_key=args.api_key, limits=limits)
+        print(f"musicllm API ({engine.name} engine, model '{engine.model_id}') on http://{args.host}:{args.port}/v1"
+              f"{'  (API key required)' if args.api_key else ''}", flush=True)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
