@@ -18,8 +18,11 @@ mood/dynamics), so an "unrelated" option can never pass for an answer.
 (other tempo bands, other keys, other genres...), none of them eliminable by wording. MuChoMusic's
 mix of kinds lets a model that never hears the audio drop the two unrelated options and score
 near 50%; with same-kind options, text alone stays near chance (25%), so accuracy measures
-listening. Dimensions with fewer than three wrong answers of their kind (mode, dynamics) are
-not asked in that mode. Such rows carry "distractors=same-kind" in `flags`.
+listening. Such rows carry "distractors=same-kind" in `flags`. Mode and metre have fewer than
+three wrong answers of their kind (major/minor; 4/4, 3/4, 6/8): their questions keep every wrong
+answer of the kind and fill the rest with MuChoMusic's unrelated options, flagged
+"distractors=same-kind+padded", so their text-only chance is 1/2 and 1/3 (reports show them per
+question type). Other such dimensions (dynamics) are not asked in that mode.
 
 Only ground-truth labels are used, never MIR estimates; an instrument is called absent only
 because the clip's label lists every instrument; tempos within 3 BPM of a band edge are not
@@ -133,6 +136,7 @@ DIMENSIONS = {  # dimension -> (music_knowledge, music_reasoning), in formats.KN
     "mood": ([], ["mood"]), "dynamics": (["performance"], []), "structure": (["structure"], []),
 }
 RELATED = [{"key", "mode"}, {"tempo", "metre"}, {"mood", "dynamics"}]
+PADDED = {"mode", "metre"}  # too few same-kind answers: padded with unrelated options (see the docstring)
 
 
 def words(text: str) -> set[str]:
@@ -372,19 +376,32 @@ def _pick_distractors(dim: str, facts: dict, rng: random.Random, kind: str,
         # next tempo band) would give the answer away as "the option whose neighbour is there".
         wrong = same_kind_wrong_answers(dim, facts, vocabulary)
         if len(wrong) < 3:
-            return None
+            return _padded(dim, facts, wrong, rng) if dim in PADDED else None
         counts = (vocabulary or {}).get(dim, {})
         picks = []
         for _ in range(3):  # weighted sampling without replacement
             weights = [counts.get(w, 1) for w in wrong]
             picks.append(wrong.pop(rng.choices(range(len(wrong)), weights)[0]))
         return picks
-    excluded = next((group for group in RELATED if dim in group), {dim})
-    true = [f for d, (_, _, t, _) in facts.items() if d not in excluded for f in t]
-    false = [f for d, (_, _, _, f_) in facts.items() if d not in excluded for f in f_]
+    true, false = _unrelated(dim, facts)
     if not (related and true and false):
         return None
     return [rng.choice(related), rng.choice(true), rng.choice(false)]
+
+
+def _unrelated(dim: str, facts: dict) -> tuple[list[str], list[str]]:
+    """Facts about other dimensions than `dim` (and its related ones): (true ones, false ones)."""
+    excluded = next((group for group in RELATED if dim in group), {dim})
+    true = [f for d, (_, _, t, _) in facts.items() if d not in excluded for f in t]
+    false = [f for d, (_, _, _, f_) in facts.items() if d not in excluded for f in f_]
+    return true, false
+
+
+def _padded(dim: str, facts: dict, wrong: list[str], rng: random.Random) -> list[str] | None:
+    """Every same-kind wrong answer, then unrelated true and false facts up to three distractors."""
+    true, false = _unrelated(dim, facts)
+    fillers = [rng.choice(pool) for pool in (true, false) if pool][: 3 - len(wrong)]
+    return [*wrong, *fillers] if len(wrong) + len(fillers) == 3 else None
 
 
 def _choose(base: dict, dim: str, facts: dict, rng: random.Random, target: int | None,
@@ -393,6 +410,7 @@ def _choose(base: dict, dim: str, facts: dict, rng: random.Random, target: int |
     questions = [q for q in QUESTIONS[dim] if not gives_away(q, correct)]
     if not questions or _pick_distractors(dim, facts, random.Random(0), kind, vocabulary) is None:
         return None
+    kind_flag = "same-kind+padded" if kind == "same-kind" and dim in PADDED else "same-kind"
     best, best_cost = None, None
     for _ in range(TRIES):
         picks = _pick_distractors(dim, facts, rng, kind, vocabulary)
@@ -404,7 +422,7 @@ def _choose(base: dict, dim: str, facts: dict, rng: random.Random, target: int |
         cost = 2 * (target is not None and row_hash(row) % 4 != target) + bool(flags)
         if best_cost is None or cost < best_cost:
             marks = (["text_only_guessable:" + ",".join(flags)] if flags else []) + \
-                    (["distractors=same-kind"] if kind == "same-kind" else [])
+                    ([f"distractors={kind_flag}"] if kind == "same-kind" else [])
             best, best_cost = {**row, "flags": ";".join(marks)}, cost
         if cost == 0:
             break

@@ -56,6 +56,7 @@ class MusicLLMConfig(PretrainedConfig):
       audio_frame_layers    the encoder framing as [kernel, stride, padding] 1-D convolutions
                             over samples (e.g. Wav2Vec2's conv stack, or [[hop, hop, 0]])
       audio_hidden_size     D_enc, the width of one encoder frame
+      audio_summary_tokens  extra tokens per window (0 or 1) added by the projector
       max_audio_seconds     longer audio is rejected with an error (never silently truncated)
     """
 
@@ -74,6 +75,10 @@ class MusicLLMConfig(PretrainedConfig):
     audio_layer: int | str = -1
     max_audio_seconds: float = 600.0
     stack_factor: int = 25
+    # 1: each window also gets one token summarising all its frames (their mean and spread), a
+    # direct path for window-level attributes (key, tempo, style) that a small LLM otherwise has
+    # to gather across many frame tokens. 0: frame tokens only.
+    audio_summary_tokens: int = 0
     projector_hidden_size: int | None = None  # default: the LLM's hidden size
     projector_act: str = "gelu"
     # An `hf` encoder's feature extractor settings (`FeatureExtractor.to_dict()`), so that a

@@ -66,3 +66,10 @@ def test_custom_code_encoder_config_needs_trust_and_a_source():
         MusicLLMConfig(audio_config={"model_type": "mert_model"}, **settings)
     with pytest.raises(ValueError, match="audio_trust_remote_code=True"):
         MusicLLMConfig(audio_config={"model_type": "mert_model", "_name_or_path": "m-a-p/MERT-v1-95M"}, **settings)
+
+
+@pytest.mark.parametrize("seconds, expected", [(0.5, 2), (10.0, 21), (10.5, 23), (30.0, 63)])
+def test_a_summary_token_adds_one_token_per_window(seconds, expected):
+    config = tiny_default()
+    config.audio_summary_tokens = 1
+    assert num_audio_tokens(round(seconds * 16000), 16000, config) == expected

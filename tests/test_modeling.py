@@ -164,3 +164,29 @@ def test_cached_encoder_frames_give_the_same_logits(tiny_model):
     with torch.no_grad():
         out = model(**cached, audio_frames=frames, audio_frame_lens=frame_lens).logits
     torch.testing.assert_close(out, logits(model, batch), atol=0, rtol=0)
+
+
+def test_summary_token_sees_the_whole_window_but_not_its_padding(tiny_tokenizer):
+    from musicllm.modeling import MusicLLMForConditionalGeneration
+    from musicllm.processing import MusicLLMProcessor
+    from musicllm.tiny import tiny_config
+
+    from conftest import small_text_overrides
+
+    torch.manual_seed(0)
+    config = tiny_config(tiny_tokenizer, text_overrides=small_text_overrides(), stack_factor=10, audio_summary_tokens=1)
+    model = MusicLLMForConditionalGeneration(config).eval()
+    processor = MusicLLMProcessor(tiny_tokenizer, config)
+    frames, frame_lens = model.encode_audio(**processor.audio_windows([sine(2.0), sine(0.7, freq=220.0)]))
+    with torch.no_grad():
+        tokens = model.project_audio(frames, frame_lens)
+        alone = model.project_audio(*model.encode_audio(**processor.audio_windows([sine(0.7, freq=220.0)])))
+    assert tokens.shape[0] == processor.num_audio_tokens(sine(2.0)) + processor.num_audio_tokens(sine(0.7))
+    torch.testing.assert_close(tokens[-alone.shape[0]:], alone, atol=1e-5, rtol=1e-5)  # padding excluded
+    # The summary (each window's first token) changes when any frame changes, the last one included.
+    changed = frames.clone()
+    changed[0, int(frame_lens[0]) - 1] += 1.0
+    with torch.no_grad():
+        assert not torch.allclose(model.project_audio(changed, frame_lens)[0], tokens[0])
+    batch = processor([audio_question()], [[sine(2.0)]])
+    assert model(**batch).logits.shape[1] == batch["input_ids"].shape[1]

@@ -180,11 +180,17 @@ def test_same_kind_distractors_answer_the_question_and_come_from_the_corpus():
     assert key_rows and all(key_pattern.match(option) for r in key_rows for option in options(r))
     # No option is wrong merely because no clip ever has it: text alone cannot drop it.
     correct = {r["correct_answer"] for r in rows}
-    distractors = Counter(d for r in rows for d in options(r)[1:])
+    distractors = Counter(d for r in rows if "padded" not in r["flags"] for d in options(r)[1:])
     never_correct = sum(n for d, n in distractors.items() if d not in correct)
     assert never_correct / sum(distractors.values()) < 0.1
-    # Mode and dynamics have too few wrong answers of their kind to be asked this way.
-    assert not [r for r in rows if r["correct_answer"] in {"Major", "Minor"}]
+    # Mode and metre have too few wrong answers of their kind: every one of them is offered, the
+    # rest are unrelated facts, and the row says so. Dynamics is not asked this way.
+    mode_rows = [r for r in rows if r["correct_answer"] in {"Major", "Minor"}]
+    assert mode_rows and all("distractors=same-kind+padded" in r["flags"] for r in mode_rows)
+    assert all({"Major", "Minor"} <= set(options(r)) for r in mode_rows)
+    metre_rows = [r for r in rows if r["music_knowledge"] == "['metre and rhythm']" and "BPM" not in r["correct_answer"]]
+    assert metre_rows and all(sum("metre" in o.lower() for o in options(r)) == 3 for r in metre_rows)
+    assert not [r for r in rows if r["correct_answer"].lower().endswith("dynamics") or "dynamic" in r["question"].lower()]
 
 
 def test_same_kind_distractors_follow_answer_frequencies():
