@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 
 from musicllm.audio import AudioError, audio_duration
-from musicllm.configuration import AUDIO_TOKEN
 
 DEFAULT_QUESTION = "What instruments are playing, and what is the tempo?"
 API_KEY_ENV = "MUSICLLM_API_KEY"
@@ -72,12 +71,17 @@ def audio_part(path: Path | None) -> dict:
     return {"type": "input_audio", "input_audio": {"data": base64.b64encode(data).decode("ascii"), "format": fmt}}
 
 
+def system_prompt(args: argparse.Namespace) -> list[dict]:
+    return [{"role": "system", "content": args.system}] if args.system else []
+
+
 def chat_via_gateway(args: argparse.Namespace) -> int:
     """Stream the answer from a running gateway with the official `openai` client."""
     import openai
 
     client = openai.OpenAI(base_url=args.url, api_key=args.api_key or "no-key", timeout=args.timeout, max_retries=0)
-    messages = [{"role": "user", "content": [audio_part(args.audio), {"type": "text", "text": args.question}]}]
+    messages = system_prompt(args) + [
+        {"role": "user", "content": [audio_part(args.audio), {"type": "text", "text": args.question}]}]
     label = str(args.audio) if args.audio else "the test clip"
     try:
         model = args.model or client.models.list().data[0].id
@@ -114,6 +118,7 @@ def chat_in_process(args: argparse.Namespace) -> int:
     """Answer with the transformers engine on the checkpoint (the default model if none given)."""
     import torch
 
+    from musicllm.configuration import AUDIO_TOKEN
     from musicllm.engines import EngineRequestError, GenerationRequest, TransformersEngine
 
     torch.set_num_threads(args.threads)
@@ -125,9 +130,9 @@ def chat_in_process(args: argparse.Namespace) -> int:
     engine = TransformersEngine.from_checkpoint(checkpoint, max_batch_size=1)
     try:
         clip = engine.load_audio(args.audio) if args.audio else test_clip(sample_rate=engine.sample_rate)
-        request = GenerationRequest(messages=[{"role": "user", "content": f"{AUDIO_TOKEN}\n{args.question}"}],
-                                    clips=[clip], max_tokens=args.max_tokens, temperature=args.temperature,
-                                    seed=args.seed)
+        messages = system_prompt(args) + [{"role": "user", "content": f"{AUDIO_TOKEN}\n{args.question}"}]
+        request = GenerationRequest(messages=messages, clips=[clip], max_tokens=args.max_tokens,
+                                    temperature=args.temperature, seed=args.seed)
         asyncio.run(_stream_answer(engine, request))
     except (AudioError, EngineRequestError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -155,6 +160,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--size", default="default", choices=["default", "small"],
                         help="in-process: quickstart size if the default model has to be built")
     parser.add_argument("--threads", type=int, default=2, help="in-process: torch CPU threads")
+    parser.add_argument("--system", default=None, help="a system message before the question (default: none)")
     parser.add_argument("--max-tokens", type=int, default=128, help="answer length limit, in tokens")
     parser.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (0 = greedy)")
     parser.add_argument("--seed", type=int, default=None, help="sampling seed, for repeatable sampled answers")

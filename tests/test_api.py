@@ -1,0 +1,329 @@
+"""The API gateway, as API users meet it: the official `openai` client against a real uvicorn
+server on 127.0.0.1, in front of the real vLLM server engine (and the transformers engine).
+
+The checkpoint (tests/serving_fixtures.py) is overfit so that greedy answers about the two
+serving clips are known sentences: a right answer shows the audio reached the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import threading
+import time
+
+import httpx
+import numpy as np
+import openai
+import pytest
+import soundfile as sf
+
+from musicllm.engines import GenerationRequest
+from serving_fixtures import FOLLOW_UP, SERVING_ANSWERS, SERVING_CLIPS, SYSTEM, serving_conversation
+
+MODEL = "musicllm"
+KEY = "test-secret"
+# Small limits, so that refusing too large / too long input costs little.
+LIMITS = dict(max_clip_bytes=1024 * 1024, max_request_bytes=2 * 1024 * 1024, max_audio_seconds=10.0, max_clips=4)
+SUBTYPES = {"wav": "PCM_16", "flac": "PCM_16", "ogg": "VORBIS", "mp3": "MPEG_LAYER_III"}
+
+
+def encode(clip: np.ndarray, fmt: str = "wav", sample_rate: int = 16000) -> str:
+    """Base64 of `clip` as a `fmt` file."""
+    buffer = io.BytesIO()
+    sf.write(buffer, clip, sample_rate, format=fmt.upper(), subtype=SUBTYPES[fmt])
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def audio_part(data: str, fmt: str = "wav") -> dict:
+    return {"type": "input_audio", "input_audio": {"data": data, "format": fmt}}
+
+
+def ask(kind: str, fmt: str = "wav", follow_up: bool = False) -> list[dict]:
+    """The question about SERVING_CLIPS[kind] as API users send it; with `follow_up`, the second
+    turn (no audio in it) after the first answer."""
+    messages = [SYSTEM, {"role": "user", "content": [audio_part(encode(SERVING_CLIPS[kind], fmt), fmt),
+                                                     {"type": "text", "text": "What is playing?"}]}]
+    if follow_up:
+        messages += [{"role": "assistant", "content": SERVING_ANSWERS[kind][0]}, {"role": "user", "content": FOLLOW_UP}]
+    return messages
+
+
+_DIRECT: dict = {}
+
+
+def direct(engine, kind: str, turns: int = 1) -> str:
+    """The engine's own greedy answer to the fixture's conversation (no gateway in between)."""
+    if (id(engine), kind, turns) not in _DIRECT:
+        request = GenerationRequest(serving_conversation(kind, turns), [SERVING_CLIPS[kind]], max_tokens=32)
+        _DIRECT[id(engine), kind, turns] = engine.complete_batch([request])[0].text
+    return _DIRECT[id(engine), kind, turns]
+
+
+def heard(answer: str, kind: str, turns: int = 1) -> bool:
+    """The answer starts the way the model answers about this clip ("A calm" piano, "Fast drums";
+    "About 72" vs "About 160" BPM): the audio reached the model."""
+    return answer.startswith(" ".join(SERVING_ANSWERS[kind][turns - 1].split()[:2]))
+
+
+class Gateway:
+    """A running gateway: its base URL, an `openai` client, and the engine behind it."""
+
+    def __init__(self, url: str, engine, api_key: str | None = None):
+        self.url, self.engine = url, engine
+        self.client = openai.OpenAI(base_url=f"{url}/v1", api_key=api_key or "unused", max_retries=0, timeout=120)
+
+    def answer(self, messages, **kwargs) -> str:
+        return self.client.chat.completions.create(model=MODEL, messages=messages, **kwargs).choices[0].message.content
+
+    def healthy(self) -> bool:
+        return httpx.get(f"{self.url}/health", timeout=10).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def vllm_engine(serving_checkpoint, vllm_url):
+    from musicllm.vllm_engine import VLLMServerEngine
+
+    engine = VLLMServerEngine(serving_checkpoint, vllm_url)
+    yield engine
+    engine.close()
+
+
+def _running(engine, **options):
+    from serve.api import create_app, serve_in_thread
+    from serve.openai_format import Limits
+
+    return serve_in_thread(create_app(engine, limits=Limits(**LIMITS), **options))
+
+
+@pytest.fixture(scope="module")
+def vllm_gateway(vllm_engine):
+    with _running(vllm_engine) as url:
+        yield Gateway(url, vllm_engine)
+
+
+@pytest.fixture(scope="module")
+def transformers_gateway(transformers_engine):
+    with _running(transformers_engine) as url:
+        yield Gateway(url, transformers_engine)
+
+
+@pytest.fixture(params=["vllm", "transformers"])
+def gateway(request):
+    return request.getfixturevalue(f"{request.param}_gateway")
+
+
+@pytest.mark.parametrize("kind", ["piano", "drums"])
+def test_single_turn_answers_about_the_audio(gateway, kind):
+    reply = gateway.client.chat.completions.create(model=MODEL, messages=ask(kind), max_tokens=32)
+    answer = reply.choices[0].message.content
+    assert heard(answer, kind) and answer == direct(gateway.engine, kind)
+    assert reply.choices[0].finish_reason == "stop"
+    assert reply.object == "chat.completion" and reply.model == MODEL
+    assert reply.usage.prompt_tokens > 6 and 0 < reply.usage.completion_tokens <= 32  # 3 s clip = 6 audio tokens
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+
+
+@pytest.mark.parametrize("kind", ["piano", "drums"])
+def test_multi_turn_keeps_audio_from_the_first_turn(gateway, kind):
+    answer = gateway.answer(ask(kind, follow_up=True), max_completion_tokens=32)
+    assert heard(answer, kind, turns=2) and answer == direct(gateway.engine, kind, turns=2)
+
+
+def test_streaming_sends_the_same_answer_in_pieces(gateway):
+    stream = gateway.client.chat.completions.create(model=MODEL, messages=ask("drums"), max_tokens=32, stream=True,
+                                                    stream_options={"include_usage": True})
+    chunks = list(stream)
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert "".join(pieces) == direct(gateway.engine, "drums") and len(pieces) > 3
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens >= len(pieces)
+    assert len({c.id for c in chunks}) == 1
+
+
+def test_stream_wire_format_ends_with_done(vllm_gateway):
+    body = {"model": MODEL, "messages": ask("piano"), "max_tokens": 8, "stream": True}
+    with httpx.stream("POST", f"{vllm_gateway.url}/v1/chat/completions", json=body, timeout=60) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        events = [line for line in response.iter_lines() if line]
+    assert all(line.startswith("data: ") for line in events) and events[-1] == "data: [DONE]"
+    assert json.loads(events[1][6:])["object"] == "chat.completion.chunk"
+
+
+@pytest.mark.parametrize("fmt", ["flac", "ogg", "mp3"])
+def test_compressed_formats_are_decoded(vllm_gateway, fmt):
+    assert vllm_gateway.answer(ask("piano", fmt), max_tokens=32) == direct(vllm_gateway.engine, "piano")
+
+
+def test_models_and_health(gateway):
+    assert [m.id for m in gateway.client.models.list().data] == [MODEL]
+    assert gateway.client.models.retrieve(MODEL).id == MODEL
+    health = httpx.get(f"{gateway.url}/health", timeout=10).json()
+    assert health["status"] == "ok" and health["model"] == MODEL
+
+
+def test_sixteen_concurrent_requests_are_all_answered(gateway):
+    kinds = ["piano", "drums"] * 8
+    batches_before = getattr(gateway.engine, "batches_run", 0)
+
+    async def everyone():
+        client = openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0, timeout=120)
+        try:
+            return await asyncio.gather(*(client.chat.completions.create(model=MODEL, messages=ask(k), max_tokens=32)
+                                          for k in kinds))
+        finally:
+            await client.close()
+
+    replies = asyncio.run(everyone())
+    assert [r.choices[0].message.content for r in replies] == [direct(gateway.engine, k) for k in kinds]
+    if hasattr(gateway.engine, "batches_run"):  # the transformers engine: served together, not one by one
+        assert gateway.engine.batches_run - batches_before < len(kinds)
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * 16000), dtype=np.float32)
+
+
+def with_part(part: dict) -> list[dict]:
+    return [{"role": "user", "content": [part, {"type": "text", "text": "What is playing?"}]}]
+
+
+BAD_REQUESTS = {  # name -> (request keyword arguments, status, error code, words the message must contain)
+    "corrupt audio": (dict(messages=with_part(audio_part(base64.b64encode(b"RIFF" + bytes(300)).decode()))),
+                      400, "invalid_audio", "corrupt audio"),
+    "not audio": (dict(messages=with_part(audio_part(base64.b64encode(b"hello, world! " * 30).decode(), "mp3"))),
+                  400, "invalid_audio", "unsupported audio format"),
+    "unsupported format": (dict(messages=with_part(audio_part(encode(silence(1)), "aac"))),
+                           400, "unsupported_audio_format", "'aac'"),
+    "not base64": (dict(messages=with_part(audio_part("not base64!!"))), 400, "invalid_base64", "base64"),
+    "too long": (dict(messages=with_part(audio_part(encode(silence(12))))), 400, "invalid_audio", "limit is 10 s"),
+    "too large": (dict(messages=with_part(audio_part(base64.b64encode(bytes(1300 * 1024)).decode()))),
+                  413, "audio_too_large", "1 MiB"),
+    "too many clips": (dict(messages=[{"role": "user", "content": [audio_part(encode(silence(1)))] * 5}]),
+                       400, "too_many_clips", "more than 4"),
+    "audio url": (dict(messages=with_part({"type": "audio_url", "audio_url": {"url": "file:///etc/passwd"}})),
+                  400, "unsupported_content", "not fetched"),
+    "image": (dict(messages=with_part({"type": "image_url", "image_url": {"url": "http://127.0.0.1/x.png"}})),
+              400, "unsupported_content", "images"),
+    "unknown model": (dict(model="gpt-4o-audio-preview"), 404, "model_not_found", "gpt-4o-audio-preview"),
+    "missing messages": (dict(messages=None), 400, "missing_required_parameter", "'messages'"),
+    "empty content": (dict(messages=[{"role": "user", "content": []}]), 400, "invalid_type", "messages[0].content"),
+    "max_tokens over the cap": (dict(max_tokens=100_000), 400, "invalid_value", "max_tokens"),
+    "prompt longer than the context": (dict(messages=[{"role": "user", "content": "piano " * 2000}]),
+                                       400, "invalid_request", "context"),
+    "request body too large": (dict(messages=[{"role": "user", "content": "x" * (3 * 1024 * 1024)}]),
+                               413, "request_too_large", "2 MiB"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_REQUESTS, ids=list(BAD_REQUESTS))
+def test_bad_requests_get_openai_errors_and_the_server_keeps_serving(vllm_gateway, case):
+    kwargs, status, code, words = BAD_REQUESTS[case]
+    request = dict(model=MODEL, messages=ask("piano"), max_tokens=16) | kwargs
+    if request["messages"] is None:
+        del request["messages"]
+    response = httpx.post(f"{vllm_gateway.url}/v1/chat/completions", json=request, timeout=60)
+    error = response.json()["error"]
+    assert response.status_code == status, error
+    assert set(error) == {"message", "type", "param", "code"} and error["code"] == code
+    assert error["type"] == "invalid_request_error" and words in error["message"]
+    assert vllm_gateway.healthy()
+
+
+def test_the_openai_client_raises_on_bad_audio_with_the_message(vllm_gateway):
+    with pytest.raises(openai.BadRequestError) as raised:
+        vllm_gateway.answer(BAD_REQUESTS["corrupt audio"][0]["messages"])
+    assert raised.value.body["param"] == "messages[0].content[0].input_audio"
+    assert vllm_gateway.answer(ask("piano"), max_tokens=32) == direct(vllm_gateway.engine, "piano")
+
+
+@pytest.mark.parametrize("raw, words", [(b"{not json", "not valid JSON"), (b"[1, 2]", "JSON object"),
+                                        (json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode(),
+                                         "'model'")])
+def test_malformed_bodies_get_400(transformers_gateway, raw, words):
+    response = httpx.post(f"{transformers_gateway.url}/v1/chat/completions", content=raw, timeout=30,
+                          headers={"content-type": "application/json"})
+    assert response.status_code == 400 and words in response.json()["error"]["message"]
+
+
+def test_unknown_routes_and_methods_get_openai_errors(transformers_gateway):
+    missing = httpx.post(f"{transformers_gateway.url}/v1/completions", json={}, timeout=10)
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    wrong = httpx.get(f"{transformers_gateway.url}/v1/chat/completions", timeout=10)
+    assert wrong.status_code == 405 and "error" in wrong.json()
+
+
+def test_api_key_is_required_when_configured(vllm_engine):
+    with _running(vllm_engine, api_key=KEY) as url:
+        wrong = openai.OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0, timeout=60)
+        with pytest.raises(openai.AuthenticationError) as raised:
+            wrong.chat.completions.create(model=MODEL, messages=ask("piano"))
+        assert raised.value.body["code"] == "invalid_api_key"
+        with pytest.raises(openai.AuthenticationError):
+            wrong.models.list()
+        missing = httpx.post(f"{url}/v1/chat/completions", json={"model": MODEL, "messages": ask("piano")}, timeout=10)
+        assert missing.status_code == 401 and missing.json()["error"]["code"] == "invalid_api_key"
+        assert httpx.get(f"{url}/health", timeout=10).status_code == 200  # probes need no key
+        assert Gateway(url, vllm_engine, api_key=KEY).answer(ask("drums"), max_tokens=32) == direct(vllm_engine, "drums")
+
+
+class SlowStream:
+    """The transformers engine with a pause between streamed pieces, recording how each stream
+    ended: enough time for a client to walk away mid-answer."""
+
+    def __init__(self, engine, pause: float):
+        self.engine, self.name, self.model_id, self.sample_rate = engine, "slow", engine.model_id, engine.sample_rate
+        self.pause = pause
+        self.ended: list[str] = []
+        self.in_flight = self.most_in_flight = 0
+
+    def load_audio(self, source, name=None):
+        return self.engine.load_audio(source, name=name)
+
+    async def stream(self, request):
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        how = "cancelled"
+        try:
+            async for delta in self.engine.stream(request):
+                await asyncio.sleep(self.pause)
+                if delta.finish_reason is not None:
+                    how = "finished"
+                yield delta
+        finally:
+            self.in_flight -= 1
+            self.ended.append(how)
+
+
+def test_client_disconnect_stops_the_engine_stream(transformers_engine):
+    slow = SlowStream(transformers_engine, pause=0.3)
+    with _running(slow) as url:
+        body = {"model": MODEL, "messages": ask("piano"), "max_tokens": 32, "stream": True}
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=30) as response:
+            next(response.iter_lines())  # the first event arrived; now the client goes away
+        deadline = time.monotonic() + 10
+        while not slow.ended and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert slow.ended == ["cancelled"]
+
+
+def test_streams_run_side_by_side_not_one_after_another(transformers_engine):
+    slow = SlowStream(transformers_engine, pause=0.05)
+    with _running(slow) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
+
+        def one(kind):
+            stream = client.chat.completions.create(model=MODEL, messages=ask(kind), max_tokens=32, stream=True)
+            answers.append("".join(c.choices[0].delta.content or "" for c in stream))
+
+        answers: list[str] = []
+        threads = [threading.Thread(target=one, args=(kind,)) for kind in ("piano", "drums", "piano", "drums")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert sorted(answers) == sorted(direct(transformers_engine, k) for k in ("piano", "drums", "piano", "drums"))
+    assert slow.most_in_flight == 4 and slow.ended == ["finished"] * 4
