@@ -257,7 +257,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--vllm-url", default=None, help="a running vLLM OpenAI server for this checkpoint's "
                         "language_model/ (started with --enable-prompt-embeds), e.g. http://127.0.0.1:8001/v1")
     parser.add_argument("--start-vllm", action="store_true",
-                        help="start a vLLM server for the checkpoint on 127.0.0.1 (stopped on exit)")
+                        help="start a vLLM server for the checkpoint on 127.0.0.1, stopped on exit "
+                             "(the default for --engine vllm without --vllm-url)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes the API to the network)")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on")
     parser.add_argument("--api-key", default=os.environ.get(API_KEY_ENV),
@@ -305,7 +306,7 @@ def main(argv: list[str]) -> int:
         checkpoint = ensure_default_model(size=args.size)
     with contextlib.ExitStack() as stack:
         url = args.vllm_url
-        if args.start_vllm:
+        if args.start_vllm or (args.engine == "vllm" and not url):
             from musicllm.vllm_engine import start_vllm_server
 
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="musicllm-vllm-")))

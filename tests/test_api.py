@@ -11,6 +11,10 @@ import asyncio
 import base64
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -22,6 +26,7 @@ import soundfile as sf
 
 from musicllm.engines import GenerationRequest
 from serving_fixtures import FOLLOW_UP, SERVING_ANSWERS, SERVING_CLIPS, SYSTEM, serving_conversation
+from vllm_server import free_port
 
 MODEL = "musicllm"
 KEY = "test-secret"
@@ -267,7 +272,8 @@ def test_api_key_is_required_when_configured(vllm_engine):
         missing = httpx.post(f"{url}/v1/chat/completions", json={"model": MODEL, "messages": ask("piano")}, timeout=10)
         assert missing.status_code == 401 and missing.json()["error"]["code"] == "invalid_api_key"
         assert httpx.get(f"{url}/health", timeout=10).status_code == 200  # probes need no key
-        assert Gateway(url, vllm_engine, api_key=KEY).answer(ask("drums"), max_tokens=32) == direct(vllm_engine, "drums")
+        keyed = Gateway(url, vllm_engine, api_key=KEY)
+        assert keyed.answer(ask("drums"), max_tokens=32) == direct(vllm_engine, "drums")
 
 
 class SlowStream:
@@ -327,3 +333,35 @@ def test_streams_run_side_by_side_not_one_after_another(transformers_engine):
             thread.join(timeout=60)
     assert sorted(answers) == sorted(direct(transformers_engine, k) for k in ("piano", "drums", "piano", "drums"))
     assert slow.most_in_flight == 4 and slow.ended == ["finished"] * 4
+
+
+def test_musicllm_serve_answers_and_stops_on_ctrl_c(serving_checkpoint, tmp_path):
+    port = free_port()
+    command = [sys.executable, "-m", "musicllm.cli", "serve", "--checkpoint", str(serving_checkpoint),
+               "--engine", "transformers", "--port", str(port), "--api-key", KEY, "--max-audio-seconds", "5"]
+    with open(tmp_path / "serve.log", "w") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while not _answers(f"{url}/health"):
+            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+            time.sleep(0.2)
+        gateway = Gateway(url, None, api_key=KEY)
+        assert heard(gateway.answer(ask("piano"), max_tokens=32), "piano")
+        with pytest.raises(openai.BadRequestError, match="the limit is 5 s"):  # --max-audio-seconds reached the app
+            gateway.answer(with_part(audio_part(encode(silence(6)))))
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=30) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=10)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
