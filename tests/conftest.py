@@ -74,3 +74,5 @@ def pytest_sessionfinish(session, exitstatus):
     if os.environ.get("CI") and skipped and session.exitstatus == 0:
         reporter.write_line(f"CI: {skipped} test(s) skipped; failing the run (see the skip reasons above)", red=True)
         session.exitstatus = 1
+
+from serving_fixtures import serving_checkpoint, transformers_engine, vllm_url  # noqa: E402,F401 (shared serving fixtures)

@@ -1,0 +1,119 @@
+"""The generation engines: transformers (batched, streaming) and vLLM (server and offline) give the
+same greedy answers about a clip, stream what they answer, batch concurrent users, refuse bad
+requests by name, and stop work nobody waits for any more."""
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from musicllm.engines import EngineRequestError, GenerationRequest, load_engine
+from serving_fixtures import CONTEXT, SERVING_ANSWERS, SERVING_CLIPS, serving_conversation
+
+CASES = [(kind, turns) for kind in SERVING_CLIPS for turns in (1, 2)]  # turn 2: audio only in turn 1
+
+
+def request(kind: str = "piano", turns: int = 1, **settings) -> GenerationRequest:
+    return GenerationRequest(serving_conversation(kind, turns), [SERVING_CLIPS[kind]], **{"max_tokens": 24, **settings})
+
+
+def expected(kind: str, turns: int) -> str:
+    return SERVING_ANSWERS[kind][turns - 1]
+
+
+async def collect(stream) -> list:
+    return [delta async for delta in stream]
+
+
+def test_transformers_engine_answers_about_the_clip(transformers_engine):
+    engine = transformers_engine
+    assert (engine.name, engine.model_id, engine.sample_rate) == ("transformers", "musicllm", 16000)
+    for kind, turns in CASES:
+        completion = asyncio.run(engine.complete(request(kind, turns)))
+        assert completion.text == expected(kind, turns)
+        assert completion.finish_reason == "stop"
+        assert completion.prompt_tokens > 50 and completion.completion_tokens > 5
+
+
+def test_streamed_deltas_concatenate_to_the_completion(transformers_engine):
+    deltas = asyncio.run(collect(transformers_engine.stream(request("drums", 2))))
+    assert len(deltas) > 3 and all(d.finish_reason is None for d in deltas[:-1])
+    assert "".join(d.text for d in deltas) == expected("drums", 2)
+    completion = asyncio.run(transformers_engine.complete(request("drums", 2)))
+    assert (deltas[-1].finish_reason, deltas[-1].prompt_tokens, deltas[-1].completion_tokens) == (
+        "stop", completion.prompt_tokens, completion.completion_tokens)
+
+
+def test_stop_strings_and_max_tokens_end_the_answer(transformers_engine):
+    engine = transformers_engine
+    stopped = asyncio.run(collect(engine.stream(request("piano", stop=["C maj", "quiet"]))))
+    assert "".join(d.text for d in stopped) == "A calm piano piece in "  # the stop string is never sent
+    assert stopped[-1].finish_reason == "stop"
+    short = asyncio.run(engine.complete(request("piano", max_tokens=3)))
+    assert (short.finish_reason, short.completion_tokens) == ("length", 3)
+    assert expected("piano", 1).startswith(short.text) and short.text
+
+
+def test_sixteen_concurrent_requests_share_generate_batches(transformers_engine):
+    engine = transformers_engine
+    requests = [request(kind, turns) for kind, turns in CASES] * 4
+    before = engine.batches_run
+
+    async def everyone():
+        return await asyncio.gather(*(engine.complete(r) for r in requests))
+
+    completions = asyncio.run(everyone())
+    assert [c.text for c in completions] == [expected(k, t) for k, t in CASES] * 4  # batching changes nothing
+    assert engine.batches_run - before < len(requests) / 2
+    offline = engine.complete_batch(requests[:4])
+    assert [c.text for c in offline] == [expected(k, t) for k, t in CASES]
+
+
+@pytest.mark.parametrize("change, field", [
+    (dict(clips=[]), "1 <|audio|> placeholders but 0 audio clips"),
+    (dict(max_tokens=0), "max_tokens"),
+    (dict(temperature=-1.0), "temperature"),
+    (dict(top_p=0.0), "top_p"),
+    (dict(messages=[{"role": "robot", "content": "hi"}], clips=[]), "messages[0].role"),
+    (dict(clips=[np.zeros(16000 * 300, dtype=np.float32)]), "context of 512 tokens"),
+])
+def test_bad_requests_are_refused_by_name(transformers_engine, change, field):
+    bad = request("piano")
+    for name, value in change.items():
+        setattr(bad, name, value)
+    with pytest.raises(EngineRequestError, match=field.replace("|", r"\|").replace("[", r"\[").replace("]", r"\]")):
+        asyncio.run(transformers_engine.complete(bad))
+
+
+@pytest.fixture(scope="module")
+def rambling_engine(tmp_path_factory):
+    """An untrained model: its greedy answers run to max_tokens (no EOS), a long job to cancel."""
+    from musicllm.engines import TransformersEngine
+    from vllm_server import build_tiny_llm
+
+    engine = TransformersEngine.from_checkpoint(build_tiny_llm(tmp_path_factory.mktemp("rambling")).parent)
+    yield engine
+    engine.close()
+
+
+def test_cancelling_a_stream_stops_its_work(rambling_engine):
+    engine = rambling_engine
+    question = GenerationRequest([{"role": "user", "content": "<|audio|>\nWhat is playing?"}], [SERVING_CLIPS["piano"]],
+                                 max_tokens=300)
+    before = engine.tokens_generated
+    full = asyncio.run(engine.complete(question))
+    assert (full.finish_reason, full.completion_tokens) == ("length", 300)
+    assert engine.tokens_generated - before == 300
+
+    async def leave_after_first_delta():
+        stream = engine.stream(question)
+        async for _ in stream:
+            break
+        await stream.aclose()  # what a client disconnect does to the gateway's generator
+        # The engine works one batch at a time: this answer comes after the cancelled one ended.
+        return await engine.complete(GenerationRequest(question.messages, question.clips, max_tokens=2))
+
+    before = engine.tokens_generated
+    assert asyncio.run(leave_after_first_delta()).completion_tokens == 2
+    assert engine.tokens_generated - before < 30
