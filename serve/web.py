@@ -1,0 +1,311 @@
+"""The web demo: chat about a song in the browser, answered by the API gateway.
+
+    musicllm demo                                           # starts the model, the gateway and this page
+    python -m serve.web --gateway http://127.0.0.1:8000/v1  # this page alone, for a running gateway
+
+Upload or record a clip: its waveform, tempo, key, mode, metre and chroma appear (MIR
+estimates from `musicllm.analysis`, computed here). Questions go to the gateway with the
+`openai` client as standard chat-completions requests, the clip as an `input_audio` part in
+the first user turn and the earlier turns as history, and the answer streams into the chat.
+
+This module never touches the model: it knows only the OpenAI protocol and a gateway URL. So
+the page works the same in front of the transformers engine, vLLM, or any server that speaks
+the protocol and reads `input_audio`. Decoding here serves only the analysis panel and early,
+named errors; the gateway decodes again and is the judge of what it accepts (its 400 messages
+are shown as they are).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from musicllm.analysis import SAMPLE_RATE as ANALYSIS_RATE
+from musicllm.audio import AudioError, audio_duration, load_audio
+
+CAPTION_PROMPT = "Write a caption for this track."  # one of the caption phrasings the model was trained on
+EXAMPLE_QUESTIONS = [
+    "What instruments are playing?",
+    "What key is this in?",
+    "What is the tempo of this piece?",
+    "What is the time signature?",
+    "What mood does this music convey?",
+    "What genre is this?",
+]
+GATEWAY_FORMATS = {"WAV": "wav", "MP3": "mp3", "OGG": "ogg", "FLAC": "flac"}  # soundfile name -> input_audio format
+MAX_CLIP_BYTES = 20 * 1024 * 1024  # above this a clip is re-encoded (mono FLAC) before it is sent
+MAX_AUDIO_SECONDS = 600.0  # the gateway's default per-clip limit; checked here first for a quick, named error
+MAX_UPLOAD = "50mb"  # what the page accepts at all (Gradio refuses bigger uploads in the browser)
+API_KEY_ENV = "MUSICLLM_API_KEY"
+
+
+def clip_name(path: str | os.PathLike) -> str:
+    """The name a user knows a clip by: Gradio keeps the uploaded file's name inside its cache."""
+    return Path(path).name
+
+
+def clip_part(path: str | os.PathLike, max_bytes: int = MAX_CLIP_BYTES) -> dict:
+    """The `input_audio` content part for a clip file: its own bytes when the gateway reads the
+    format and they are small enough, else the decoded audio as 16-bit mono FLAC (lossless for
+    the model, which hears mono). AudioError, naming the file, when it does not decode."""
+    import soundfile as sf
+
+    name = clip_name(path)
+    audio_duration(path, name=name)  # header check: a corrupt file fails here with its name
+    fmt = GATEWAY_FORMATS.get(sf.info(path).format)
+    if fmt and os.path.getsize(path) <= max_bytes:
+        return {"type": "input_audio", "input_audio": {"data": base64.b64encode(Path(path).read_bytes()).decode(),
+                                                       "format": fmt}}
+    rate = min(sf.info(path).samplerate, 48000)
+    buffer = io.BytesIO()
+    sf.write(buffer, load_audio(path, rate, name=name), rate, format="FLAC", subtype="PCM_16")
+    return {"type": "input_audio", "input_audio": {"data": base64.b64encode(buffer.getvalue()).decode(),
+                                                   "format": "flac"}}
+
+
+def openai_messages(turns: list[dict], audio_part: dict | None) -> list[dict]:
+    """The chat so far as OpenAI messages: the clip goes in the first user turn, every later turn
+    is plain text (the gateway keeps earlier audio in context from the history itself)."""
+    messages, placed = [], audio_part is None
+    for turn in turns:
+        if turn["role"] == "user" and not placed:
+            messages.append({"role": "user", "content": [audio_part, {"type": "text", "text": turn["content"]}]})
+            placed = True
+        else:
+            messages.append({"role": turn["role"], "content": turn["content"]})
+    return messages
+
+
+def describe(estimates: dict, name: str, seconds: float) -> str:
+    """The analysis panel's text: what the estimates say, and that they are estimates."""
+    def value(v, fmt="{}"):
+        return "—" if v is None else fmt.format(v)
+
+    key = " ".join(v for v in (estimates.get("key"), estimates.get("mode")) if v) or None
+    confidence = estimates.get("key_confidence")
+    rows = [
+        ("Tempo", value(estimates.get("tempo_bpm"), "{:.0f} BPM")),
+        ("Key", value(key) + (f" (confidence {confidence:.2f})" if key and confidence is not None else "")),
+        ("Metre", value(estimates.get("time_signature"))),
+        ("Loudness", value(estimates.get("loudness_db"), "{:.1f} LUFS")),
+    ]
+    table = "\n".join(f"| {label} | {text} |" for label, text in rows)
+    return (f"**{name}** · {seconds:.1f} s\n\n| | estimate |\n|---|---|\n{table}\n\n"
+            "<sub>Signal-processing estimates, not ground truth: often a tempo octave or a "
+            "neighbouring key off on real music.</sub>")
+
+
+def analyze_clip(path: str, max_seconds: float = MAX_AUDIO_SECONDS):
+    """(panel markdown, waveform figure, chroma figure) for a clip file; AudioError naming the
+    file when it cannot be used."""
+    from musicllm.analysis import analyze
+    from serve.plots import chroma_figure, waveform_figure
+
+    name = clip_name(path)
+    audio = load_audio(path, ANALYSIS_RATE, max_seconds=max_seconds, name=name)
+    estimates = analyze(audio, ANALYSIS_RATE)
+    return (describe(estimates, name, len(audio) / ANALYSIS_RATE), waveform_figure(audio, ANALYSIS_RATE, estimates),
+            chroma_figure(audio, ANALYSIS_RATE))
+
+
+def test_clip(seconds: float = 6.0, sample_rate: int = 16000, bpm: float = 120.0) -> np.ndarray:
+    """A C-major arpeggio over a click at `bpm`: something with a key and a tempo to ask about."""
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    beat = 60.0 / bpm
+    notes = np.array([261.63, 329.63, 392.0, 523.25])[(t // beat).astype(int) % 4]
+    tone = 0.2 * np.sin(2 * np.pi * notes * t) * np.exp(-3 * (t % beat))
+    click = 0.5 * np.exp(-80 * (t % beat)) * np.sin(2 * np.pi * 2000 * t)
+    return (tone + click).astype(np.float32)
+
+
+def example_clip(folder: str | os.PathLike) -> str:
+    """A WAV of `test_clip` in `folder`, offered on the page for users without a song at hand."""
+    import soundfile as sf
+
+    path = Path(folder) / "c-major-arpeggio-120bpm.wav"
+    if not path.is_file():
+        sf.write(path, test_clip(sample_rate=22050), 22050, subtype="PCM_16")
+    return str(path)
+
+
+class Gateway:
+    """The OpenAI client side of the page: which model to ask, and answers as streamed text.
+    Errors become `gr.Error`s that say what the gateway said."""
+
+    def __init__(self, url: str, api_key: str | None = None, model: str | None = None, timeout: float = 300.0):
+        from openai import AsyncOpenAI
+
+        self.url, self.model = url, model
+        # The client insists on a key; a gateway without one configured ignores it.
+        self.client = AsyncOpenAI(base_url=url, api_key=api_key or "none", timeout=timeout, max_retries=0)
+
+    async def model_id(self) -> str:
+        if self.model is None:
+            models = await self.client.models.list()
+            if not models.data:
+                raise RuntimeError(f"the gateway at {self.url} lists no models")
+            self.model = models.data[0].id
+        return self.model
+
+    async def stream(self, messages: list[dict], max_tokens: int, temperature: float):
+        """Yield pieces of the answer as they arrive."""
+        import gradio as gr
+        import openai
+
+        try:
+            stream = await self.client.chat.completions.create(
+                model=await self.model_id(), messages=messages, stream=True, max_tokens=int(max_tokens),
+                temperature=float(temperature))
+            async with stream:
+                async for chunk in stream:
+                    if chunk.choices and chunk.choices[0].delta.content:
+                        yield chunk.choices[0].delta.content
+        except openai.APIStatusError as err:
+            raise gr.Error(f"The gateway refused the request ({err.status_code}): {_error_message(err)}",
+                           print_exception=False) from err
+        except openai.APIConnectionError as err:
+            raise gr.Error(f"Cannot reach the API gateway at {self.url}: {err}", print_exception=False) from err
+
+
+def _error_message(err) -> str:
+    """The `error.message` of an OpenAI-style error body, or whatever the server sent."""
+    body = err.body if isinstance(err.body, dict) else {}
+    return (body.get("error") or body).get("message") or str(err.message)
+
+
+def build_app(gateway_url: str, api_key: str | None = None, model: str | None = None,
+              max_audio_seconds: float = MAX_AUDIO_SECONDS, max_clip_bytes: int = MAX_CLIP_BYTES):
+    """The Gradio page (a `gr.Blocks`, not launched) for the gateway at `gateway_url` (".../v1").
+    `model` is the model id to ask for (default: the first one the gateway lists)."""
+    import anyio.to_thread
+    import gradio as gr
+
+    gateway = Gateway(gateway_url, api_key, model)
+    examples_dir = Path(tempfile.gettempdir()) / "musicllm-web"  # one small file, reused by every run
+    examples_dir.mkdir(exist_ok=True)
+
+    def on_clip(path):
+        """New clip: analysis panel, plots, and a fresh chat (the old one was about another clip)."""
+        if path is None:
+            yield "Upload or record a clip to see its analysis.", None, None, [], []
+            return
+        yield f"Analysing **{clip_name(path)}** …", None, None, [], []
+        try:
+            yield *analyze_clip(path, max_audio_seconds), [], []
+        except AudioError as err:
+            yield f"**Cannot use this clip.** {err}", None, None, [], []
+            raise gr.Error(str(err), title="Unusable audio", print_exception=False) from err
+
+    async def ask(question, path, turns, max_tokens, temperature):
+        """One user turn: the whole chat so far plus the question to the gateway; the answer
+        streams into the chat. The turn joins the history only once the answer is complete."""
+        question = (question or "").strip()
+        if not question:
+            gr.Warning("Type a question first (or pick an example).")
+            return
+        if path is None:
+            gr.Warning("Upload or record a clip first: the questions are about it.")
+            return
+        try:
+            # The gateway keeps no sessions: every request carries the whole chat, clip included.
+            audio_part = await anyio.to_thread.run_sync(clip_part, path, max_clip_bytes)  # file I/O, maybe FLAC
+        except AudioError as err:
+            raise gr.Error(str(err), title="Unusable audio", print_exception=False) from err
+        asked = turns + [{"role": "user", "content": question}]
+        messages = openai_messages(asked, audio_part)
+        answer = ""
+        yield asked + [{"role": "assistant", "content": "…"}], gr.skip(), ""
+        try:
+            async for piece in gateway.stream(messages, max_tokens, temperature):
+                answer += piece
+                yield asked + [{"role": "assistant", "content": answer}], gr.skip(), gr.skip()
+        except gr.Error:
+            yield turns, gr.skip(), question  # the chat as it was, the question back in the box
+            raise
+        done = asked + [{"role": "assistant", "content": answer or "(no answer)"}]
+        yield done, done, gr.skip()
+
+    with gr.Blocks(title="musicllm", analytics_enabled=False) as app:
+        gr.Markdown("# musicllm\nUpload or record a piece of music, then ask about it. "
+                    f"<sub>Answers come from the API gateway at `{gateway_url}`.</sub>")
+        turns = gr.State([])
+        with gr.Row():
+            with gr.Column(scale=2):
+                audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Clip", elem_id="clip",
+                                 buttons=["download"])
+                gr.Examples([[example_clip(examples_dir)]], inputs=[audio], label="No song at hand? Try this clip")
+                panel = gr.Markdown("Upload or record a clip to see its analysis.", elem_id="analysis")
+                waveform = gr.Plot(label="Waveform and beats", show_label=False, elem_id="waveform", format="png")
+                chroma = gr.Plot(label="Chroma", show_label=False, elem_id="chroma", format="png")
+            with gr.Column(scale=3):
+                chat = gr.Chatbot(label="Chat", elem_id="chat", height=460, buttons=["copy", "copy_all"])
+                question = gr.Textbox(label="Your question", placeholder="What instruments are playing?",
+                                      elem_id="question", lines=1, max_lines=4, submit_btn=True)
+                with gr.Row():
+                    caption = gr.Button("Caption this", elem_id="caption", variant="primary")
+                    clear = gr.Button("New chat", elem_id="clear")
+                gr.Examples([[q] for q in EXAMPLE_QUESTIONS], inputs=[question], label="Example questions")
+                with gr.Accordion("Answer settings", open=False):
+                    max_tokens = gr.Slider(16, 1024, value=256, step=16, label="Longest answer (tokens)")
+                    temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.1, label="Temperature (0 = always the same answer)")
+
+        audio.change(on_clip, [audio], [panel, waveform, chroma, chat, turns], concurrency_limit=2)
+        # The gateway batches concurrent requests: do not serialise users behind one queue slot.
+        inputs, outputs = [question, audio, turns, max_tokens, temperature], [chat, turns, question]
+        question.submit(ask, inputs, outputs, concurrency_limit=None)
+        caption.click(lambda: CAPTION_PROMPT, None, question, queue=False).then(
+            ask, inputs, outputs, concurrency_limit=None)
+        clear.click(lambda: ([], []), None, [chat, turns], queue=False)
+    return app
+
+
+def launch(app, host: str = "127.0.0.1", port: int = 7860, max_file_size: str | int = MAX_UPLOAD) -> str:
+    """Start `app` in background threads (Gradio's own server) and return its URL; `app.close()`
+    stops it. Never a share link, no server-side rendering (it would need Node), quiet logs."""
+    app.queue(default_concurrency_limit=4)
+    app.launch(server_name=host, server_port=port, share=False, inbrowser=False, prevent_thread_lock=True,
+               quiet=True, show_error=True, max_file_size=max_file_size, ssr_mode=False,
+               footer_links=[], pwa=False, mcp_server=False)
+    return f"http://{host}:{port}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import time
+
+    parser = argparse.ArgumentParser(prog="python -m serve.web", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gateway", default="http://127.0.0.1:8000/v1",
+                        help="base URL of the OpenAI-compatible gateway (musicllm serve), ending in /v1")
+    parser.add_argument("--api-key", default=os.environ.get(API_KEY_ENV),
+                        help=f"the gateway's API key, if it has one (default: ${API_KEY_ENV})")
+    parser.add_argument("--model", default=None, help="model id to ask for (default: the first the gateway lists)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind; anything but 127.0.0.1 exposes the page to your network")
+    parser.add_argument("--port", type=int, default=7860, help="port for the page")
+    parser.add_argument("--max-upload", default=MAX_UPLOAD, help="largest upload the page accepts, e.g. 50mb")
+    parser.add_argument("--max-audio-seconds", type=float, default=MAX_AUDIO_SECONDS,
+                        help="longest clip analysed and sent (the gateway has its own limit too)")
+    args = parser.parse_args(argv)
+    app = build_app(args.gateway, args.api_key, args.model, max_audio_seconds=args.max_audio_seconds)
+    url = launch(app, args.host, args.port, args.max_upload)
+    print(f"web demo: {url}  (gateway {args.gateway}; Ctrl-C stops)", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        app.close()
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""The web demo as a user meets it: a real headless Chromium on the Gradio page, which talks over
+HTTP to a real gateway (uvicorn, transformers engine on the overfit serving checkpoint).
+
+Expected answers come from the same gateway through the `openai` client, so the chat must show
+exactly what the API answers for that conversation (greedy decoding makes it repeatable). The
+gateway's clip limit is 5 s here, the page's 600 s, so a 7 s clip passes the page's analysis and
+is refused by the gateway: its 400 message must reach the user.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import openai
+import pytest
+import soundfile as sf
+from playwright.sync_api import expect, sync_playwright
+
+from serve.web import CAPTION_PROMPT, build_app, clip_part, launch, openai_messages
+from serving_fixtures import FOLLOW_UP, SERVING_CLIPS, clicks
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+WAIT_MS = 60_000  # first analysis of a process compiles librosa's numba kernels (~5 s); 2 busy cores
+GATEWAY_MAX_SECONDS = 5.0
+MAX_UPLOAD = "1mb"  # what the page accepts; a 40 s WAV at 16 kHz is 1.3 MB
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def gateway_url(transformers_engine):
+    from serve.api import create_app, serve_in_thread
+    from serve.openai_format import Limits
+
+    app = create_app(transformers_engine, limits=Limits(max_audio_seconds=GATEWAY_MAX_SECONDS))
+    with serve_in_thread(app, "127.0.0.1", 0) as url:
+        yield url + "/v1"
+
+
+@pytest.fixture(scope="module")
+def web_url(gateway_url):
+    app = build_app(gateway_url)
+    try:
+        yield launch(app, "127.0.0.1", free_port(), max_file_size=MAX_UPLOAD)
+    finally:
+        app.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture()
+def page(browser, web_url):
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    expect.set_options(timeout=WAIT_MS)  # expect's own default is 5 s
+    page.goto(web_url)
+    yield page
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("clips")
+    paths = {"piano": folder / "piano.wav", "long": folder / "seven-seconds.wav", "broken": folder / "broken.wav",
+             "big": folder / "big.wav"}
+    sf.write(paths["big"], clicks(40.0, 100), 16000, subtype="PCM_16")
+    sf.write(paths["piano"], SERVING_CLIPS["piano"], 16000, subtype="PCM_16")
+    sf.write(paths["long"], clicks(7.0, 120), 16000, subtype="PCM_16")
+    paths["broken"].write_bytes(b"RIFF\x10\x00\x00\x00WAVEthis is not audio" * 8)
+    return paths
+
+
+def api_answer(gateway_url: str, turns: list[dict], clip) -> str:
+    """What the gateway answers for this chat, asked directly with the official client."""
+    client = openai.OpenAI(base_url=gateway_url, api_key="none")
+    model = client.models.list().data[0].id
+    reply = client.chat.completions.create(model=model, messages=openai_messages(turns, clip_part(clip)),
+                                           max_tokens=256, temperature=0.0)
+    return reply.choices[0].message.content
+
+
+def upload(page, path) -> None:
+    page.locator("#clip input[type=file]").set_input_files(str(path))
+
+
+def ask(page, question: str) -> None:
+    box = page.locator("#question textarea")
+    box.fill(question)
+    box.press("Enter")
+
+
+def watch_bot_messages(page) -> None:
+    """Record every text the chat's answers show, to tell a streamed answer from one that
+    appears whole."""
+    page.evaluate("""() => {
+        window.seenAnswers = [];
+        new MutationObserver(() => {
+            document.querySelectorAll('#chat [data-testid=bot]').forEach(m => window.seenAnswers.push(m.innerText.trim()));
+        }).observe(document.querySelector('#chat'), {subtree: true, childList: true, characterData: true});
+    }""")
+
+
+def test_upload_analysis_then_a_streamed_chat_over_two_turns_and_caption_this(page, clips, gateway_url):
+    upload(page, clips["piano"])
+    panel = page.locator("#analysis")
+    expect(panel).to_contain_text("piano.wav")
+    expect(panel).to_contain_text("Key")
+    expect(panel).to_contain_text("LUFS")
+    expect(page.locator("#waveform img")).to_be_visible()
+    expect(page.locator("#chroma img")).to_be_visible()
+
+    bot, user = page.locator("#chat [data-testid=bot]"), page.locator("#chat [data-testid=user]")
+    first = api_answer(gateway_url, [{"role": "user", "content": "What is playing?"}], clips["piano"])
+    watch_bot_messages(page)
+    ask(page, "What is playing?")
+    expect(bot).to_have_count(1)
+    expect(bot.last).to_have_text(first)
+    expect(page.locator("#question textarea")).to_have_value("")
+    seen = page.evaluate("window.seenAnswers")
+    assert any(text and text != first and first.startswith(text) for text in seen), \
+        f"the answer appeared whole, not streamed: {seen}"
+
+    history = [{"role": "user", "content": "What is playing?"}, {"role": "assistant", "content": first},
+               {"role": "user", "content": FOLLOW_UP}]
+    second = api_answer(gateway_url, history, clips["piano"])
+    ask(page, FOLLOW_UP)
+    expect(bot).to_have_count(2)
+    expect(bot.last).to_have_text(second)
+    expect(user).to_have_text(["What is playing?", FOLLOW_UP])
+
+    page.locator("#clear").click()
+    expect(bot).to_have_count(0)
+    caption = api_answer(gateway_url, [{"role": "user", "content": CAPTION_PROMPT}], clips["piano"])
+    page.locator("#caption").click()
+    expect(user).to_have_text([CAPTION_PROMPT])
+    expect(bot).to_have_count(1)
+    expect(bot.last).to_have_text(caption)
+
+
+def test_the_example_clip_is_analysed_with_its_tempo_and_key(page):
+    ask(page, "What is playing?")  # no clip yet: a hint, not a request
+    expect(page.locator("[data-testid=toast-body]").first).to_contain_text("Upload or record a clip first")
+    page.get_by_text("c-major-arpeggio-120bpm.wav").click()
+    panel = page.locator("#analysis")
+    expect(panel).to_contain_text("120 BPM")
+    expect(panel).to_contain_text("C major")
+    expect(panel).to_contain_text("4/4")
+
+
+def test_a_corrupt_file_gets_a_visible_error_naming_it(page, clips):
+    upload(page, clips["broken"])
+    toast = page.locator("[data-testid=toast-body]")
+    expect(toast.first).to_contain_text("broken.wav")
+    expect(page.locator("#analysis")).to_contain_text("Cannot use this clip")
+    expect(page.locator("#analysis")).to_contain_text("broken.wav")
+    ask(page, "What is playing?")
+    expect(toast.last).to_contain_text("broken.wav")
+    expect(page.locator("#chat [data-testid=bot]")).to_have_count(0)
+
+
+def test_the_gateways_refusal_is_shown_and_the_chat_stays_usable(page, clips):
+    upload(page, clips["long"])
+    expect(page.locator("#analysis")).to_contain_text("seven-seconds.wav")
+    ask(page, "What is playing?")
+    toast = page.locator("[data-testid=toast-body]")
+    expect(toast.first).to_contain_text("400")
+    expect(toast.first).to_contain_text(f"the limit is {GATEWAY_MAX_SECONDS:g} s")
+    expect(page.locator("#chat [data-testid=bot]")).to_have_count(0)
+    expect(page.locator("#question textarea")).to_have_value("What is playing?")  # back, to send again
+
+    page.locator("#clip button[aria-label=Clear]").click()  # the upload box returns in place of the player
+    upload(page, clips["piano"])
+    expect(page.locator("#analysis")).to_contain_text("piano.wav")
+    ask(page, "What is playing?")
+    expect(page.locator("#chat [data-testid=bot]")).to_have_count(1)
+
+
+def test_an_upload_over_the_size_limit_is_refused_in_the_page(page, clips):
+    upload(page, clips["big"])
+    toast = page.locator("[data-testid=toast-body]").first
+    expect(toast).to_contain_text("exceed the maximum allowed size of 1.0 Mb")
+    expect(toast).to_contain_text("big.wav")
+    page.wait_for_timeout(1000)
+    expect(page.locator("#analysis")).not_to_contain_text("big.wav")
