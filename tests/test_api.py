@@ -149,6 +149,18 @@ def test_streaming_sends_the_same_answer_in_pieces(gateway):
     assert len({c.id for c in chunks}) == 1
 
 
+def test_stop_max_tokens_and_seed_reach_the_engine(gateway):
+    words = direct(gateway.engine, "piano").split()
+    create = gateway.client.chat.completions.create
+    stopped = create(model=MODEL, messages=ask("piano"), max_tokens=32, stop=[" " + words[2]])
+    assert stopped.choices[0].message.content == " ".join(words[:2]) and stopped.choices[0].finish_reason == "stop"
+    cut = create(model=MODEL, messages=ask("piano"), max_tokens=2)
+    assert cut.choices[0].finish_reason == "length" and cut.usage.completion_tokens == 2
+    sampled = [create(model=MODEL, messages=ask("drums"), max_tokens=12, temperature=1.5, top_p=0.9, seed=7)
+               .choices[0].message.content for _ in range(2)]
+    assert sampled[0] == sampled[1]
+
+
 def test_stream_wire_format_ends_with_done(vllm_gateway):
     body = {"model": MODEL, "messages": ask("piano"), "max_tokens": 8, "stream": True}
     with httpx.stream("POST", f"{vllm_gateway.url}/v1/chat/completions", json=body, timeout=60) as response:
@@ -225,17 +237,17 @@ BAD_REQUESTS = {  # name -> (request keyword arguments, status, error code, word
 
 
 @pytest.mark.parametrize("case", BAD_REQUESTS, ids=list(BAD_REQUESTS))
-def test_bad_requests_get_openai_errors_and_the_server_keeps_serving(vllm_gateway, case):
+def test_bad_requests_get_openai_errors_and_the_server_keeps_serving(gateway, case):
     kwargs, status, code, words = BAD_REQUESTS[case]
     request = dict(model=MODEL, messages=ask("piano"), max_tokens=16) | kwargs
     if request["messages"] is None:
         del request["messages"]
-    response = httpx.post(f"{vllm_gateway.url}/v1/chat/completions", json=request, timeout=60)
+    response = httpx.post(f"{gateway.url}/v1/chat/completions", json=request, timeout=60)
     error = response.json()["error"]
     assert response.status_code == status, error
     assert set(error) == {"message", "type", "param", "code"} and error["code"] == code
     assert error["type"] == "invalid_request_error" and words in error["message"]
-    assert vllm_gateway.healthy()
+    assert gateway.healthy()
 
 
 def test_the_openai_client_raises_on_bad_audio_with_the_message(vllm_gateway):
