@@ -458,6 +458,23 @@ def make_questions(clip: dict, rng: random.Random, per_clip: int = 4, positions:
     return rows
 
 
+def balanced_dimensions(clips: list[dict], rng: random.Random) -> dict[str, list[str]]:
+    """clip id -> the dimensions to ask about it, so that no answer is much more often right than
+    the others: a question whose answer is common in these clips is kept with probability
+    median count / its count. On a skewed corpus (most clips in 4/4, few slow ones) a model that
+    never hears the audio would otherwise score well by naming the common answer.
+    Instrument questions are all kept (which instrument is asked is chosen later, per clip)."""
+    facts = {c["id"]: label_facts(c.get("labels") or {}, random.Random(0)) for c in clips}
+    counts: dict[str, Counter] = {}
+    for per_dim in facts.values():
+        for dim, (answer, *_) in per_dim.items():
+            counts.setdefault(dim, Counter())[answer] += 1
+    medians = {dim: sorted(c.values())[len(c) // 2] for dim, c in counts.items()}
+    return {cid: [dim for dim, (answer, *_) in per_dim.items()
+                  if dim == "instrument" or rng.random() < medians[dim] / counts[dim][answer]]
+            for cid, per_dim in facts.items()}
+
+
 def write_csv(rows: list[dict], path: Path) -> None:
     """All at once through a temporary file: a killed run leaves the old CSV, never half a new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -483,6 +500,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--distractors", choices=DISTRACTOR_KINDS, default="muchomusic",
                         help="muchomusic: one distractor of each MuChoMusic kind (default); same-kind: three "
                              "wrong answers to the question itself, so text alone cannot eliminate any")
+    parser.add_argument("--balance-answers", action="store_true",
+                        help="ask fewer questions whose answer is common among these clips, so that every "
+                             "answer of a dimension is right about equally often (for test sets)")
     args = parser.parse_args(argv)
     out = args.out or args.manifest.parent / "multiple_choice.csv"
     try:
@@ -493,10 +513,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     positions, rows = PositionCycle(seeded_rng("mc-positions", args.seed)), []
     vocabulary = answer_vocabulary(everything, seeded_rng("mc-vocabulary", args.seed))
+    asked = balanced_dimensions(list(clips.values()), seeded_rng("mc-balance", args.seed)) if args.balance_answers else {}
     for clip in tqdm(clips.values(), unit="clip", desc="questions"):
         clip = {**clip, "audio": relocate_audio(clip["audio"], args.manifest.parent, out.parent)}
         rows += make_questions(clip, seeded_rng("mc", args.seed, clip["id"]), args.per_clip, positions,
-                               distractors=args.distractors, vocabulary=vocabulary)
+                               dimensions=asked.get(clip["id"]), distractors=args.distractors, vocabulary=vocabulary)
     write_csv(rows, out)
     flagged = sum(1 for r in rows if "text_only_guessable" in r["flags"])
     print(f"{len(rows)} questions on {len(clips)} clips ({args.split} split) -> {out}; "

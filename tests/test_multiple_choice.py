@@ -213,3 +213,30 @@ def test_same_kind_distractors_follow_answer_frequencies():
         return sum(r["correct_answer"] == "Rock" for r in shown) / len(shown)
 
     assert precision_of_rock(vocabulary) < precision_of_rock(uniform) - 0.1
+
+
+def test_balanced_answers_leave_no_common_answer_to_guess(tmp_path):
+    """On a corpus where most clips are in 4/4 and in one tempo band, `--balance-answers` asks about
+    each metre and band about equally often, so naming the common answer no longer pays."""
+    rng = random.Random(7)
+    clips = [procedural_clip(i, rng, split="test") for i in range(300)]
+    for clip in clips:
+        if rng.random() < 0.7:
+            clip["labels"].update(time_signature="4/4", tempo_bpm=round(rng.uniform(100, 120), 1))
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(c) + "\n" for c in clips))
+
+    def share_of_most_common(flags: list[str]) -> dict[str, float]:
+        out = tmp_path / f"mc{len(flags)}.csv"
+        assert main([str(manifest), "--out", str(out), "--per-clip", "9", "--distractors", "same-kind", *flags]) == 0
+        rows = list(csv.DictReader(out.open()))
+        shares = {}
+        for name, test in (("metre", lambda r: "metre" in r["correct_answer"]),
+                           ("tempo", lambda r: "BPM" in r["correct_answer"])):
+            answers = Counter(r["correct_answer"] for r in rows if test(r))
+            shares[name] = max(answers.values()) / sum(answers.values())
+        return shares
+
+    skewed, balanced = share_of_most_common([]), share_of_most_common(["--balance-answers"])
+    assert skewed["metre"] > 0.7 and balanced["metre"] < 0.45
+    assert skewed["tempo"] > 0.6 and balanced["tempo"] < 0.35
