@@ -1,8 +1,8 @@
 """The OpenAI-compatible API gateway (`musicllm serve`): chat completions with audio, over any engine.
 
-    musicllm serve                                       # default model (built if missing), best engine
-    musicllm serve --checkpoint runs/tiny/instruct/model --engine transformers
-    musicllm serve --engine vllm --start-vllm            # starts a vLLM server on 127.0.0.1 too
+    musicllm serve                                       # default model (built if missing), transformers
+    musicllm serve --checkpoint runs/tiny/instruct/model --threads 2
+    musicllm serve --engine vllm                         # starts a vLLM server on 127.0.0.1 too
     musicllm serve --engine vllm --vllm-url http://127.0.0.1:8001/v1 --api-key SECRET --port 8000
 
 Then any OpenAI client works unchanged (base_url http://127.0.0.1:8000/v1), sending audio as
@@ -253,12 +253,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--size", default="default", choices=["default", "small"],
                         help="quickstart size when the default model has to be built")
     parser.add_argument("--engine", default="auto", choices=["auto", "transformers", "vllm"],
-                        help="auto = vLLM when installed and a vLLM server is given or started, else transformers")
+                        help="auto = vLLM when a vLLM server is given (--vllm-url) or started (--start-vllm), "
+                             "else transformers")
     parser.add_argument("--vllm-url", default=None, help="a running vLLM OpenAI server for this checkpoint's "
                         "language_model/ (started with --enable-prompt-embeds), e.g. http://127.0.0.1:8001/v1")
     parser.add_argument("--start-vllm", action="store_true",
                         help="start a vLLM server for the checkpoint on 127.0.0.1, stopped on exit "
                              "(the default for --engine vllm without --vllm-url)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads in this process (encoder, projector; the LLM too with transformers)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes the API to the network)")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on")
     parser.add_argument("--api-key", default=os.environ.get(API_KEY_ENV),
@@ -299,6 +302,10 @@ def main(argv: list[str]) -> int:
     from musicllm.engines import load_engine
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     checkpoint = args.checkpoint
     if checkpoint is None:
         from training.quickstart import ensure_default_model

@@ -350,7 +350,8 @@ def test_streams_run_side_by_side_not_one_after_another(transformers_engine):
 def test_musicllm_serve_answers_and_stops_on_ctrl_c(serving_checkpoint, tmp_path):
     port = free_port()
     command = [sys.executable, "-m", "musicllm.cli", "serve", "--checkpoint", str(serving_checkpoint),
-               "--engine", "transformers", "--port", str(port), "--api-key", KEY, "--max-audio-seconds", "5"]
+               "--engine", "transformers", "--threads", "1", "--port", str(port), "--api-key", KEY,
+               "--max-audio-seconds", "5"]
     with open(tmp_path / "serve.log", "w") as log:
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                   env={**os.environ, "OMP_NUM_THREADS": "1"})
