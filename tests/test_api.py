@@ -250,6 +250,40 @@ def test_bad_requests_get_openai_errors_and_the_server_keeps_serving(gateway, ca
     assert gateway.healthy()
 
 
+def test_a_refused_streaming_request_gets_a_400_not_a_broken_stream(gateway):
+    with pytest.raises(openai.BadRequestError, match="context"):
+        gateway.client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "piano " * 2000}],
+                                               stream=True)
+    assert gateway.healthy()
+
+
+class BreaksMidway:
+    """The transformers engine, failing after its second streamed piece."""
+
+    def __init__(self, engine):
+        self.engine, self.name, self.model_id, self.sample_rate = engine, "breaks", engine.model_id, engine.sample_rate
+
+    def load_audio(self, source, name=None):
+        return self.engine.load_audio(source, name=name)
+
+    async def stream(self, request):
+        count = 0
+        async for delta in self.engine.stream(request):
+            count += 1
+            if count > 2:
+                raise RuntimeError("the engine fell over")
+            yield delta
+
+
+def test_an_engine_failure_mid_stream_reaches_the_client_as_an_error(transformers_engine):
+    with _running(BreaksMidway(transformers_engine)) as url:
+        gateway = Gateway(url, None)
+        stream = gateway.client.chat.completions.create(model=MODEL, messages=ask("piano"), stream=True)
+        with pytest.raises(openai.APIError, match="Internal server error"):
+            list(stream)
+        assert gateway.healthy()
+
+
 def test_the_openai_client_raises_on_bad_audio_with_the_message(vllm_gateway):
     with pytest.raises(openai.BadRequestError) as raised:
         vllm_gateway.answer(BAD_REQUESTS["corrupt audio"][0]["messages"])
