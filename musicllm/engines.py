@@ -120,9 +120,20 @@ class Engine:
         raise NotImplementedError
 
     def complete_batch(self, requests: list[GenerationRequest]) -> list[Completion]:
-        raise NotImplementedError
+        """All requests at once (the engine batches them). Synchronous: call it outside an event loop."""
+        async def everything():
+            try:
+                return await asyncio.gather(*(self.complete(r) for r in requests))
+            finally:
+                await self._leave_loop()
+
+        return list(asyncio.run(everything()))
+
+    async def _leave_loop(self) -> None:
+        """Release what belongs to the running event loop (HTTP clients); the engine stays usable."""
 
     async def aclose(self) -> None:
+        await self._leave_loop()
         self.close()
 
     def close(self) -> None:
@@ -227,30 +238,6 @@ class TransformersEngine(LocalModelEngine):
                     return
         finally:
             job.cancelled = True  # a no-op when finished; otherwise the row stops at the next step
-
-    def complete_batch(self, requests: list[GenerationRequest]) -> list[Completion]:
-        results: list[list] = [[] for _ in requests]
-        done = threading.Semaphore(0)
-
-        def collector(index: int):
-            def emit(item):
-                results[index].append(item)
-                if isinstance(item, BaseException) or item.finish_reason is not None:
-                    done.release()
-            return emit
-
-        for i, request in enumerate(requests):
-            self.submit(request, collector(i))
-        for _ in requests:
-            done.acquire()
-        completions = []
-        for items in results:
-            if isinstance(items[-1], BaseException):
-                raise items[-1]
-            last = items[-1]
-            completions.append(Completion("".join(d.text for d in items), last.finish_reason,
-                                          last.prompt_tokens, last.completion_tokens))
-        return completions
 
     def close(self) -> None:
         if self._worker.is_alive():

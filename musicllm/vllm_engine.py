@@ -271,17 +271,7 @@ class VLLMServerEngine(LocalModelEngine):
             raise RuntimeError("vLLM ended the stream without a finish reason")
         yield last
 
-    def complete_batch(self, requests: list[GenerationRequest]) -> list[Completion]:
-        """All at once (vLLM batches them); synchronous: call it outside an event loop."""
-        async def everything():
-            try:
-                return await asyncio.gather(*(self.complete(r) for r in requests))
-            finally:
-                await self.aclose()
-
-        return asyncio.run(everything())
-
-    async def aclose(self) -> None:
+    async def _leave_loop(self) -> None:
         with contextlib.suppress(RuntimeError):
             client = self._clients.pop(asyncio.get_running_loop(), None)
             if client is not None:
