@@ -159,12 +159,23 @@ def language_model_dir(checkpoint_dir: str | os.PathLike) -> Path:
     return folder
 
 
+def checkpoint_dtype(model_dir: Path) -> str:
+    """The dtype the LLM was saved in. vLLM's "auto" serves float32 weights as bfloat16 on CPU,
+    while transformers keeps float32: serving the saved dtype keeps greedy answers identical."""
+    import json
+
+    config = json.loads((model_dir / "config.json").read_text())
+    return str(config.get("dtype") or config.get("torch_dtype") or "auto")
+
+
 def start_vllm_server(checkpoint_dir: str | os.PathLike, workdir: str | os.PathLike, port: int | None = None,
-                      host: str = "127.0.0.1", **kwargs) -> contextlib.AbstractContextManager[str]:
-    """A vLLM server for a musicllm checkpoint: its `language_model/` with `--enable-prompt-embeds`.
-    A context manager yielding the base URL; keyword arguments as for `serve_model`."""
-    extra = ["--enable-prompt-embeds", *kwargs.pop("extra_args", ())]
-    return serve_model(language_model_dir(checkpoint_dir), workdir, port=port, host=host, extra_args=extra, **kwargs)
+                      host: str = "127.0.0.1", dtype: str | None = None, **kwargs) -> contextlib.AbstractContextManager[str]:
+    """A vLLM server for a musicllm checkpoint: its `language_model/` with `--enable-prompt-embeds`,
+    in `dtype` (default: the saved one, see checkpoint_dtype). A context manager yielding the base
+    URL; other keyword arguments as for `serve_model`."""
+    model_dir = language_model_dir(checkpoint_dir)
+    extra = ["--enable-prompt-embeds", "--dtype", dtype or checkpoint_dtype(model_dir), *kwargs.pop("extra_args", ())]
+    return serve_model(model_dir, workdir, port=port, host=host, extra_args=extra, **kwargs)
 
 
 def encode_embeds(tensor) -> str:
@@ -296,9 +307,10 @@ class VLLMOfflineEngine(LocalModelEngine):
             os.environ.setdefault(name, value)  # a KV cache sized from the machine's RAM otherwise
         from vllm import LLM
 
+        model_dir = language_model_dir(checkpoint_dir)
         settings = dict(enforce_eager=True, enable_prompt_embeds=True, max_model_len=self.context,
-                        served_model_name=model_id)
-        self.llm = LLM(model=str(language_model_dir(checkpoint_dir)), **{**settings, **llm_kwargs})
+                        served_model_name=model_id, dtype=checkpoint_dtype(model_dir))
+        self.llm = LLM(model=str(model_dir), **{**settings, **llm_kwargs})
         self.context = self.llm.llm_engine.model_config.max_model_len
 
     def complete_batch(self, requests: list[GenerationRequest]) -> list[Completion]:
