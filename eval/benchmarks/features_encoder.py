@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from eval.benchmarks import write_results
+
 SAMPLE_RATE = 16000
 DEFAULT_OUT = "eval/benchmarks/results/features_encoder.json"
 
@@ -158,10 +160,7 @@ def main(argv: list[str] | None = None) -> None:
         processor=platform.processor() or platform.machine(),
         results=rows,
     )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_results(report, args.out)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from eval.benchmarks import write_results
+
 DEFAULT_OUT = "eval/benchmarks/results/mir_agreement.json"
 TEMPO_TOLERANCE = 0.04
 PITCH_CLASSES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
@@ -226,9 +228,7 @@ def main(argv: list[str] | None = None) -> int:
               "tempo_tolerance": TEMPO_TOLERANCE,
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}}
     print_table(result)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(result, args.out)
     return 0
 
 

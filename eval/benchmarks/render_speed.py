@@ -20,12 +20,13 @@ second core is free, so the 1-minute load average before the runs is saved too.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
 import time
 from pathlib import Path
+
+from eval.benchmarks import write_results
 
 DEFAULT_OUT = "eval/benchmarks/results/render_speed.json"
 
@@ -101,10 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     for run in result["corpus"]:
         print(f"synth command, {run['workers']} worker(s): {run['clips_per_s']} clips/s, "
               f"{run['x_realtime']}x realtime ({run['clips']} clips in {run['wall_s']} s)")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"saved {out}")
+    write_results(result, args.out)
     return 0
 
 

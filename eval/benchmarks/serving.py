@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from eval.benchmarks import write_results
+
 DEFAULT_OUT = "eval/benchmarks/results/serving.json"
 QUESTIONS = ["What instruments are playing?", "What key is this in?", "Describe the mood of this piece.",
              "How fast is the tempo?"]
@@ -166,10 +168,7 @@ def main(argv: list[str] | None = None) -> None:
                   users=args.users, threads=args.threads, cpu_count=os.cpu_count(), load_average=os.getloadavg(),
                   torch=torch.__version__, machine=platform.machine(),
                   device="cuda" if torch.cuda.is_available() else "cpu", results=results, ratios_vllm_over_transformers=ratios)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_results(report, args.out)
 
 
 if __name__ == "__main__":
