@@ -3,12 +3,11 @@ same greedy answers about a clip, stream what they answer, batch concurrent user
 requests by name, and stop work nobody waits for any more."""
 
 import asyncio
-import time
 
 import numpy as np
 import pytest
 
-from musicllm.engines import EngineRequestError, GenerationRequest, load_engine
+from musicllm.engines import EngineRequestError, GenerationRequest
 from serving_fixtures import CONTEXT, SERVING_ANSWERS, SERVING_CLIPS, serving_conversation
 
 CASES = [(kind, turns) for kind in SERVING_CLIPS for turns in (1, 2)]  # turn 2: audio only in turn 1
