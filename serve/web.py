@@ -24,8 +24,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from musicllm.analysis import SAMPLE_RATE as ANALYSIS_RATE
 from musicllm.audio import AudioError, audio_duration, load_audio
 
@@ -52,8 +50,8 @@ def clip_name(path: str | os.PathLike) -> str:
 
 def clip_part(path: str | os.PathLike, max_bytes: int = MAX_CLIP_BYTES) -> dict:
     """The `input_audio` content part for a clip file: its own bytes when the gateway reads the
-    format and they are small enough, else the decoded audio as 16-bit mono FLAC (lossless for
-    the model, which hears mono). AudioError, naming the file, when it does not decode."""
+    format and they are small enough, else the decoded audio as 16-bit mono FLAC at up to 24 kHz
+    (the model hears mono). AudioError, naming the file, when it does not decode."""
     import soundfile as sf
 
     name = clip_name(path)
@@ -62,7 +60,9 @@ def clip_part(path: str | os.PathLike, max_bytes: int = MAX_CLIP_BYTES) -> dict:
     if fmt and os.path.getsize(path) <= max_bytes:
         return {"type": "input_audio", "input_audio": {"data": base64.b64encode(Path(path).read_bytes()).decode(),
                                                        "format": fmt}}
-    rate = min(sf.info(path).samplerate, 48000)
+    # 24 kHz covers what music encoders hear (MERT: 24 kHz) and keeps 10 minutes of mono FLAC
+    # under the gateway's 25 MiB per clip.
+    rate = min(sf.info(path).samplerate, 24000)
     buffer = io.BytesIO()
     sf.write(buffer, load_audio(path, rate, name=name), rate, format="FLAC", subtype="PCM_16")
     return {"type": "input_audio", "input_audio": {"data": base64.b64encode(buffer.getvalue()).decode(),
@@ -70,8 +70,9 @@ def clip_part(path: str | os.PathLike, max_bytes: int = MAX_CLIP_BYTES) -> dict:
 
 
 def openai_messages(turns: list[dict], audio_part: dict | None) -> list[dict]:
-    """The chat so far as OpenAI messages: the clip goes in the first user turn, every later turn
-    is plain text (the gateway keeps earlier audio in context from the history itself)."""
+    """The chat so far as OpenAI messages: the clip in the first user turn, every later turn plain
+    text. The gateway keeps no sessions, so each request carries the clip again; the model then
+    sees it where the conversation began."""
     messages, placed = [], audio_part is None
     for turn in turns:
         if turn["role"] == "user" and not placed:
@@ -114,19 +115,11 @@ def analyze_clip(path: str, max_seconds: float = MAX_AUDIO_SECONDS):
             chroma_figure(audio, ANALYSIS_RATE))
 
 
-def test_clip(seconds: float = 6.0, sample_rate: int = 16000, bpm: float = 120.0) -> np.ndarray:
-    """A C-major arpeggio over a click at `bpm`: something with a key and a tempo to ask about."""
-    t = np.arange(int(seconds * sample_rate)) / sample_rate
-    beat = 60.0 / bpm
-    notes = np.array([261.63, 329.63, 392.0, 523.25])[(t // beat).astype(int) % 4]
-    tone = 0.2 * np.sin(2 * np.pi * notes * t) * np.exp(-3 * (t % beat))
-    click = 0.5 * np.exp(-80 * (t % beat)) * np.sin(2 * np.pi * 2000 * t)
-    return (tone + click).astype(np.float32)
-
-
 def example_clip(folder: str | os.PathLike) -> str:
     """A WAV of `test_clip` in `folder`, offered on the page for users without a song at hand."""
     import soundfile as sf
+
+    from serve.chat import test_clip
 
     path = Path(folder) / "c-major-arpeggio-120bpm.wav"
     if not path.is_file():

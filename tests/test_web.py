@@ -9,13 +9,16 @@ is refused by the gateway: its 400 message must reach the user.
 
 from __future__ import annotations
 
-import socket
+import base64
+import io
 
+import numpy as np
 import openai
 import pytest
 import soundfile as sf
 from playwright.sync_api import expect, sync_playwright
 
+from musicllm.vllm_engine import free_port
 from serve.web import CAPTION_PROMPT, build_app, clip_part, launch, openai_messages
 from serving_fixtures import FOLLOW_UP, SERVING_CLIPS, clicks
 
@@ -24,12 +27,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 WAIT_MS = 60_000  # first analysis of a process compiles librosa's numba kernels (~5 s); 2 busy cores
 GATEWAY_MAX_SECONDS = 5.0
 MAX_UPLOAD = "1mb"  # what the page accepts; a 40 s WAV at 16 kHz is 1.3 MB
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -194,3 +191,19 @@ def test_an_upload_over_the_size_limit_is_refused_in_the_page(page, clips):
     expect(toast).to_contain_text("big.wav")
     page.wait_for_timeout(1000)
     expect(page.locator("#analysis")).not_to_contain_text("big.wav")
+
+
+def test_clips_go_as_they_are_unless_too_big_or_in_a_format_the_gateway_does_not_read(tmp_path):
+    clip = SERVING_CLIPS["piano"]
+    small = tmp_path / "small.wav"
+    sf.write(small, clip, 16000, subtype="PCM_16")
+    part = clip_part(small)["input_audio"]
+    assert part["format"] == "wav" and base64.b64decode(part["data"]) == small.read_bytes()
+
+    for name, fmt in [("stereo.wav", "WAV"), ("clip.aiff", "AIFF")]:
+        path = tmp_path / name
+        sf.write(path, np.stack([clip, clip], axis=1), 44100, format=fmt, subtype="PCM_16")
+        part = clip_part(path, max_bytes=1000)["input_audio"]
+        audio, rate = sf.read(io.BytesIO(base64.b64decode(part["data"])))
+        assert part["format"] == "flac" and rate == 24000 and audio.ndim == 1
+        assert len(audio) / rate == pytest.approx(len(clip) / 44100, abs=0.01)
