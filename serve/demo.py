@@ -9,7 +9,8 @@ What starts, in order, on 127.0.0.1 unless --host says otherwise:
   1. the default model, built first if it is missing (`musicllm quickstart`: minutes, with progress),
      or the folder given with --checkpoint;
   2. a vLLM OpenAI server on the checkpoint's language model (when vLLM is installed; its log and
-     caches go to $MUSICLLM_HOME/demo/vllm);
+     caches go to $MUSICLLM_HOME/demo/vllm), checked with a one-token request: if vLLM cannot run
+     the model, the transformers engine answers instead (with --engine auto; an error with vllm);
   3. the OpenAI-compatible API gateway (`musicllm serve`'s app) in this process;
   4. the Gradio web chat, which talks to the gateway like any other API client.
 A port already in use falls back to a free one, with a message. Ctrl-C (SIGINT) or SIGTERM stops

@@ -125,12 +125,16 @@ def test_quickstart_then_demo_as_a_new_user_would(tmp_path):
     the API and serves the page; Ctrl-C stops everything it started and exits 0. A second start
     reuses the model."""
     env = {"MUSICLLM_HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
-    demo = Demo("--size", "small", env=env)
-    try:
-        demo.wait_for("Press Ctrl-C to stop.", timeout=900)
-    except AssertionError:
-        demo.stop()
-        raise
+    with socket.socket() as taken:  # someone else's server on the web port: the demo moves aside
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        taken_port = taken.getsockname()[1]
+        demo = Demo("--size", "small", "--web-port", str(taken_port), env=env)
+        try:
+            demo.wait_for("Press Ctrl-C to stop.", timeout=900)
+        except AssertionError:
+            demo.stop()
+            raise
     out = demo.output
     for step in ["synthesise", "write captions", "MIR estimates", "stage pretrain", "stage align", "stage instruct",
                  "evaluate"]:
@@ -138,6 +142,7 @@ def test_quickstart_then_demo_as_a_new_user_would(tmp_path):
     assert "building the default model" in out and "starting vLLM" in out and "(vllm engine" in out
     api, web = demo.url("API"), demo.url("web chat")
     assert api.startswith("http://127.0.0.1:") and web.startswith("http://127.0.0.1:")
+    assert f"port {taken_port} is in use; the web chat takes port" in out and f":{taken_port}" not in web
 
     clip = tmp_path / "clip.wav"
     sf.write(clip, test_clip(sample_rate=22050), 22050)
