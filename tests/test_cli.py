@@ -73,6 +73,12 @@ class Demo:
         self.lines: list[str] = []
         threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True).start()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()  # a failed check must not leave the demo (and its vLLM) running
+
     @property
     def output(self) -> str:
         return "".join(self.lines)
@@ -102,10 +108,19 @@ class Demo:
         finally:
             if self.process.poll() is None:  # the test fails below; leave nothing running
                 for child in children:
-                    child.kill()
+                    with contextlib.suppress(psutil.Error):
+                        child.kill()
                 self.process.kill()
         time.sleep(0.5)  # the reader thread takes the last lines
         return children
+
+
+def port_of(sock: socket.socket) -> int:
+    """A listening socket's port, bound on first use: a port someone else holds."""
+    if sock.getsockname()[1] == 0:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+    return sock.getsockname()[1]
 
 
 def alive(processes) -> list:
@@ -125,51 +140,42 @@ def test_quickstart_then_demo_as_a_new_user_would(tmp_path):
     the API and serves the page; Ctrl-C stops everything it started and exits 0. A second start
     reuses the model."""
     env = {"MUSICLLM_HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
-    with socket.socket() as taken:  # someone else's server on the web port: the demo moves aside
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        taken_port = taken.getsockname()[1]
-        demo = Demo("--size", "small", "--web-port", str(taken_port), env=env)
-        try:
-            demo.wait_for("Press Ctrl-C to stop.", timeout=900)
-        except AssertionError:
-            demo.stop()
-            raise
-    out = demo.output
-    for step in ["synthesise", "write captions", "MIR estimates", "stage pretrain", "stage align", "stage instruct",
-                 "evaluate"]:
-        assert f"] {step}" in out or step in out
-    assert "building the default model" in out and "starting vLLM" in out and "(vllm engine" in out
-    api, web = demo.url("API"), demo.url("web chat")
-    assert api.startswith("http://127.0.0.1:") and web.startswith("http://127.0.0.1:")
-    assert f"port {taken_port} is in use; the web chat takes port" in out and f":{taken_port}" not in web
+    with socket.socket() as taken, Demo("--size", "small", "--web-port", str(port_of(taken)), env=env) as demo:
+        demo.wait_for("Press Ctrl-C to stop.", timeout=900)
+        out = demo.output
+        for step in ["synthesise", "write captions", "MIR estimates", "stage pretrain", "stage align",
+                     "stage instruct", "evaluate"]:
+            assert f"] {step}" in out or step in out
+        assert "building the default model" in out and "starting vLLM" in out and "(vllm engine" in out
+        api, web = demo.url("API"), demo.url("web chat")
+        assert api.startswith("http://127.0.0.1:") and web.startswith("http://127.0.0.1:")
+        taken_port = port_of(taken)  # someone else's server held the web port: the demo moved aside
+        assert f"port {taken_port} is in use; the web chat takes port" in out and f":{taken_port}" not in web
 
-    clip = tmp_path / "clip.wav"
-    sf.write(clip, test_clip(sample_rate=22050), 22050)
-    client = openai.OpenAI(base_url=api, api_key="none")
-    model = client.models.list().data[0].id
-    reply = client.chat.completions.create(model=model, max_tokens=8, messages=[{"role": "user", "content": [
-        clip_part(clip), {"type": "text", "text": "What instruments are playing?"}]}])
-    # The small model is barely trained (its answers may be blank lines): check the answer's shape.
-    assert isinstance(reply.choices[0].message.content, str) and reply.usage.completion_tokens >= 1
-    with urllib.request.urlopen(web, timeout=30) as page:
-        assert page.status == 200 and "Caption this" in page.read().decode()
+        clip = tmp_path / "clip.wav"
+        sf.write(clip, test_clip(sample_rate=22050), 22050)
+        client = openai.OpenAI(base_url=api, api_key="none")
+        model = client.models.list().data[0].id
+        reply = client.chat.completions.create(model=model, max_tokens=8, messages=[{"role": "user", "content": [
+            clip_part(clip), {"type": "text", "text": "What instruments are playing?"}]}])
+        # The small model is barely trained (its answers may be blank lines): check the answer's shape.
+        assert isinstance(reply.choices[0].message.content, str) and reply.usage.completion_tokens >= 1
+        with urllib.request.urlopen(web, timeout=30) as page:
+            assert page.status == 200 and "Caption this" in page.read().decode()
 
-    started = demo.stop(signal.SIGINT)
-    assert demo.process.returncode == 0, demo.output[-3000:]
-    assert "stopped." in demo.output
-    assert any("vllm.entrypoints.openai.api_server" in command for command in demo.commands)  # what it had started
-    assert alive(started) == [], [p.cmdline() for p in alive(started)]
-    assert not port_open(api) and not port_open(web)
+        started = demo.stop(signal.SIGINT)
+        assert demo.process.returncode == 0, demo.output[-3000:]
+        assert "stopped." in demo.output
+        assert any("vllm.entrypoints.openai.api_server" in command for command in demo.commands)
+        assert alive(started) == [], [p.cmdline() for p in alive(started)]
+        assert not port_open(api) and not port_open(web)
 
     home = tmp_path / "default"
     assert json.loads((home / "model" / "BUILD.json").read_text())["trained"] is True
     report = (home / "eval" / "REPORT.md").read_text()
     assert "Does the model listen?" in report and "mir-baseline" in report
 
-    again = Demo("--engine", "transformers", env=env)
-    try:
+    with Demo("--engine", "transformers", env=env) as again:
         again.wait_for("Press Ctrl-C to stop.", timeout=180)
-    finally:
         again.stop(signal.SIGTERM)
     assert again.process.returncode == 0 and "building" not in again.output and "(transformers engine" in again.output
