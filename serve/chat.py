@@ -28,8 +28,6 @@ from musicllm.audio import AudioError, audio_duration
 
 DEFAULT_QUESTION = "What instruments are playing, and what is the tempo?"
 API_KEY_ENV = "MUSICLLM_API_KEY"
-# soundfile's container names -> the input_audio formats the gateway takes as they are.
-_SENT_AS_IS = {"WAV": "wav", "MP3": "mp3", "OGG": "ogg", "FLAC": "flac"}
 
 
 def test_clip(seconds: float = 6.0, sample_rate: int = 16000, bpm: float = 120.0) -> np.ndarray:
@@ -55,20 +53,13 @@ def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
 
 
 def audio_part(path: Path | None) -> dict:
-    """An OpenAI `input_audio` content part for `path` (the test clip when None). WAV, MP3, OGG and
-    FLAC go as they are; other formats libsndfile reads (AIFF, ...) are decoded and sent as WAV."""
-    import soundfile as sf
+    """An OpenAI `input_audio` content part for `path` (the test clip when None)."""
+    from serve.openai_format import clip_part
 
     if path is None:
-        data, fmt = wav_bytes(test_clip(), 16000), "wav"
-    else:
-        kind = sf.info(str(path)).format
-        if kind in _SENT_AS_IS:
-            data, fmt = path.read_bytes(), _SENT_AS_IS[kind]
-        else:
-            audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
-            data, fmt = wav_bytes(audio.mean(axis=1), rate), "wav"
-    return {"type": "input_audio", "input_audio": {"data": base64.b64encode(data).decode("ascii"), "format": fmt}}
+        data = base64.b64encode(wav_bytes(test_clip(), 16000)).decode("ascii")
+        return {"type": "input_audio", "input_audio": {"data": data, "format": "wav"}}
+    return clip_part(path)
 
 
 def system_prompt(args: argparse.Namespace) -> list[dict]:

@@ -17,20 +17,26 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
+import os
 import re
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import anyio.to_thread
 
-from musicllm.audio import AudioError, audio_duration
+from musicllm.audio import AudioError, audio_duration, load_audio
 from musicllm.configuration import AUDIO_TOKEN
 from musicllm.engines import Completion, GenerationRequest
 
 AUDIO_FORMATS = ("wav", "mp3", "ogg", "flac")
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 MiB = 1024 * 1024
+# Client side: soundfile's container names -> the input_audio formats the gateway takes as they are.
+_SENT_AS_IS = {"WAV": "wav", "MP3": "mp3", "OGG": "ogg", "FLAC": "flac"}
+MAX_CLIP_BYTES = 20 * MiB  # above this a clip is re-encoded (mono FLAC) before it is sent
 # Parts that point at something to fetch or that this model cannot read.
 _FORBIDDEN_PARTS = {
     "audio_url": "audio must be sent inline as an input_audio part (base64 data); URLs and paths are not fetched",
@@ -299,3 +305,26 @@ def chunk_body(options: StreamOptions, delta: dict | None, finish_reason: str | 
     if options.include_usage:
         chunk["usage"] = usage_  # null on every chunk but the last, as OpenAI does
     return chunk
+
+
+# ---- the client side: what the web page and `musicllm chat` send ----
+
+def clip_part(path: str | os.PathLike, max_bytes: int = MAX_CLIP_BYTES) -> dict:
+    """The `input_audio` content part for a clip file: its own bytes when the gateway reads the
+    format and they are small enough, else the decoded audio as 16-bit mono FLAC at up to 24 kHz
+    (the model hears mono). AudioError, naming the file, when it does not decode."""
+    import soundfile as sf
+
+    name = Path(path).name
+    audio_duration(path, name=name)  # header check: a corrupt file fails here with its name
+    fmt = _SENT_AS_IS.get(sf.info(path).format)
+    if fmt and os.path.getsize(path) <= max_bytes:
+        return {"type": "input_audio", "input_audio": {"data": base64.b64encode(Path(path).read_bytes()).decode(),
+                                                       "format": fmt}}
+    # 24 kHz covers what music encoders hear (MERT: 24 kHz) and keeps 10 minutes of mono FLAC
+    # under the gateway's 25 MiB per clip.
+    rate = min(sf.info(path).samplerate, 24000)
+    buffer = io.BytesIO()
+    sf.write(buffer, load_audio(path, rate, name=name), rate, format="FLAC", subtype="PCM_16")
+    return {"type": "input_audio", "input_audio": {"data": base64.b64encode(buffer.getvalue()).decode(),
+                                                   "format": "flac"}}

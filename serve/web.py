@@ -18,14 +18,13 @@ are shown as they are).
 from __future__ import annotations
 
 import argparse
-import base64
-import io
 import os
 import tempfile
 from pathlib import Path
 
 from musicllm.analysis import SAMPLE_RATE as ANALYSIS_RATE
-from musicllm.audio import AudioError, audio_duration, load_audio
+from musicllm.audio import AudioError, load_audio
+from serve.openai_format import MAX_CLIP_BYTES, clip_part
 
 CAPTION_PROMPT = "Write a caption for this track."  # one of the caption phrasings the model was trained on
 EXAMPLE_QUESTIONS = [
@@ -36,8 +35,6 @@ EXAMPLE_QUESTIONS = [
     "What mood does this music convey?",
     "What genre is this?",
 ]
-GATEWAY_FORMATS = {"WAV": "wav", "MP3": "mp3", "OGG": "ogg", "FLAC": "flac"}  # soundfile name -> input_audio format
-MAX_CLIP_BYTES = 20 * 1024 * 1024  # above this a clip is re-encoded (mono FLAC) before it is sent
 MAX_AUDIO_SECONDS = 600.0  # the gateway's default per-clip limit; checked here first for a quick, named error
 MAX_UPLOAD = "50mb"  # what the page accepts at all (Gradio refuses bigger uploads in the browser)
 API_KEY_ENV = "MUSICLLM_API_KEY"
@@ -46,27 +43,6 @@ API_KEY_ENV = "MUSICLLM_API_KEY"
 def clip_name(path: str | os.PathLike) -> str:
     """The name a user knows a clip by: Gradio keeps the uploaded file's name inside its cache."""
     return Path(path).name
-
-
-def clip_part(path: str | os.PathLike, max_bytes: int = MAX_CLIP_BYTES) -> dict:
-    """The `input_audio` content part for a clip file: its own bytes when the gateway reads the
-    format and they are small enough, else the decoded audio as 16-bit mono FLAC at up to 24 kHz
-    (the model hears mono). AudioError, naming the file, when it does not decode."""
-    import soundfile as sf
-
-    name = clip_name(path)
-    audio_duration(path, name=name)  # header check: a corrupt file fails here with its name
-    fmt = GATEWAY_FORMATS.get(sf.info(path).format)
-    if fmt and os.path.getsize(path) <= max_bytes:
-        return {"type": "input_audio", "input_audio": {"data": base64.b64encode(Path(path).read_bytes()).decode(),
-                                                       "format": fmt}}
-    # 24 kHz covers what music encoders hear (MERT: 24 kHz) and keeps 10 minutes of mono FLAC
-    # under the gateway's 25 MiB per clip.
-    rate = min(sf.info(path).samplerate, 24000)
-    buffer = io.BytesIO()
-    sf.write(buffer, load_audio(path, rate, name=name), rate, format="FLAC", subtype="PCM_16")
-    return {"type": "input_audio", "input_audio": {"data": base64.b64encode(buffer.getvalue()).decode(),
-                                                   "format": "flac"}}
 
 
 def openai_messages(turns: list[dict], audio_part: dict | None) -> list[dict]:

@@ -19,7 +19,7 @@ import soundfile as sf
 
 from musicllm.cli import COMMANDS, main
 from serve.chat import test_clip
-from serve.web import clip_part
+from serve.openai_format import clip_part
 
 from test_builders import save_llm
 

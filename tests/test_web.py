@@ -19,7 +19,8 @@ import soundfile as sf
 from playwright.sync_api import expect, sync_playwright
 
 from musicllm.vllm_engine import free_port
-from serve.web import CAPTION_PROMPT, build_app, clip_part, launch, openai_messages
+from serve.openai_format import clip_part
+from serve.web import CAPTION_PROMPT, build_app, launch, openai_messages
 from serving_fixtures import FOLLOW_UP, SERVING_CLIPS, clicks
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
