@@ -52,7 +52,8 @@ def build_model(config: TrainConfig, accelerator: Accelerator, records: list[dic
         layer = settings.audio_layer if settings.audio_layer == "weighted" else int(settings.audio_layer)
         return build_from_backbones(settings.audio, settings.text, audio_layer=layer, dtype=settings.dtype,
                                     audio_trust_remote_code=settings.audio_trust_remote_code,
-                                    trust_remote_code=settings.trust_remote_code, stack_factor=settings.stack_factor)
+                                    trust_remote_code=settings.trust_remote_code, stack_factor=settings.stack_factor,
+                                    audio_summary_tokens=settings.summary_tokens)
     if config.stage != Stage.PRETRAIN:
         raise ConfigError(f"stage {config.stage.value} needs model.init_from (the previous stage's model folder) "
                           "or model.preset=backbones")
@@ -65,6 +66,7 @@ def build_model(config: TrainConfig, accelerator: Accelerator, records: list[dic
 
             texts = [m["content"].replace("<|audio|>", "") for r in records for m in r["messages"]]
             model, processor = build_tiny(texts, settings.vocab_size, stack_factor=settings.stack_factor,
+                                          audio_summary_tokens=settings.summary_tokens,
                                           text_overrides=settings.text_overrides)
             save_checkpoint(model, processor, init, export=False)
     return load_checkpoint(init)
