@@ -1,0 +1,132 @@
+"""Audio embeddings for search and recommendation: one fixed-size vector per track.
+
+    clip = processor.load_audio("song.mp3")
+    vector = audio_embedding(model, processor, clip)            # (embedding_dim(model.config),) float32
+    vectors = audio_embeddings(model, processor, [clip_a, clip_b])   # (2, dim), the batch form
+
+What the vector is (kind EMBEDDING_KIND): the frozen encoder's frames of each window (the same
+windows the model hears, `audio_window_seconds` long), summarised per window by their mean and
+standard deviation over time, averaged over the windows weighted by their frame counts; then each
+half (means, spreads) is standardised across its dimensions (zero mean, unit variance, so that
+neither half nor any block of large features dominates by scale alone), the halves concatenated
+and the whole L2-normalised. Dimension: 2 x D_enc (`config.audio_hidden_size`): 424 for the
+default features encoder (212-wide frames: log-mel, chroma, key strengths, tempogram, ...).
+Cosine similarity is then a plain dot product.
+
+Only the frozen encoder is used (no projector, no LLM), so embeddings stay valid while the
+projector and LLM are retrained, and two checkpoints with the same encoder give the same vectors.
+A catalog's vectors become more discriminative after a per-dimension standardisation fitted on
+the catalog itself (`Standardizer`): dimensions every track shares stop counting. Queries must
+then go through the same fitted standardiser.
+
+This module knows nothing about catalogs, files or indexes: it turns decoded clips into vectors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+# Stored beside each vector (catalog `embeddings.kind`): bump the version when the recipe changes.
+EMBEDDING_KIND = "audio-meanstd-v1"
+# Windows encoded per encoder call: bounds memory on long tracks (a 10 s window is ~160k samples).
+WINDOWS_PER_CALL = 32
+_EPS = 1e-6
+
+
+def embedding_dim(config) -> int:
+    """Length of the vectors `audio_embedding` returns for a `MusicLLMConfig`."""
+    return 2 * int(config.audio_hidden_size)
+
+
+def _standardise_halves(raw: np.ndarray) -> np.ndarray:
+    """(N, 2D) [means | spreads] -> each half z-scored across its D dims, rows L2-normalised."""
+    half = raw.shape[1] // 2
+    parts = []
+    for block in (raw[:, :half], raw[:, half:]):
+        centred = block - block.mean(axis=1, keepdims=True)
+        parts.append(centred / np.maximum(centred.std(axis=1, keepdims=True), _EPS))
+    joined = np.concatenate(parts, axis=1)
+    return (joined / np.maximum(np.linalg.norm(joined, axis=1, keepdims=True), _EPS)).astype(np.float32)
+
+
+@torch.no_grad()
+def _window_statistics(model, processor, clips: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per window of every clip, in order: (W, 2D) frame mean | std, and (W,) frame counts."""
+    windows = processor.audio_windows(clips)
+    values, lens = windows["audio_values"], windows["audio_lens"]
+    stats, counts = [], []
+    for start in range(0, len(lens), WINDOWS_PER_CALL):
+        frames, frame_lens = model.encode_audio(values[start:start + WINDOWS_PER_CALL], lens[start:start + WINDOWS_PER_CALL])
+        frames = frames.float()  # W, F, D
+        mask = (torch.arange(frames.shape[1])[None, :] < frame_lens[:, None]).float()[..., None]  # W, F, 1
+        n = frame_lens.clamp_min(1).float()[:, None]  # W, 1
+        mean = (frames * mask).sum(1) / n
+        var = (((frames - mean[:, None]) ** 2) * mask).sum(1) / n  # padding frames never count
+        stats.append(torch.cat([mean, var.sqrt()], dim=-1))
+        counts.append(frame_lens.clamp_min(1))
+    return torch.cat(stats).numpy().astype(np.float64), torch.cat(counts).numpy().astype(np.float64)
+
+
+def audio_embeddings(model, processor, clips: Sequence[np.ndarray]) -> np.ndarray:
+    """(len(clips), embedding_dim) float32, each row L2-normalised (see the module docstring).
+
+    `clips`: mono float32 arrays at `processor.sample_rate` (`processor.load_audio` gives them),
+    each non-empty. All clips' windows are encoded together, WINDOWS_PER_CALL at a time."""
+    clips = [np.asarray(clip, dtype=np.float32) for clip in clips]
+    for i, clip in enumerate(clips):
+        if clip.ndim != 1 or clip.size == 0:
+            raise ValueError(f"clips[{i}]: must be a non-empty 1-D array at {processor.sample_rate} Hz, "
+                             f"got shape {clip.shape}")
+    if not clips:
+        return np.zeros((0, embedding_dim(model.config)), dtype=np.float32)
+    stats, counts = _window_statistics(model, processor, clips)
+    window = round(processor.config.audio_window_seconds * processor.sample_rate)
+    raw, start = [], 0
+    for clip in clips:
+        n_windows = -(-len(clip) // window)
+        weights = counts[start:start + n_windows]
+        raw.append((stats[start:start + n_windows] * weights[:, None]).sum(0) / weights.sum())
+        start += n_windows
+    return _standardise_halves(np.stack(raw))
+
+
+def audio_embedding(model, processor, clip: np.ndarray) -> np.ndarray:
+    """One clip's embedding: (embedding_dim,) float32, L2-normalised."""
+    return audio_embeddings(model, processor, [clip])[0]
+
+
+@dataclass
+class Standardizer:
+    """Per-dimension standardisation fitted on a catalog's vectors, then L2 normalisation.
+
+        standardizer = Standardizer.fit(catalog_vectors)
+        index_vectors = standardizer(catalog_vectors)
+        query = standardizer(audio_embedding(model, processor, clip)[None])[0]
+    """
+    mean: np.ndarray  # (dim,)
+    scale: np.ndarray  # (dim,), never below _EPS
+
+    @classmethod
+    def fit(cls, vectors: np.ndarray) -> "Standardizer":
+        vectors = np.asarray(vectors, dtype=np.float64)
+        if vectors.ndim != 2 or len(vectors) == 0:
+            raise ValueError(f"Standardizer.fit needs a non-empty (N, dim) array, got shape {vectors.shape}")
+        return cls(vectors.mean(0), np.maximum(vectors.std(0), _EPS))
+
+    def __call__(self, vectors: np.ndarray) -> np.ndarray:
+        vectors = np.asarray(vectors, dtype=np.float64)
+        if vectors.ndim != 2 or vectors.shape[1] != len(self.mean):
+            raise ValueError(f"expected (N, {len(self.mean)}) vectors, got shape {vectors.shape}")
+        z = (vectors - self.mean) / self.scale
+        return (z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), _EPS)).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean.tolist(), "scale": self.scale.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Standardizer":
+        return cls(np.asarray(data["mean"], dtype=np.float64), np.asarray(data["scale"], dtype=np.float64))
