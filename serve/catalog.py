@@ -34,7 +34,8 @@ Schema (SCHEMA_VERSION 1; WAL mode, so readers such as search run while a captio
     embeddings   track_id -> tracks.id, kind TEXT (musicllm.embeddings.EMBEDDING_KIND), dim INTEGER,
                  vector BLOB (float32 little-endian, L2-normalised), PRIMARY KEY (track_id, kind)
     jobs         id INTEGER PK, command TEXT, settings TEXT (JSON), shard TEXT ('i/N' or NULL),
-                 model TEXT, started_at, finished_at REAL, status 'running'|'finished'|'failed',
+                 model TEXT, started_at, finished_at REAL,
+                 status 'running'|'finished'|'failed'|'interrupted' (killed: a later run saw it gone),
                  done, failed INTEGER (tracks this job finished)
     meta         key TEXT PK, value TEXT   (schema_version)
 
@@ -105,7 +106,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY,
     command TEXT, settings TEXT NOT NULL DEFAULT '{}', shard TEXT, model TEXT,
     started_at REAL NOT NULL, finished_at REAL,
-    status TEXT NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'finished', 'failed')),
+    status TEXT NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'finished', 'failed', 'interrupted')),
     done INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0
 );
 """
