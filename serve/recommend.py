@@ -1,0 +1,389 @@
+"""`musicllm recommend` and `POST /v1/recommend`: tracks from the catalog like a song, each with a reason.
+
+    musicllm recommend --audio song.mp3 --catalog music.db --k 5
+    musicllm recommend --track "jazz/blue.flac" --catalog music.db --mode minor --no-explain
+    curl 127.0.0.1:8000/v1/recommend -d '{"input_audio": {"data": "<base64>", "format": "wav"}, "k": 5}'
+
+1. Candidates: nearest neighbours of the song's audio embedding among the catalog's tracks
+   (serve.search.Searcher), restricted by attribute filters, optionally fused with a text query
+   ("more like this but with piano"); the song itself (same file hash, or --track) is left out.
+2. Reasons: the LLM hears the song and reads ONLY the pick's stored facts (summary caption, window
+   captions, attributes); the prompt is built from them and nothing else. All picks go to the
+   engine at once (it batches them).
+3. Grounding check: titles, names and ids shown come from the catalog rows, never from the LLM.
+   Its text is attached to one pick and kept only sentence by sentence: a sentence that quotes a
+   name, names another track, holds a capitalised multi-word name, or states a tempo or key the
+   pick's facts contradict is dropped; what is left, or a reason written from the stored facts,
+   is the pick's `reason`. So no track outside the
+   catalog is ever named.
+
+This module knows HTTP only through `add_recommend_route`; the catalog and search are
+serve.catalog / serve.search, generation is the engine's.
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the route's `Request` annotation as
+# the class itself, and it is imported inside `add_recommend_route` (FastAPI is an optional extra).
+import argparse
+import asyncio
+import concurrent.futures
+import re
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from serve.search import Filters, Hit, Searcher, add_filter_arguments, filters_from_args, parse_key, parse_tempo
+
+SYSTEM = ("You are a music assistant. You explain why a track from the user's catalog suits someone who likes "
+          "the song they played. Use only the facts given about the track; never mention other songs or artists.")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_QUOTED = re.compile(r"[\"“”‘’«»]|(?:^|\s)'[^']+'")
+# Two or more capitalised words in a row: how invented titles and artist names look ("Blue Train").
+# (Single letters do not count: "in A minor" is a key, not a name.)
+_PROPER = re.compile(r"\b[A-Z][a-z']+(?:\s+(?:(?:of|the|and|in|on|a)\s+)?[A-Z][a-z']+)+")
+_BPM = re.compile(r"(\d+(?:\.\d+)?)\s*bpm", re.IGNORECASE)
+_KEY = re.compile(r"\b([A-G])([#b]?)\s+(major|minor)\b")
+MAX_K = 50
+
+
+@dataclass
+class Pick:
+    """One recommended catalog track; every field but `reason` is read from the catalog."""
+    track_id: int
+    name: str  # the catalog's stable name for the track
+    title: str
+    similarity: float | None  # audio cosine to the song (after the catalog's standardisation)
+    attributes: dict
+    summary: str | None
+    reason: str  # the LLM's grounded explanation, checked; or one written from the facts
+
+
+def facts_text(hit: Hit, captions: list[str]) -> str:
+    """The pick's stored facts as the prompt states them (the only thing the LLM is told)."""
+    a = hit.attributes
+    rows = [("style", a.get("genre")), ("mood", a.get("mood")),
+            ("key", " ".join(x for x in (a.get("key"), a.get("mode")) if x) or None),
+            ("metre", a.get("time_signature")),
+            ("tempo", f"{a['tempo_bpm']:.0f} BPM" if a.get("tempo_bpm") else None),
+            ("instruments", ", ".join(a.get("instruments") or []) or None)]
+    lines = [f"- {name}: {value}" for name, value in rows if value]
+    lines += [f"- description: {text}" for text in captions[:4]]
+    return "\n".join(lines)
+
+
+def explanation_messages(hit: Hit, captions: list[str]) -> list[dict]:
+    from musicllm.configuration import AUDIO_TOKEN
+
+    return [{"role": "system", "content": SYSTEM},
+            {"role": "user", "content": f"{AUDIO_TOKEN}\nI like this song. A track from my catalog that sounds "
+                                        f"similar has these facts:\n{facts_text(hit, captions)}\n"
+                                        "In one or two sentences, why would I like it?"}]
+
+
+def fallback_reason(hit: Hit) -> str:
+    """A reason from the stored facts alone, for when the LLM's text does not survive the check."""
+    a = hit.attributes
+    parts = [p for p in (a.get("genre"), a.get("mood"), " ".join(x for x in (a.get("key"), a.get("mode")) if x),
+                         f"{a['tempo_bpm']:.0f} BPM" if a.get("tempo_bpm") else None,
+                         " and ".join((a.get("instruments") or [])[:3]) or None) if p]
+    closeness = f"its sound is close to your song's (similarity {hit.matched['audio_cosine']:.2f})" \
+        if "audio_cosine" in hit.matched else "it matches your request"
+    return f"Recommended because {closeness}" + (f": {', '.join(parts)}." if parts else ".") + \
+        (f" {hit.summary}" if hit.summary else "")
+
+
+def contradicts(sentence: str, attributes: dict) -> bool:
+    """Whether a sentence states a tempo (more than 10% off) or a key that the pick's facts do not."""
+    tempo = attributes.get("tempo_bpm")
+    for match in _BPM.finditer(sentence):
+        if tempo is None or abs(float(match[1]) - tempo) > 0.1 * tempo:
+            return True
+    stated = {parse_key(m.group()) for m in _KEY.finditer(sentence)}  # flats spelled as the catalog's sharps
+    return bool(stated) and stated != {(attributes.get("key"), attributes.get("mode"))}
+
+
+def grounded(text: str, own_names: set[str], other_names: set[str], attributes: dict | None = None) -> str:
+    """`text` without the sentences that could name a track outside the pick, or (given the
+    pick's `attributes`) that state a tempo or key its facts contradict (module docstring)."""
+    own = {n.lower() for n in own_names if n}
+    others = {n.lower() for n in other_names if n and n.lower() not in own}
+    kept = []
+    for sentence in _SENTENCE.split(text.strip()):
+        lowered = sentence.lower()
+        if any(name in lowered for name in others):
+            continue
+        stripped = sentence
+        for name in own_names:  # the pick's own title may be quoted and capitalised
+            if name:
+                stripped = re.sub(re.escape(name), "it", stripped, flags=re.IGNORECASE)
+        if _QUOTED.search(stripped) or _PROPER.search(stripped) or (attributes and contradicts(sentence, attributes)):
+            continue
+        kept.append(sentence)
+    return " ".join(kept).strip()
+
+
+class Recommender:
+    """Candidates from a Searcher, reasons from an engine (None: reasons from the facts only)."""
+
+    def __init__(self, searcher: Searcher, engine=None):
+        self.searcher, self.engine = searcher, engine
+
+    def candidates(self, audio=None, file_hash: str | None = None, track_name: str | None = None, k: int = 5,
+                   filters: Filters | None = None, text: str | None = None) -> list[Hit]:
+        """Up to `k` catalog tracks like the song (an audio embedding, or a catalog track's name)."""
+        if not 1 <= k <= MAX_K:
+            raise ValueError(f"k: must be between 1 and {MAX_K}, got {k}")
+        catalog, exclude = self.searcher.catalog, set()
+        if track_name is not None:
+            row = catalog.db.execute("SELECT id FROM tracks WHERE name = ?", (track_name,)).fetchone()
+            if row is None:
+                raise LookupError(f"track: no track named {track_name!r} in {catalog.path}")
+            exclude.add(row[0])
+            index = self.searcher.audio_index()
+            if row[0] not in set(index.ids.tolist()):
+                raise LookupError(f"track: {track_name!r} has no audio embedding in {catalog.path}")
+            from musicllm.embeddings import EMBEDDING_KIND
+
+            ids, vectors = catalog.embeddings(EMBEDDING_KIND)
+            audio = vectors[list(ids).index(row[0])]
+        if audio is None:
+            raise ValueError("give the song as audio or as a catalog track")
+        if file_hash:  # the song itself may be in the catalog: never recommend it back
+            exclude |= {r[0] for r in catalog.db.execute("SELECT id FROM tracks WHERE content_hash = ?", (file_hash,))}
+        return self.searcher.search(text, audio, filters, k=k, exclude=exclude)
+
+    def requests(self, hits: list[Hit], clip, max_tokens: int = 96) -> list:
+        from musicllm.engines import GenerationRequest
+
+        return [GenerationRequest(explanation_messages(h, self._captions(h.track_id)), [clip], max_tokens=max_tokens)
+                for h in hits]
+
+    def picks(self, hits: list[Hit], texts: list[str] | None) -> list[Pick]:
+        """Picks with checked reasons (`texts`: the LLM's answers, one per hit, or None)."""
+        names = {h.title for h in hits} | {h.name for h in hits}
+        everyone = {r[0] for r in self.searcher.catalog.db.execute("SELECT name FROM tracks")} | names
+        picks = []
+        for n, hit in enumerate(hits):
+            reason = grounded(texts[n], {hit.title, hit.name}, everyone, hit.attributes) if texts else ""
+            picks.append(Pick(hit.track_id, hit.name, hit.title, hit.matched.get("audio_cosine"), hit.attributes,
+                              hit.summary, reason or fallback_reason(hit)))
+        return picks
+
+    def recommend(self, clip=None, audio=None, file_hash=None, track_name=None, k: int = 5, filters=None,
+                  text=None, explain: bool = True) -> list[Pick]:
+        """The synchronous whole (the command line): candidates, then batched reasons."""
+        hits = self.candidates(audio, file_hash, track_name, k, filters, text)
+        texts = None
+        if explain and self.engine is not None and clip is not None and hits:
+            texts = [c.text for c in self.engine.complete_batch(self.requests(hits, clip))]
+        return self.picks(hits, texts)
+
+    def _captions(self, track_id: int) -> list[str]:
+        return [c.text for c in self.searcher.catalog.captions(track_id)]
+
+
+# ---- POST /v1/recommend ------------------------------------------------------------------------
+
+def parse_recommend_body(body) -> dict:
+    """The request's fields, checked: {audio part | track, k, query, filters, explain, max_tokens}.
+    Raises serve.openai_format.APIError (400) naming the field."""
+    from serve.openai_format import bad
+
+    if not isinstance(body, dict):
+        raise bad("The request body must be a JSON object.", None, "invalid_type")
+    if (body.get("input_audio") is None) == (body.get("track") is None):
+        raise bad("Give exactly one of 'input_audio' (the song, {\"data\": base64, \"format\": \"wav\"}) "
+                  "or 'track' (a catalog track's name).", "input_audio", "missing_required_parameter")
+    k = body.get("k", 5)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise bad(f"'k' must be an integer between 1 and {MAX_K}, got {k!r}.", "k")
+    for name, kind in (("query", str), ("track", str), ("explain", bool), ("filters", dict)):
+        if body.get(name) is not None and not isinstance(body[name], kind):
+            raise bad(f"'{name}' must be {'an object' if kind is dict else kind.__name__}.", name, "invalid_type")
+    max_tokens = body.get("max_tokens", 96)
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= 512:
+        raise bad(f"'max_tokens' must be an integer between 1 and 512, got {max_tokens!r}.", "max_tokens")
+    return dict(k=k, query=body.get("query"), track=body.get("track"), explain=body.get("explain", True),
+                max_tokens=max_tokens, filters=parse_filters(body.get("filters") or {}))
+
+
+def parse_filters(raw: dict) -> Filters:
+    """The `filters` object: tempo ("90-120" or [90, 120]), key, mode, metre, instruments, style, mood."""
+    from serve.openai_format import bad
+
+    known = {"tempo", "key", "mode", "metre", "instruments", "style", "mood"}
+    for name in raw:
+        if name not in known:
+            raise bad(f"filters.{name}: unknown filter; use {', '.join(sorted(known))}.", f"filters.{name}")
+    try:
+        tempo = raw.get("tempo")
+        if isinstance(tempo, list) and len(tempo) == 2 and all(isinstance(t, (int, float)) for t in tempo):
+            tempo = parse_tempo(f"{tempo[0]}-{tempo[1]}")
+        elif tempo is not None:
+            tempo = parse_tempo(str(tempo))
+        filters = Filters(tempo=tempo)
+        if raw.get("key"):
+            filters.key, filters.mode = parse_key(str(raw["key"]))
+        for name in ("mode", "metre", "style", "mood"):
+            if raw.get(name) is not None:
+                if not isinstance(raw[name], str):
+                    raise ValueError(f"{name}: must be a string")
+                setattr(filters, name, raw[name])
+        instruments = raw.get("instruments") or []
+        if isinstance(instruments, str):
+            instruments = [instruments]
+        if not isinstance(instruments, list) or not all(isinstance(i, str) for i in instruments):
+            raise ValueError("instruments: must be a list of instrument names")
+        filters.instruments = instruments
+    except ValueError as err:
+        raise bad(f"filters.{err}", "filters") from None
+    return filters
+
+
+def add_recommend_route(app, catalog: str | Path, engine, limits=None, dependencies=()) -> None:
+    """Add POST /v1/recommend to a gateway app (serve.api.create_app, whose error handlers turn
+    APIError/AudioError into OpenAI error bodies). `dependencies`: e.g. the app's API key check.
+
+    The catalog is used from one worker thread (SQLite connections belong to their thread), which
+    also keeps search off the event loop; the song's embedding and the reasons use the engine."""
+    from fastapi import Request
+    from fastapi.responses import JSONResponse
+
+    from serve.api import _read_json
+    from serve.openai_format import APIError, Limits, _audio_bytes, _decode_clip
+
+    limits = limits or Limits()
+    worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="musicllm-catalog")
+    state = {}
+
+    def recommender() -> Recommender:  # runs in the worker thread only
+        if "recommender" not in state:
+            state["recommender"] = Recommender(Searcher(catalog), engine)
+        return state["recommender"]
+
+    async def in_worker(function, *args):
+        return await asyncio.get_running_loop().run_in_executor(worker, function, *args)
+
+    @app.post("/v1/recommend", dependencies=list(dependencies))
+    async def recommend(request: Request) -> JSONResponse:
+        import hashlib
+
+        import anyio.to_thread
+
+        from musicllm.embeddings import audio_embedding
+
+        body = await _read_json(request, limits.max_request_bytes)
+        fields = parse_recommend_body(body)
+        clip = audio = digest = None
+        if fields["track"] is None:
+            raw = _audio_bytes(body, "request", limits)
+            clip = await anyio.to_thread.run_sync(_decode_clip, engine, "input_audio", raw, limits)
+            audio = await anyio.to_thread.run_sync(audio_embedding, engine.model, engine.processor, clip)
+            digest = hashlib.sha256(raw).hexdigest()
+        try:
+            hits = await in_worker(lambda: recommender().candidates(audio, digest, fields["track"], fields["k"],
+                                                                    fields["filters"], fields["query"]))
+        except LookupError as err:
+            raise APIError(404, str(err), param="track", code="track_not_found") from None
+        except ValueError as err:
+            raise APIError(400, str(err), code="invalid_value") from None
+        texts = None
+        if fields["explain"] and clip is not None and hits:
+            requests = await in_worker(lambda: recommender().requests(hits, clip, fields["max_tokens"]))
+            texts = [c.text for c in await asyncio.gather(*(engine.complete(r) for r in requests))]
+        picks = await in_worker(lambda: recommender().picks(hits, texts))
+        return JSONResponse({"object": "list", "model": engine.model_id, "data": [asdict(p) for p in picks]})
+
+
+# ---- for chat front ends (the web page) -------------------------------------------------------
+
+_ASKS_FOR_PICKS = re.compile(r"\b(recommend|suggest)\w*\b|\b(similar|sounds? like this|more like this)\b", re.IGNORECASE)
+
+
+def asks_for_recommendations(question: str) -> bool:
+    """Whether a chat message asks for catalog tracks ("recommend something like this")."""
+    return bool(_ASKS_FOR_PICKS.search(question or ""))
+
+
+def picks_markdown(picks: list[dict]) -> str:
+    """A /v1/recommend reply's `data` as a chat answer: catalog titles in bold, each with its reason."""
+    if not picks:
+        return "No track in the catalog matches."
+    return "\n".join(f"{n}. **{p['title']}** — {p['reason']}" for n, p in enumerate(picks, 1))
+
+
+# ---- the command line -------------------------------------------------------------------------
+
+def print_picks(picks: list[Pick]) -> None:
+    if not picks:
+        print("no tracks in the catalog match")
+    for rank, pick in enumerate(picks, 1):
+        similarity = f"  (similarity {pick.similarity:.2f})" if pick.similarity is not None else ""
+        print(f"{rank}. {pick.title}{similarity}\n   {pick.reason}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="musicllm recommend", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    song = parser.add_mutually_exclusive_group(required=True)
+    song.add_argument("--audio", help="the song you like (an audio file)")
+    song.add_argument("--track", help="...or a catalog track, by its name")
+    parser.add_argument("--catalog", required=True, help="the catalog database (musicllm caption --out)")
+    parser.add_argument("--k", type=int, default=5, help=f"how many tracks to recommend (1-{MAX_K})")
+    parser.add_argument("--query", help="words to steer the picks, e.g. 'with piano' (fused with the audio)")
+    parser.add_argument("--checkpoint", help="the model: its encoder embeds the song, its LLM explains "
+                                             "(default: the default model)")
+    parser.add_argument("--no-explain", action="store_true", help="skip the LLM: reasons from the stored facts only")
+    parser.add_argument("--max-tokens", type=int, default=96, help="longest LLM explanation per pick, in tokens")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--json", action="store_true", help="one JSON object per pick instead of text")
+    add_filter_arguments(parser)
+    args = parser.parse_args(argv)
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from musicllm.audio import AudioError
+    from musicllm.engines import TransformersEngine
+    from musicllm.paths import default_model_dir
+    from serve.catalog import CatalogError, file_hash
+
+    engine = searcher = None
+    try:
+        filters = filters_from_args(args)
+        searcher = Searcher(args.catalog)
+        checkpoint = Path(args.checkpoint or default_model_dir()).expanduser()
+        if not (checkpoint / "config.json").is_file():
+            raise CatalogError(f"--checkpoint {checkpoint}: no model there (musicllm quickstart builds the default)")
+        engine = TransformersEngine.from_checkpoint(checkpoint, threads=args.threads)
+        clip = digest = audio = None
+        if args.audio:
+            from musicllm.embeddings import audio_embedding
+
+            clip = engine.load_audio(args.audio, name=Path(args.audio).name)
+            audio, digest = audio_embedding(engine.model, engine.processor, clip), file_hash(args.audio)
+        else:  # the LLM hears the catalog track when its file is still there
+            row = searcher.catalog.db.execute("SELECT path FROM tracks WHERE name = ?", (args.track,)).fetchone()
+            if row and Path(row[0]).is_file():
+                clip = engine.load_audio(row[0], name=Path(row[0]).name)
+        picks = Recommender(searcher, engine).recommend(clip, audio, digest, args.track, args.k, filters, args.query,
+                                                        explain=not args.no_explain)
+    except (ValueError, LookupError, AudioError, OSError) as err:
+        print(f"musicllm recommend: {err}", file=sys.stderr)
+        return 2
+    finally:
+        if engine is not None:
+            engine.close()
+        if searcher is not None:
+            searcher.close()
+    if args.json:
+        for pick in picks:
+            print(json.dumps(asdict(pick), ensure_ascii=False))
+    else:
+        print_picks(picks)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

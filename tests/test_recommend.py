@@ -1,0 +1,146 @@
+"""Recommendations: only catalog tracks, grounded reasons, the command and POST /v1/recommend.
+
+The catalog is test_search's labelled one; the LLM is the session's serving checkpoint (a tiny
+model overfit to a few sentences), so its reasons are short music sentences, checked here for
+what the grounding rule guarantees whatever the model says.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import httpx
+import pytest
+import soundfile as sf
+
+from serving_fixtures import SAMPLE_RATE, chord, clicks
+from test_search import TRACKS, build_catalog
+
+CATALOG_TITLES = set(TRACKS)
+
+
+@pytest.fixture(scope="module")
+def catalog_path(tmp_path_factory, transformers_engine):
+    engine = transformers_engine
+    return build_catalog(tmp_path_factory.mktemp("catalog") / "music.db", engine.model, engine.processor)
+
+
+def wav_bytes(clip) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, clip, SAMPLE_RATE, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def gateway(catalog_path, transformers_engine):
+    """The real gateway app with the recommend route, served by uvicorn on 127.0.0.1."""
+    from serve.api import create_app, serve_in_thread
+    from serve.recommend import add_recommend_route
+
+    app = create_app(transformers_engine)
+    add_recommend_route(app, catalog_path, transformers_engine)
+    with serve_in_thread(app) as url:
+        with httpx.Client(base_url=url, timeout=120) as client:
+            yield client
+
+
+def test_grounding_drops_invented_names_and_keeps_music_words():
+    from serve.recommend import grounded
+
+    text = ('A calm piano piece in C major. It sounds like Bohemian Rhapsody by Queen. Try "Blue Train" next. '
+            "Fans of Garage Fury will love it. Great for studying!")
+    assert grounded(text, {"Moonlit Study"}, {"Garage Fury", "Moonlit Study"}) == \
+        "A calm piano piece in C major. Great for studying!"
+    assert grounded("Moonlit Study is soft and slow.", {"Moonlit Study"}, set()) == "Moonlit Study is soft and slow."
+    facts = {"tempo_bpm": 70.0, "key": "C", "mode": "major"}
+    assert grounded("About 72 BPM. About 160 BPM, very fast. It is in C major. It is in A minor.", set(), set(),
+                    facts) == "About 72 BPM. It is in C major."
+
+
+def test_recommendations_contain_only_catalog_tracks(catalog_path, transformers_engine):
+    from musicllm.embeddings import audio_embedding
+    from serve.recommend import Recommender
+    from serve.search import Searcher
+
+    engine = transformers_engine
+    clip = clicks(3.0, 170)
+    recommender = Recommender(Searcher(catalog_path), engine)
+    picks = recommender.recommend(clip, audio_embedding(engine.model, engine.processor, clip), k=3)
+    assert {p.title for p in picks} == {"Garage Fury", "Night Drive", "Punk Minute"}
+    for pick in picks:
+        assert pick.reason and pick.similarity is not None
+        others = CATALOG_TITLES - {pick.title}
+        assert not any(title in pick.reason for title in others)
+    # The LLM's text is checked sentence by sentence; an invented name never gets through.
+    invented = recommender.picks(recommender.candidates(audio_embedding(engine.model, engine.processor, clip), k=2),
+                                 ['You will love "Stairway Forever" by The Nobodies.', "Also try Punk Minute."])
+    assert all("Stairway" not in p.reason and "Nobodies" not in p.reason for p in invented)
+    assert invented[0].reason.startswith("Recommended because its sound is close to your song's")
+    recommender.searcher.close()
+
+
+def test_the_song_itself_and_a_named_track_are_left_out(catalog_path, transformers_engine):
+    from musicllm.embeddings import audio_embedding
+    from serve.recommend import Recommender
+    from serve.search import Searcher
+
+    engine = transformers_engine
+    recommender = Recommender(Searcher(catalog_path))  # no engine: reasons from the facts
+    picks = recommender.recommend(track_name="music/garage-fury.wav", k=2)
+    assert "Garage Fury" not in {p.title for p in picks} and len(picks) == 2
+    assert all(p.reason.startswith("Recommended because") for p in picks)
+    clip = clicks(3.0, 168)
+    picks = recommender.recommend(audio=audio_embedding(engine.model, engine.processor, clip), file_hash="hash-Night Drive",
+                                  k=7)
+    assert "Night Drive" not in {p.title for p in picks}
+    with pytest.raises(LookupError, match="no track named 'nope'"):
+        recommender.recommend(track_name="nope")
+    recommender.searcher.close()
+
+
+def test_command_line_prints_only_catalog_titles(catalog_path, serving_checkpoint, tmp_path, capsys):
+    from serve.recommend import main
+
+    song = tmp_path / "song.wav"
+    song.write_bytes(wav_bytes(chord(3.0, (262.0, 330.0, 392.0))))
+    assert main(["--audio", str(song), "--catalog", str(catalog_path), "--checkpoint", str(serving_checkpoint),
+                 "--k", "2", "--threads", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    picked = [line.split(". ", 1)[1].split("  (similarity")[0] for line in lines if line[:1].isdigit()]
+    assert len(picked) == 2 and set(picked) <= CATALOG_TITLES and picked[0] == "Moonlit Study"
+    assert main(["--audio", str(tmp_path / "missing.wav"), "--catalog", str(catalog_path),
+                 "--checkpoint", str(serving_checkpoint)]) == 2
+    assert "missing.wav" in capsys.readouterr().err
+
+
+def test_route_recommends_catalog_tracks_with_reasons(gateway):
+    audio = base64.b64encode(wav_bytes(clicks(3.0, 170))).decode()
+    reply = gateway.post("/v1/recommend", json={"input_audio": {"data": audio, "format": "wav"}, "k": 2,
+                                                "filters": {"mode": "minor"}})
+    assert reply.status_code == 200, reply.text
+    data = reply.json()["data"]
+    assert [p["title"] for p in data] == ["Garage Fury", "Night Drive"]  # only the minor-key drum tracks
+    assert all(p["reason"] and p["attributes"]["mode"] == "minor" for p in data)
+    by_name = gateway.post("/v1/recommend", json={"track": "music/moonlit-study.wav", "k": 1})
+    assert by_name.status_code == 200 and by_name.json()["data"][0]["title"] != "Moonlit Study"
+
+
+@pytest.mark.parametrize("body, status, param, fragment", [
+    ({"k": 3}, 400, "input_audio", "exactly one of 'input_audio'"),
+    ({"input_audio": {"data": "!!not base64!!", "format": "wav"}}, 400, "request.input_audio.data", "base64"),
+    ({"input_audio": {"data": base64.b64encode(b"RIFF0000WAVEjunk").decode(), "format": "wav"}}, 400, None, "input_audio"),
+    ({"input_audio": {"data": "AAAA", "format": "midi"}}, 400, "request.input_audio.format", "unsupported audio format"),
+    ({"track": "music/moonlit-study.wav", "k": 0}, 400, "k", "'k' must be an integer between 1 and 50"),
+    ({"track": "music/moonlit-study.wav", "filters": {"colour": "blue"}}, 400, "filters.colour", "unknown filter"),
+    ({"track": "music/moonlit-study.wav", "filters": {"tempo": "fast"}}, 400, "filters", "expected a BPM range"),
+    ({"track": "nope"}, 404, "track", "no track named 'nope'"),
+    ([1, 2], 400, None, "must be a JSON object"),
+])
+def test_route_refuses_bad_input_with_openai_errors(gateway, body, status, param, fragment):
+    reply = gateway.post("/v1/recommend", json=body)
+    assert reply.status_code == status, reply.text
+    error = reply.json()["error"]
+    assert fragment in error["message"] and error["type"] == "invalid_request_error"
+    if param:
+        assert error["param"] == param

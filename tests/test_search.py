@@ -1,0 +1,244 @@
+"""Catalog search: by text, by audio, by attributes and combined, on a small labelled catalog.
+
+The catalog is built here the way `musicllm caption` fills one (serve.catalog rows with labels,
+captions and audio embeddings of tiny generated clips, from the serving checkpoint's encoder);
+the expected tracks follow from the labels.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from serving_fixtures import SAMPLE_RATE, chord, clicks
+
+# title: (labels, captions, clip recipe)
+TRACKS = {
+    "Moonlit Study": (dict(genre="classical", mood="calm", key="C", mode="major", tempo_bpm=70, time_signature="4/4",
+                           instruments=["piano"]),
+                      ["A calm, slow solo piano piece in C major, soft and gentle.", "Quiet piano chords."],
+                      ("chord", (262.0, 330.0, 392.0))),
+    "Quiet Keys": (dict(genre="classical", mood="sad", key="A", mode="minor", tempo_bpm=66, time_signature="3/4",
+                        instruments=["piano"]),
+                   ["A sad, slow piano waltz in A minor with soft dynamics."], ("chord", (220.0, 262.0, 330.0))),
+    "Garage Fury": (dict(genre="rock", mood="tense", key="E", mode="minor", tempo_bpm=168, time_signature="4/4",
+                         instruments=["distortion guitar", "drums", "electric bass"]),
+                    ["Fast, loud rock with distorted guitars and pounding drums in E minor."], ("clicks", 168)),
+    "Night Drive": (dict(genre="electronic", mood="energetic", key="F#", mode="minor", tempo_bpm=128,
+                         time_signature="4/4", instruments=["synth bass", "drums", "square synth lead"]),
+                    ["A driving electronic dance track with synth bass and a steady kick."], ("clicks", 128)),
+    "Sunday Folk": (dict(genre="folk", mood="happy", key="G", mode="major", tempo_bpm=100, time_signature="6/8",
+                         instruments=["acoustic guitar", "fiddle"]),
+                    ["A cheerful acoustic guitar and fiddle tune in G major."], ("chord", (196.0, 247.0, 294.0))),
+    "Blue Smoke": (dict(genre="jazz", mood="dark", key="D", mode="minor", tempo_bpm=90, time_signature="4/4",
+                        instruments=["tenor sax", "piano", "acoustic bass"]),
+                   ["A smoky jazz ballad: tenor sax over piano and upright bass, in D minor."],
+                   ("chord", (294.0, 349.0, 440.0))),
+    "Punk Minute": (dict(genre="rock", mood="energetic", key="A", mode="major", tempo_bpm=184, time_signature="4/4",
+                         instruments=["overdriven guitar", "drums"]),
+                    ["A very fast, energetic punk rock blast with guitars and drums in A major."], ("clicks", 184)),
+    "Ambient Drift": (dict(genre="ambient", mood="dreamy", key="D", mode="major", tempo_bpm=60, time_signature="4/4",
+                           instruments=["warm pad"]),
+                      ["A dreamy, floating ambient pad in D major, slow and spacious."], ("chord", (147.0, 185.0, 220.0))),
+}
+
+
+def make_clip(recipe, seconds: float = 3.0) -> np.ndarray:
+    kind, arg = recipe
+    return chord(seconds, arg) if kind == "chord" else clicks(seconds, arg)
+
+
+def build_catalog(path, model, processor, tracks=TRACKS):
+    """A done catalog of `tracks` at `path` (captions: window 0 and the summary; audio embeddings)."""
+    from musicllm.embeddings import EMBEDDING_KIND, audio_embedding
+    from serve.catalog import Caption, Catalog, TrackSpec
+
+    catalog = Catalog(path)
+    catalog.add_tracks([TrackSpec(name=f"music/{title.lower().replace(' ', '-')}.wav", path=f"/music/{title}.wav",
+                                  labels=labels, metadata={"title": title}) for title, (labels, _, _) in tracks.items()])
+    by_title = {t.metadata["title"]: t for t in catalog.tracks()}
+    for title, (labels, captions, recipe) in tracks.items():
+        clip = make_clip(recipe)
+        rows = [Caption(0, 0.0, 3.0, captions[-1], "test")] + [Caption(-1, 0.0, 3.0, captions[0], "test")]
+        catalog.finish_track(by_title[title].id, captions=rows, content_hash=f"hash-{title}", duration=3.0,
+                             embedding=audio_embedding(model, processor, clip), embedding_kind=EMBEDDING_KIND)
+    catalog.close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def catalog_path(tmp_path_factory, transformers_engine):
+    engine = transformers_engine
+    return build_catalog(tmp_path_factory.mktemp("catalog") / "music.db", engine.model, engine.processor)
+
+
+@pytest.fixture(scope="module")
+def searcher(catalog_path):
+    from serve.search import Searcher
+
+    searcher = Searcher(catalog_path)
+    yield searcher
+    searcher.close()
+
+
+def titles(hits) -> list[str]:
+    return [h.title for h in hits]
+
+
+@pytest.mark.parametrize("method", ["bm25", "embedding", "hybrid"])
+@pytest.mark.parametrize("query, expected", [("calm piano for studying", "Moonlit Study"),
+                                             ("fast minor-key rock", "Garage Fury"),
+                                             ("smoky saxophone jazz", "Blue Smoke")])
+def test_text_query_finds_the_described_track_first(searcher, method, query, expected):
+    searcher.text_method = method
+    try:
+        assert titles(searcher.search(query, k=3))[0] == expected
+    finally:
+        searcher.text_method = "hybrid"
+
+
+def test_audio_query_finds_tracks_that_sound_alike(searcher, transformers_engine):
+    from musicllm.embeddings import audio_embedding
+
+    engine = transformers_engine
+    drums = audio_embedding(engine.model, engine.processor, clicks(2.5, 170))
+    hits = searcher.search(audio=drums, k=3)
+    assert set(titles(hits)) == {"Garage Fury", "Night Drive", "Punk Minute"}
+    assert all(-1.0 <= h.matched["audio_cosine"] <= 1.0 for h in hits)
+    piano = audio_embedding(engine.model, engine.processor, chord(2.5, (262.0, 330.0, 392.0)))
+    assert titles(searcher.search(audio=piano, k=1)) == ["Moonlit Study"]
+
+
+@pytest.mark.parametrize("filters, expected", [
+    (dict(tempo=(150, 200)), {"Garage Fury", "Punk Minute"}),
+    (dict(key="A", mode="minor"), {"Quiet Keys"}),
+    (dict(mode="minor", instruments=["piano"]), {"Quiet Keys", "Blue Smoke"}),
+    (dict(metre="6/8"), {"Sunday Folk"}),
+    (dict(style="Rock"), {"Garage Fury", "Punk Minute"}),
+    (dict(instruments=["drums", "synth bass"]), {"Night Drive"}),
+    (dict(mood="calm", tempo=(100, 200)), set()),
+])
+def test_attribute_filters_alone(searcher, filters, expected):
+    from serve.search import Filters
+
+    assert set(titles(searcher.search(filters=Filters(**filters), k=10))) == expected
+
+
+def test_filters_combine_with_text_and_audio(searcher, transformers_engine):
+    from musicllm.embeddings import audio_embedding
+    from serve.search import Filters
+
+    hits = searcher.search("piano", filters=Filters(mode="minor"), k=10)
+    assert {h.attributes["mode"] for h in hits} == {"minor"} and len(hits) == 4  # every minor-key track, ranked
+    assert titles(hits)[0] == "Quiet Keys" and set(titles(hits)[:2]) == {"Quiet Keys", "Blue Smoke"}
+    engine = transformers_engine
+    drums = audio_embedding(engine.model, engine.processor, clicks(2.5, 170))
+    hits = searcher.search(audio=drums, filters=Filters(mode="major"), k=5)
+    assert titles(hits)[0] == "Punk Minute" and {h.attributes["mode"] for h in hits} == {"major"}
+    assert titles(searcher.search("electronic dance", k=1)) == ["Night Drive"]
+    assert titles(searcher.search(audio=drums, k=1)) == ["Garage Fury"]
+    both = searcher.search("electronic dance", audio=drums, k=2)  # text and audio fused: each one's best
+    assert set(titles(both)) == {"Night Drive", "Garage Fury"}
+    assert all(set(h.matched) == {"text_rank", "audio_cosine"} for h in both)
+
+
+def test_exclude_and_errors(searcher):
+    from serve.search import Filters
+
+    hits = searcher.search(filters=Filters(style="rock"), k=10, exclude={searcher.search("punk", k=1)[0].track_id})
+    assert titles(hits) == ["Garage Fury"]
+    with pytest.raises(ValueError, match="text query, an audio clip or at least one attribute filter"):
+        searcher.search()
+    with pytest.raises(ValueError, match="k: must be at least 1"):
+        searcher.search("piano", k=0)
+
+
+def test_index_is_updated_incrementally_and_rebuilt_on_demand(tmp_path, transformers_engine):
+    from serve.index import VectorIndex
+    from serve.search import Searcher
+
+    engine = transformers_engine
+    first = dict(list(TRACKS.items())[:-1])
+    path = build_catalog(tmp_path / "music.db", engine.model, engine.processor, first)
+    searcher = Searcher(path)
+    assert len(searcher.audio_index()) == 7
+    searcher.close()
+    build_catalog(path, engine.model, engine.processor, {"Ambient Drift": TRACKS["Ambient Drift"]})
+    searcher = Searcher(path)
+    index = searcher.audio_index()  # the saved index, extended by the new track (standardiser kept)
+    assert len(index) == 8 and index.meta["fitted_on"] == 7
+    assert titles(searcher.search("dreamy ambient pad", k=1)) == ["Ambient Drift"]
+    searcher.close()
+    on_disk = VectorIndex.load(tmp_path / "music.db.index" / "audio")
+    assert sorted(on_disk.ids.tolist()) == sorted(index.ids.tolist())
+    searcher = Searcher(path, rebuild_index=True)
+    assert searcher.audio_index().meta["fitted_on"] == 8
+    searcher.close()
+
+
+@pytest.mark.parametrize("backend", ["faiss", "numpy"])
+def test_vector_index_replace_remove_filter_and_files(tmp_path, monkeypatch, backend):
+    import serve.index
+    from serve.index import VectorIndex
+
+    monkeypatch.setattr(serve.index, "DIRECT_SCORING_ROWS", 0)  # filtered searches take the full-index path
+    if backend == "numpy":
+        monkeypatch.setattr(serve.index, "faiss_module", lambda: None)
+    else:
+        assert serve.index.faiss_module() is not None, "faiss-cpu (the serve extra) is not installed"
+
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((300, 16)).astype(np.float32)
+    index = VectorIndex(16)
+    index.add(np.arange(300) * 10, vectors)
+    query = vectors[42]
+    assert index.search(query, 1)[0][0] == 420
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    allowed = np.arange(0, 3000, 30)  # every third id
+    expected = allowed[np.argsort(-(unit[allowed // 10] @ (query / np.linalg.norm(query))))[:5]]
+    assert [i for i, _ in index.search(query, 5, allowed=allowed)] == expected.tolist()
+    index.add([420], [-query])  # replaced, not duplicated
+    assert len(index) == 300 and index.search(query, 1)[0][0] != 420
+    assert index.remove([420, 99999]) == 1 and 420 not in index.ids
+    index.save(tmp_path / "ix")
+    loaded = VectorIndex.load(tmp_path / "ix")
+    assert loaded.search(query, 3) == index.search(query, 3)
+    with pytest.raises(ValueError, match="query has 8 dimensions, the index 16"):
+        loaded.search(np.ones(8), 3)
+    (tmp_path / "ix" / "ids.npy").write_bytes(b"garbage")
+    with pytest.raises(FileNotFoundError, match="rebuild it"):
+        VectorIndex.load(tmp_path / "ix")
+
+
+@pytest.mark.parametrize("text, expected", [("A minor", ("A", "minor")), ("f# major", ("F#", "major")),
+                                            ("Bb", ("A#", None)), ("Ebm", ("D#", "minor")), ("C", ("C", None))])
+def test_parse_key(text, expected):
+    from serve.search import parse_key
+
+    assert parse_key(text) == expected
+
+
+def test_bm25_ranks_rarer_words_higher():
+    from serve.text_rank import BM25, tokenize
+
+    assert tokenize("Drums in 6/8, C# minor-key songs") == ["drum", "6/8", "c#", "minor", "key", "song"]
+    bm25 = BM25(["piano and strings", "piano solo", "distorted guitar and drums"])
+    scores = bm25.scores("piano solo")
+    assert scores[1] > scores[0] > scores[2] == 0
+
+
+def test_command_line(catalog_path, capsys):
+    from serve.search import main
+
+    assert main(["calm piano for studying", "--catalog", str(catalog_path), "--text-method", "bm25", "--k", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith(" 1. Moonlit Study") and "A calm, slow solo piano" in out
+    assert main(["--catalog", str(catalog_path), "--tempo", "150-200", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {r["title"] for r in rows} == {"Garage Fury", "Punk Minute"}
+    assert main(["--catalog", str(catalog_path), "--tempo", "fast"]) == 2
+    assert "tempo: expected a BPM range like 90-120, got 'fast'" in capsys.readouterr().err
+    assert main(["piano", "--catalog", str(catalog_path.parent / "missing.db")]) == 2
+    assert "no such catalog" in capsys.readouterr().err
