@@ -8,7 +8,8 @@
 Then any OpenAI client works unchanged (base_url http://127.0.0.1:8000/v1), sending audio as
 `{"type": "input_audio", "input_audio": {"data": <base64>, "format": "wav"}}` content parts.
 
-Routes: POST /v1/chat/completions (JSON or SSE stream), GET /v1/models, GET /health (no key).
+Routes: POST /v1/chat/completions (JSON or SSE stream), GET /v1/models, GET /health (no key),
+and POST /v1/recommend with --catalog (serve.recommend).
 Every error is an OpenAI error body with a 4xx/5xx status; the server keeps serving after it.
 Requests go to the engine concurrently (no lock here): the engine batches them.
 
@@ -46,9 +47,10 @@ log = logging.getLogger("musicllm.serve")
 API_KEY_ENV = "MUSICLLM_API_KEY"
 
 
-def create_app(engine, *, api_key: str | None = None, limits: Limits | None = None) -> FastAPI:
+def create_app(engine, *, api_key: str | None = None, limits: Limits | None = None,
+               catalog: str | Path | None = None) -> FastAPI:
     """The gateway for `engine`. The caller owns the engine (and closes it); with `api_key`, every
-    /v1 route needs `Authorization: Bearer <api_key>`."""
+    /v1 route needs `Authorization: Bearer <api_key>`; with a `catalog` database, POST /v1/recommend."""
     limits = limits or Limits()
     app = FastAPI(title="musicllm", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.engine, app.state.limits = engine, limits
@@ -88,6 +90,10 @@ def create_app(engine, *, api_key: str | None = None, limits: Limits | None = No
         completion = await _complete_unless_disconnected(engine, generation, request)
         return JSONResponse(completion_body(completion, options))
 
+    if catalog is not None:
+        from serve.recommend import add_recommend_route
+
+        add_recommend_route(app, catalog, engine, limits, dependencies=[Depends(authorize)])
     return app
 
 
@@ -266,6 +272,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8000, help="port to listen on")
     parser.add_argument("--api-key", default=os.environ.get(API_KEY_ENV),
                         help=f"require 'Authorization: Bearer KEY' on /v1 routes (default: ${API_KEY_ENV}, else none)")
+    parser.add_argument("--catalog", type=Path, default=None,
+                        help="a catalog database (musicllm caption --out): serves POST /v1/recommend from it")
     parser.add_argument("--max-upload-mb", type=float, default=defaults.max_clip_bytes / MiB,
                         help="largest audio file per input_audio part, in MiB")
     parser.add_argument("--max-request-mb", type=float, default=defaults.max_request_bytes / MiB,
@@ -321,7 +329,7 @@ def main(argv: list[str]) -> int:
             url = stack.enter_context(start_vllm_server(checkpoint, workdir))
         engine = load_engine(args.engine, checkpoint, vllm_url=url)
         stack.callback(engine.close)
-        app = create_app(engine, api_key=args.api_key, limits=limits)
+        app = create_app(engine, api_key=args.api_key, limits=limits, catalog=args.catalog)
         print(f"musicllm API ({engine.name} engine, model '{engine.model_id}') on http://{args.host}:{args.port}/v1"
               f"{'  (API key required)' if args.api_key else ''}", flush=True)
         uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=5)

@@ -36,12 +36,10 @@ def wav_bytes(clip) -> bytes:
 def gateway(catalog_path, transformers_engine):
     """The real gateway app with the recommend route, served by uvicorn on 127.0.0.1."""
     from serve.api import create_app, serve_in_thread
-    from serve.recommend import add_recommend_route
 
-    app = create_app(transformers_engine)
-    add_recommend_route(app, catalog_path, transformers_engine)
+    app = create_app(transformers_engine, api_key="secret", catalog=catalog_path)
     with serve_in_thread(app) as url:
-        with httpx.Client(base_url=url, timeout=120) as client:
+        with httpx.Client(base_url=url, timeout=120, headers={"Authorization": "Bearer secret"}) as client:
             yield client
 
 
@@ -112,6 +110,11 @@ def test_command_line_prints_only_catalog_titles(catalog_path, serving_checkpoin
     assert main(["--audio", str(tmp_path / "missing.wav"), "--catalog", str(catalog_path),
                  "--checkpoint", str(serving_checkpoint)]) == 2
     assert "missing.wav" in capsys.readouterr().err
+
+
+def test_route_needs_the_api_key(gateway):
+    reply = gateway.post("/v1/recommend", json={"track": "music/moonlit-study.wav"}, headers={"Authorization": ""})
+    assert reply.status_code == 401 and reply.json()["error"]["code"] == "invalid_api_key"
 
 
 def test_route_recommends_catalog_tracks_with_reasons(gateway):
