@@ -1,7 +1,7 @@
 """Batch captioning into a catalog (`musicllm caption`): every track of a folder or manifest gets
 window captions, a whole-track summary, MIR estimates and an audio embedding.
 
-    musicllm caption ~/Music --out music.db                         # default model, transformers engine
+    musicllm caption ~/Music --out music.db                         # default model; vLLM if installed
     musicllm caption data/corpus/manifest.jsonl --out corpus.db --engine vllm --batch-size 64
     musicllm caption ~/Music --out music.db --export music.jsonl    # also write JSONL (or .csv)
     musicllm caption ~/Music --out part3.db --shard 3/8             # machine 3 of 8 (Slurm array, k8s job)
@@ -257,13 +257,19 @@ def open_engine(args: argparse.Namespace):
         from training.quickstart import ensure_default_model
 
         args.checkpoint = ensure_default_model(size=args.size)
-    if args.engine == "vllm":
+    from musicllm.engines import TransformersEngine, vllm_available
+
+    if args.engine == "vllm" or (args.engine == "auto" and vllm_available()):
         # vLLM's engine core in this process: nothing spawned, so no __main__ guard is needed.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from musicllm.vllm_engine import VLLMOfflineEngine
 
-        return VLLMOfflineEngine(args.checkpoint)
-    from musicllm.engines import TransformersEngine
+        try:
+            return VLLMOfflineEngine(args.checkpoint)
+        except Exception as error:  # noqa: BLE001 - with auto, any vLLM failure falls back
+            if args.engine == "vllm":
+                raise
+            print(f"vLLM cannot run {args.checkpoint} ({error}); using the transformers engine", file=sys.stderr)
 
     return TransformersEngine.from_checkpoint(args.checkpoint, max_batch_size=args.batch_size)
 
@@ -336,8 +342,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--checkpoint", type=Path, default=None, help="model folder (default: the default model, built if missing)")
     parser.add_argument("--size", default="default", choices=["default", "small"],
                         help="quickstart size if the default model has to be built")
-    parser.add_argument("--engine", default="transformers", choices=["transformers", "vllm"],
-                        help="transformers generate (batched), or vLLM offline (in-process vllm.LLM)")
+    parser.add_argument("--engine", default="auto", choices=["auto", "transformers", "vllm"],
+                        help="vllm: vLLM offline (in-process vllm.LLM, ~4x the transformers engine's clips/s "
+                             "on 2 CPU cores); transformers: batched generate; auto (default): vllm when "
+                             "installed and able to load the model, else transformers")
     parser.add_argument("--batch-size", type=int, default=16, help="caption requests per generate call (and per commit group)")
     parser.add_argument("--shard", default=None, help="i/N: caption only shard i of N (stable hash of each track's name)")
     parser.add_argument("--export", type=Path, default=None, help="also write the catalog to this .jsonl or .csv file")

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PIANO, DRUMS = SERVING_ANSWERS["piano"][0], SERVING_ANSWERS["drums"][0]
 # The question the serving checkpoint was trained on, so that its captions are readable sentences.
 PROMPT_ARGS = ["--system", SYSTEM["content"], "--prompt", "What is playing?", "--summary-prompt", "What is playing?",
-               "--window-seconds", "3", "--max-tokens", "16", "--threads", "1"]
+               "--window-seconds", "3", "--max-tokens", "16", "--threads", "1", "--engine", "transformers"]
 GOOD = {"piano-1": chord(3.0), "drums-1": clicks(3.0, 160), "piano-2": chord(3.0) * 0.8, "drums-2": clicks(3.0, 160) * 0.7}
 LONG = np.concatenate([chord(3.0), clicks(3.0, 160), chord(3.5)])  # 9.5 s: windows 0-3, 3-6, 6-9.5
 
@@ -157,6 +157,27 @@ def test_kill_9_mid_batch_then_rerun_captions_each_track_exactly_once(serving_ch
         for name, texts in first_texts.items():  # what the killed run committed stayed as it was
             track = next(t for t in catalog.tracks() if t.name == name)
             assert [c.text for c in catalog.captions(track.id)] == texts
+
+
+def test_the_vllm_engine_gives_the_same_captions(captioned, serving_checkpoint, tmp_path):
+    """`--engine vllm` (vLLM offline, in the caption process) against the transformers engine's run."""
+    from musicllm.vllm_engine import vllm_env
+
+    catalog, folder = captioned
+    out = tmp_path / "vllm.db"
+    command = [sys.executable, "-m", "serve.caption", str(folder / "manifest.jsonl"), "--out", str(out),
+               "--checkpoint", str(serving_checkpoint), "--batch-size", "4", "--no-analysis", *PROMPT_ARGS,
+               "--engine", "vllm"]
+    result = subprocess.run(command, cwd=ROOT, env={**vllm_env(tmp_path), "PYTHONPATH": str(ROOT)},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with Catalog(out) as other:
+        assert other.counts() == catalog.counts()
+        assert other.jobs()[0]["settings"]["engine"] == "vllm"
+        for track in catalog.tracks(status="done"):
+            twin = next(t for t in other.tracks() if t.name == track.name)
+            assert [(c.window, c.end, c.text) for c in other.captions(twin.id)] == [
+                (c.window, c.end, c.text) for c in catalog.captions(track.id)]
 
 
 def _done(path: Path) -> int:
