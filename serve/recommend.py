@@ -251,6 +251,9 @@ def add_recommend_route(app, catalog: str | Path, engine, limits=None, dependenc
     from serve.api import _read_json
     from serve.openai_format import APIError, Limits, _audio_bytes, _decode_clip
 
+    from serve.search import existing_catalog
+
+    catalog = existing_catalog(catalog)  # a wrong --catalog stops the server at start, not each request
     limits = limits or Limits()
     worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="musicllm-catalog")
     state = {}

@@ -141,7 +141,7 @@ class Searcher:
                  rebuild_index: bool = False):
         if text_method not in TEXT_METHODS:
             raise ValueError(f"text_method: must be one of {', '.join(TEXT_METHODS)}, got {text_method!r}")
-        self.catalog = catalog if isinstance(catalog, Catalog) else Catalog(_existing(catalog))
+        self.catalog = catalog if isinstance(catalog, Catalog) else Catalog(existing_catalog(catalog))
         self.text_method, self.rebuild_index = text_method, rebuild_index
         self.index_dir = Path(str(self.catalog.path) + ".index")
         self._audio_index = self._text_index = self._bm25 = self._embedder = None
@@ -312,7 +312,7 @@ def _fused_order(rankings: list[list[int]]) -> list[int]:
     return sorted(fused, key=lambda i: (-fused[i], i))
 
 
-def _existing(path) -> Path:
+def existing_catalog(path) -> Path:
     path = Path(path).expanduser()
     if not path.is_file():
         raise CatalogError(f"--catalog {path}: no such catalog (build one with musicllm caption)")

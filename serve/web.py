@@ -25,6 +25,7 @@ from pathlib import Path
 from musicllm.analysis import SAMPLE_RATE as ANALYSIS_RATE
 from musicllm.audio import AudioError, load_audio
 from serve.openai_format import MAX_CLIP_BYTES, clip_part
+from serve.recommend import asks_for_recommendations
 
 CAPTION_PROMPT = "Write a caption for this track."  # one of the caption phrasings the model was trained on
 EXAMPLE_QUESTIONS = [
@@ -142,6 +143,27 @@ class Gateway:
             raise gr.Error(f"Cannot reach the API gateway at {self.url}: {err}", print_exception=False) from err
 
 
+    async def recommend(self, audio_part: dict, k: int = 5) -> str:
+        """Catalog tracks like the clip, each with its reason (POST /v1/recommend), as chat text."""
+        import gradio as gr
+        import openai
+
+        from serve.recommend import picks_markdown
+
+        try:
+            reply = await self.client.post("/recommend", cast_to=object, body={"input_audio": audio_part["input_audio"],
+                                                                               "k": k})
+        except openai.NotFoundError as err:
+            raise gr.Error("This gateway has no catalog to recommend from (start it with "
+                           "`musicllm serve --catalog music.db`).", print_exception=False) from err
+        except openai.APIStatusError as err:
+            raise gr.Error(f"The gateway refused the request ({err.status_code}): {_error_message(err)}",
+                           print_exception=False) from err
+        except openai.APIConnectionError as err:
+            raise gr.Error(f"Cannot reach the API gateway at {self.url}: {err}", print_exception=False) from err
+        return picks_markdown(reply["data"])
+
+
 def _error_message(err) -> str:
     """The `error.message` of an OpenAI-style error body, or whatever the server sent."""
     body = err.body if isinstance(err.body, dict) else {}
@@ -187,6 +209,10 @@ def build_app(gateway_url: str, api_key: str | None = None, model: str | None = 
         except AudioError as err:
             raise gr.Error(str(err), title="Unusable audio", print_exception=False) from err
         asked = turns + [{"role": "user", "content": question}]
+        if asks_for_recommendations(question):  # "recommend something like this": the catalog answers
+            done = asked + [{"role": "assistant", "content": await gateway.recommend(audio_part)}]
+            yield done, done, ""
+            return
         messages = openai_messages(asked, audio_part)
         answer = ""
         yield asked + [{"role": "assistant", "content": "…"}], gr.skip(), ""

@@ -147,3 +147,33 @@ def test_route_refuses_bad_input_with_openai_errors(gateway, body, status, param
     assert fragment in error["message"] and error["type"] == "invalid_request_error"
     if param:
         assert error["param"] == param
+
+
+def test_web_chat_answers_recommendation_requests_from_the_catalog(gateway, transformers_engine):
+    """The web page's hook: "recommend something like this" goes to /v1/recommend, not the LLM chat."""
+    import asyncio
+
+    import gradio as gr
+
+    from serve.api import create_app, serve_in_thread
+    from serve.recommend import asks_for_recommendations
+    from serve.web import Gateway
+
+    assert asks_for_recommendations("Recommend something similar") and not asks_for_recommendations("What key?")
+    part = {"type": "input_audio", "input_audio": {"data": base64.b64encode(wav_bytes(clicks(3.0, 170))).decode(),
+                                                   "format": "wav"}}
+    url = str(gateway.base_url).rstrip("/")
+    answer = asyncio.run(Gateway(f"{url}/v1", api_key="secret").recommend(part, k=2))
+    lines = answer.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("1. **Garage Fury** — ")
+    with serve_in_thread(create_app(transformers_engine)) as url:  # a gateway without a catalog
+        with pytest.raises(gr.Error, match="no catalog to recommend from"):
+            asyncio.run(Gateway(f"{url}/v1").recommend(part))
+
+
+def test_gateway_with_a_missing_catalog_fails_at_start(tmp_path, transformers_engine):
+    from serve.api import create_app
+    from serve.catalog import CatalogError
+
+    with pytest.raises(CatalogError, match="missing.db: no such catalog"):
+        create_app(transformers_engine, catalog=tmp_path / "missing.db")
