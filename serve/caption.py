@@ -343,8 +343,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--size", default="default", choices=["default", "small"],
                         help="quickstart size if the default model has to be built")
     parser.add_argument("--engine", default="auto", choices=["auto", "transformers", "vllm"],
-                        help="vllm: vLLM offline (in-process vllm.LLM, ~4x the transformers engine's clips/s "
-                             "on 2 CPU cores); transformers: batched generate; auto (default): vllm when "
+                        help="vllm: vLLM offline (in-process vllm.LLM; 3-4x the transformers engine's clips/s "
+                             "on 2 CPU cores, eval/benchmarks/captioning.py); transformers: batched generate; "
+                             "auto (default): vllm when "
                              "installed and able to load the model, else transformers")
     parser.add_argument("--batch-size", type=int, default=16, help="caption requests per generate call (and per commit group)")
     parser.add_argument("--shard", default=None, help="i/N: caption only shard i of N (stable hash of each track's name)")

@@ -224,3 +224,8 @@ def test_bad_arguments_are_refused_with_a_message(tmp_path, capsys):
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
     assert main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.db")]) == 1
     assert "nowhere: no such file or folder" in capsys.readouterr().err
+    from musicllm.cli import main as musicllm
+
+    with pytest.raises(SystemExit) as exit_info:
+        musicllm(["caption", "--help"])
+    assert exit_info.value.code == 0 and "usage: musicllm caption" in capsys.readouterr().out
