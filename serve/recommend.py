@@ -84,9 +84,10 @@ def fallback_reason(hit: Hit) -> str:
     a = hit.attributes
     parts = [p for p in (a.get("genre"), a.get("mood"), " ".join(x for x in (a.get("key"), a.get("mode")) if x),
                          f"{a['tempo_bpm']:.0f} BPM" if a.get("tempo_bpm") else None,
-                         " and ".join((a.get("instruments") or [])[:3]) or None) if p]
-    closeness = f"its sound is close to your song's (similarity {hit.matched['audio_cosine']:.2f})" \
-        if "audio_cosine" in hit.matched else "it matches your request"
+                         ", ".join((a.get("instruments") or [])[:3]) or None) if p]
+    # Ranked by sound, but a small catalog's nearest track may still be far: say the rank, not "close".
+    closeness = f"it is among the catalog's nearest tracks to your song by sound (similarity " \
+                f"{hit.matched['audio_cosine']:.2f})" if "audio_cosine" in hit.matched else "it matches your request"
     return f"Recommended because {closeness}" + (f": {', '.join(parts)}." if parts else ".") + \
         (f" {hit.summary}" if hit.summary else "")
 

@@ -74,7 +74,7 @@ def test_recommendations_contain_only_catalog_tracks(catalog_path, transformers_
     invented = recommender.picks(recommender.candidates(audio_embedding(engine.model, engine.processor, clip), k=2),
                                  ['You will love "Stairway Forever" by The Nobodies.', "Also try Punk Minute."])
     assert all("Stairway" not in p.reason and "Nobodies" not in p.reason for p in invented)
-    assert invented[0].reason.startswith("Recommended because its sound is close to your song's")
+    assert invented[0].reason.startswith("Recommended because it is among the catalog's nearest tracks to your song")
     recommender.searcher.close()
 
 
