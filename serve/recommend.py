@@ -31,7 +31,8 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from serve.search import Filters, Hit, Searcher, add_filter_arguments, filters_from_args, parse_key, parse_tempo
+from serve.filters import Filters, add_filter_arguments, filters_from_args, parse_key, parse_tempo
+from serve.search import Hit, Searcher
 
 SYSTEM = ("You are a music assistant. You explain why a track from the user's catalog suits someone who likes "
           "the song they played. Use only the facts given about the track; never mention other songs or artists.")
@@ -134,6 +135,7 @@ class Recommender:
         if not 1 <= k <= MAX_K:
             raise ValueError(f"k: must be between 1 and {MAX_K}, got {k}")
         catalog, exclude = self.searcher.catalog, set()
+        self.searcher.refresh()
         if track_name is not None:
             row = catalog.db.execute("SELECT id FROM tracks WHERE name = ?", (track_name,)).fetchone()
             if row is None:

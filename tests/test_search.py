@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 
-from serving_fixtures import SAMPLE_RATE, chord, clicks
+from serving_fixtures import chord, clicks
 
 # title: (labels, captions, clip recipe)
 TRACKS = {
@@ -121,14 +121,14 @@ def test_audio_query_finds_tracks_that_sound_alike(searcher, transformers_engine
     (dict(mood="calm", tempo=(100, 200)), set()),
 ])
 def test_attribute_filters_alone(searcher, filters, expected):
-    from serve.search import Filters
+    from serve.filters import Filters
 
     assert set(titles(searcher.search(filters=Filters(**filters), k=10))) == expected
 
 
 def test_filters_combine_with_text_and_audio(searcher, transformers_engine):
     from musicllm.embeddings import audio_embedding
-    from serve.search import Filters
+    from serve.filters import Filters
 
     hits = searcher.search("piano", filters=Filters(mode="minor"), k=10)
     assert {h.attributes["mode"] for h in hits} == {"minor"} and len(hits) == 4  # every minor-key track, ranked
@@ -145,7 +145,7 @@ def test_filters_combine_with_text_and_audio(searcher, transformers_engine):
 
 
 def test_exclude_and_errors(searcher):
-    from serve.search import Filters
+    from serve.filters import Filters
 
     hits = searcher.search(filters=Filters(style="rock"), k=10, exclude={searcher.search("punk", k=1)[0].track_id})
     assert titles(hits) == ["Garage Fury"]
@@ -162,14 +162,12 @@ def test_index_is_updated_incrementally_and_rebuilt_on_demand(tmp_path, transfor
     engine = transformers_engine
     first = dict(list(TRACKS.items())[:-1])
     path = build_catalog(tmp_path / "music.db", engine.model, engine.processor, first)
-    searcher = Searcher(path)
-    assert len(searcher.audio_index()) == 7
-    searcher.close()
+    searcher = Searcher(path)  # stays open, as in the API, while a caption job adds a track
+    assert len(searcher.audio_index()) == 7 and titles(searcher.search("dreamy ambient pad", k=1)) != ["Ambient Drift"]
     build_catalog(path, engine.model, engine.processor, {"Ambient Drift": TRACKS["Ambient Drift"]})
-    searcher = Searcher(path)
+    assert titles(searcher.search("dreamy ambient pad", k=1)) == ["Ambient Drift"]
     index = searcher.audio_index()  # the saved index, extended by the new track (standardiser kept)
     assert len(index) == 8 and index.meta["fitted_on"] == 7
-    assert titles(searcher.search("dreamy ambient pad", k=1)) == ["Ambient Drift"]
     searcher.close()
     on_disk = VectorIndex.load(tmp_path / "music.db.index" / "audio")
     assert sorted(on_disk.ids.tolist()) == sorted(index.ids.tolist())
@@ -215,7 +213,7 @@ def test_vector_index_replace_remove_filter_and_files(tmp_path, monkeypatch, bac
 @pytest.mark.parametrize("text, expected", [("A minor", ("A", "minor")), ("f# major", ("F#", "major")),
                                             ("Bb", ("A#", None)), ("Ebm", ("D#", "minor")), ("C", ("C", None))])
 def test_parse_key(text, expected):
-    from serve.search import parse_key
+    from serve.filters import parse_key
 
     assert parse_key(text) == expected
 

@@ -161,6 +161,39 @@ def _latencies(search, queries: np.ndarray) -> dict:
             "p95_ms": round(1000 * times[int(0.95 * (len(times) - 1))], 3)}
 
 
+def _faiss_options(faiss, measure, vectors: np.ndarray, rng, report: dict) -> None:
+    """HNSW and IVF-PQ (with and without an exact re-rank), the options for 10M tracks."""
+    tracks, dim = vectors.shape
+
+    def hnsw():
+        ix = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+        ix.hnsw.efConstruction = 40
+        ix.add(vectors)
+        ix.hnsw.efSearch = 64
+        return ix
+
+    def ivfpq():
+        quantizer = faiss.IndexFlatIP(dim)
+        ix = faiss.IndexIVFPQ(quantizer, dim, 1024, 53, 8, faiss.METRIC_INNER_PRODUCT)  # 424 = 53 * 8
+        ix.train(vectors[rng.choice(tracks, min(tracks, 50_000), replace=False)])
+        ix.add(vectors)
+        ix.nprobe = 64
+        return ix
+
+    def rerank(ix, q, depth=200):  # IVF-PQ candidates, re-scored exactly (the 10M recipe)
+        _, cand = ix.search(q[None], depth)
+        cand = cand[0][cand[0] >= 0]
+        return cand[np.argsort(-(vectors[cand] @ q))][:10].tolist()
+
+    measure("faiss HNSW32 (efSearch 64)", hnsw, lambda ix, q: ix.search(q[None], 10)[1][0].tolist(), 4 * dim + 8 + 32 * 8)
+    trained = {}  # the same trained IVF-PQ index, searched with and without the exact re-rank
+    measure("faiss IVF1024,PQ53 (nprobe 64) + exact re-rank of 200", lambda: trained.setdefault("ix", ivfpq()), rerank, 53 + 8)
+    measure("faiss IVF1024,PQ53 (nprobe 64)", lambda: trained["ix"], lambda ix, q: ix.search(q[None], 10)[1][0].tolist(),
+            53 + 8)
+    report["options"]["faiss IVF1024,PQ53 (nprobe 64)"]["build_s"] = report["options"][
+        "faiss IVF1024,PQ53 (nprobe 64) + exact re-rank of 200"]["build_s"]
+
+
 def speed(tracks: int, dim: int, n_queries: int, seed: int = 0) -> dict:
     """Build time, latency and recall@10 of the vector index options at `tracks` vectors."""
     from serve.index import VectorIndex, faiss_module, normalise
@@ -213,33 +246,7 @@ def speed(tracks: int, dim: int, n_queries: int, seed: int = 0) -> dict:
         loaded.save()
         report["incremental_add_100_and_save_s"] = round(time.perf_counter() - started, 3)
     if faiss is not None:
-        def hnsw():
-            ix = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
-            ix.hnsw.efConstruction = 40
-            ix.add(vectors)
-            ix.hnsw.efSearch = 64
-            return ix
-
-        def ivfpq():
-            quantizer = faiss.IndexFlatIP(dim)
-            ix = faiss.IndexIVFPQ(quantizer, dim, 1024, 53, 8, faiss.METRIC_INNER_PRODUCT)  # 424 = 53 * 8
-            ix.train(vectors[rng.choice(tracks, min(tracks, 50_000), replace=False)])
-            ix.add(vectors)
-            ix.nprobe = 64
-            return ix
-
-        def rerank(ix, q, depth=200):  # IVF-PQ candidates, re-scored exactly (the 10M recipe)
-            _, cand = ix.search(q[None], depth)
-            cand = cand[0][cand[0] >= 0]
-            return cand[np.argsort(-(vectors[cand] @ q))][:10].tolist()
-
-        measure("faiss HNSW32 (efSearch 64)", hnsw, lambda ix, q: ix.search(q[None], 10)[1][0].tolist(), 4 * dim + 8 + 32 * 8)
-        trained = {}  # the same trained IVF-PQ index, searched with and without the exact re-rank
-        measure("faiss IVF1024,PQ53 (nprobe 64) + exact re-rank of 200", lambda: trained.setdefault("ix", ivfpq()), rerank, 53 + 8)
-        measure("faiss IVF1024,PQ53 (nprobe 64)", lambda: trained["ix"], lambda ix, q: ix.search(q[None], 10)[1][0].tolist(),
-                53 + 8)
-        report["options"]["faiss IVF1024,PQ53 (nprobe 64)"]["build_s"] = report["options"][
-            "faiss IVF1024,PQ53 (nprobe 64) + exact re-rank of 200"]["build_s"]
+        _faiss_options(faiss, measure, vectors, rng, report)
     docs = ["A calm piano piece in C major at 72 BPM, soft and slow, three beats to the bar.",
             "Fast distortion guitar and drums in E minor at 168 BPM, loud, four beats to the bar."] * (tracks // 2)
     started = time.perf_counter()
