@@ -31,10 +31,11 @@ into its own database; `--merge` joins them.
 
 Beyond one machine: N shard jobs, each with its own database, then `--merge`: a Slurm array
 (`--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT`) or a Kubernetes indexed Job
-(`--shard $JOB_COMPLETION_INDEX/N`), each with `--engine vllm` on its GPU. Ray Data + vLLM is
-not wired in yet; the path: a `ray.data` dataset of the pending track names, `map_batches` over
-actors that each hold a VLLMOfflineEngine and run `Captioner.prepare` / `commit` into a database
-of their own (exactly once per actor, as here), merged at the end.
+(`--shard $JOB_COMPLETION_INDEX/N`), each with `--engine vllm` on its GPU. Or Ray (an extra,
+`pip install ray`): `--ray-workers N [--ray-address auto]` runs the N shard jobs as Ray tasks
+(one GPU each with --engine vllm) and merges their databases (OUT.parts/) into --out. This is Ray
+core scheduling whole shards, not Ray Data streaming tracks through vLLM actors: each shard keeps
+its exactly-once database, and a rerun resumes every shard.
 
 This module knows nothing about how engines batch or how search reads the catalog.
 """
@@ -323,6 +324,40 @@ def caption(args: argparse.Namespace) -> int:
     return 0
 
 
+def caption_with_ray(args: argparse.Namespace) -> int:
+    """--ray-workers N: N Ray tasks, task i runs `caption` on shard i/N into its own database in
+    OUT.parts/ (resumable like any shard job), then the parts merge into --out. Without
+    --ray-address a local Ray instance with N CPUs starts here and stops at the end; with one,
+    the tasks run on that cluster (every node needs musicllm installed and the input paths)."""
+    import ray
+
+    parts = Path(str(args.out) + ".parts")
+    parts.mkdir(parents=True, exist_ok=True)
+    count = args.ray_workers
+    env = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
+                                                                    os.environ.get("PYTHONPATH")])),
+                        "OMP_NUM_THREADS": str(args.threads)}}
+    local = dict(num_cpus=count, include_dashboard=False, object_store_memory=128 * 2**20)
+    ray.init(**(dict(address=args.ray_address) if args.ray_address else local), runtime_env=env)
+    try:
+        gpus = 1 if args.engine == "vllm" and ray.cluster_resources().get("GPU", 0) >= count else 0
+        job = ray.remote(num_cpus=1, num_gpus=gpus)(_shard_job)
+        shards = [argparse.Namespace(**{**vars(args), "shard": f"{i}/{count}", "out": parts / f"part-{i}-of-{count}.db",
+                                        "export": None, "ray_workers": None}) for i in range(count)]
+        codes = ray.get([job.remote(shard) for shard in shards])
+    finally:
+        ray.shutdown()
+    if any(codes):
+        print(f"error: shard jobs exited with {codes}; rerun the same command to resume", file=sys.stderr)
+        return 1
+    return merge(argparse.Namespace(out=args.out, merge=[shard.out for shard in shards], export=args.export))
+
+
+def _shard_job(args: argparse.Namespace) -> int:
+    """One Ray task: a whole shard job, in the worker process."""
+    return caption(args)
+
+
 def merge(args: argparse.Namespace) -> int:
     with Catalog(args.out) as catalog:
         for other in args.merge:
@@ -364,6 +399,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--merge", nargs="+", type=Path, default=None, metavar="DB",
                         help="merge these catalogs (e.g. shards) into --out instead of captioning")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--ray-workers", type=int, default=None, metavar="N",
+                        help="split the work over N Ray tasks (shards i/N, merged into --out; needs `pip install ray`)")
+    parser.add_argument("--ray-address", default=None,
+                        help="a running Ray cluster (e.g. auto); default: a local Ray instance with N CPUs")
     args = parser.parse_args(argv)
     if args.merge and args.source:
         parser.error("give either PATH_OR_MANIFEST to caption or --merge DB..., not both")
@@ -379,13 +418,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parse_shard(args.shard)
     except ValueError as error:
         parser.error(str(error))
+    if args.ray_workers is not None and (args.ray_workers < 1 or args.shard or args.merge):
+        parser.error("--ray-workers needs N >= 1, and no --shard or --merge (it makes and merges the shards)")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        return merge(args) if args.merge else caption(args)
+        if args.merge:
+            return merge(args)
+        return caption_with_ray(args) if args.ray_workers else caption(args)
     except (FileNotFoundError, ValueError, CatalogError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -12,10 +12,12 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -178,6 +180,31 @@ def test_the_vllm_engine_gives_the_same_captions(captioned, serving_checkpoint, 
             twin = next(t for t in other.tracks() if t.name == track.name)
             assert [(c.window, c.end, c.text) for c in other.captions(twin.id)] == [
                 (c.window, c.end, c.text) for c in catalog.captions(track.id)]
+
+
+def test_ray_workers_split_the_library_and_merge_it(captioned, serving_checkpoint, tmp_path):
+    """--ray-workers 2 on a local 2-CPU Ray instance: two shard jobs as Ray tasks, merged."""
+    catalog, folder = captioned
+    out = tmp_path / "ray.db"
+    ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths have a length limit
+    command = [sys.executable, "-m", "serve.caption", str(folder / "manifest.jsonl"), "--out", str(out),
+               "--checkpoint", str(serving_checkpoint), "--no-analysis", "--ray-workers", "2", *PROMPT_ARGS]
+    try:
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                                env={**os.environ, "RAY_TMPDIR": ray_tmp, "OMP_NUM_THREADS": "1"})
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    parts = sorted((tmp_path / "ray.db.parts").iterdir())
+    assert [p.name for p in parts] == ["part-0-of-2.db", "part-1-of-2.db"]
+    with Catalog(parts[0]) as first, Catalog(parts[1]) as second:
+        names = [{t.name for t in part.tracks()} for part in (first, second)]
+    assert names[0] and names[1] and not names[0] & names[1]
+    with Catalog(out) as merged:
+        assert merged.counts() == catalog.counts()
+        for track in catalog.tracks(status="done"):
+            twin = next(t for t in merged.tracks() if t.name == track.name)
+            assert [c.text for c in merged.captions(twin.id)] == [c.text for c in catalog.captions(track.id)]
 
 
 def _done(path: Path) -> int:
