@@ -150,8 +150,7 @@ class Recommender:
             audio = vectors[list(ids).index(row[0])]
         if audio is None:
             raise ValueError("give the song as audio or as a catalog track")
-        if file_hash:  # the song itself may be in the catalog: never recommend it back
-            exclude |= {r[0] for r in catalog.db.execute("SELECT id FROM tracks WHERE content_hash = ?", (file_hash,))}
+        exclude |= self.searcher.same_file(file_hash)  # the song itself may be in the catalog: never recommend it back
         return self.searcher.search(text, audio, filters, k=k, exclude=exclude)
 
     def requests(self, hits: list[Hit], clip, max_tokens: int = 96) -> list:

@@ -254,6 +254,12 @@ class Searcher:
         best = sorted(fused, key=lambda i: (-fused[i], i))[:k]
         return [self.hit(i, fused[i], matched.get(i, {})) for i in best]
 
+    def same_file(self, file_hash: str | None) -> set[int]:
+        """Ids of catalog tracks whose file has this sha256 (a query song that is in the catalog)."""
+        if not file_hash:
+            return set()
+        return {r[0] for r in self.catalog.db.execute("SELECT id FROM tracks WHERE content_hash = ?", (file_hash,))}
+
     def hit(self, track_id: int, score: float, matched: dict) -> Hit:
         track = self.catalog.track(track_id)
         summary = next((c.text for c in self.catalog.captions(track_id) if c.window == -1), None)
@@ -340,8 +346,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"musicllm search: {err}", file=sys.stderr)
         return 2
     try:
-        audio = embed_audio_file(args.audio, args.checkpoint)[0] if args.audio else None
-        hits = searcher.search(args.query, audio, filters, k=args.k)
+        audio, digest = embed_audio_file(args.audio, args.checkpoint) if args.audio else (None, None)
+        # "More like this" means other tracks: the query file itself is left out when it is in the catalog.
+        hits = searcher.search(args.query, audio, filters, k=args.k, exclude=searcher.same_file(digest))
     except (ValueError, CatalogError, AudioError, TextEmbedderMissing) as err:
         print(f"musicllm search: {err}", file=sys.stderr)
         return 2

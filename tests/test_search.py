@@ -241,3 +241,20 @@ def test_command_line(catalog_path, capsys):
     assert "tempo: expected a BPM range like 90-120, got 'fast'" in capsys.readouterr().err
     assert main(["piano", "--catalog", str(catalog_path.parent / "missing.db")]) == 2
     assert "no such catalog" in capsys.readouterr().err
+
+
+def test_command_line_audio_query(catalog_path, serving_checkpoint, tmp_path, capsys):
+    import soundfile as sf
+
+    from serve.search import main
+    from serving_fixtures import SAMPLE_RATE
+
+    song = tmp_path / "drums.wav"
+    sf.write(song, clicks(2.5, 170), SAMPLE_RATE)
+    assert main(["--catalog", str(catalog_path), "--audio", str(song), "--checkpoint", str(serving_checkpoint),
+                 "--k", "3", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {r["title"] for r in rows} == {"Garage Fury", "Night Drive", "Punk Minute"}
+    assert main(["--catalog", str(catalog_path), "--audio", str(tmp_path / "none.wav"),
+                 "--checkpoint", str(serving_checkpoint)]) == 2
+    assert "none.wav" in capsys.readouterr().err
