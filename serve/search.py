@@ -128,8 +128,8 @@ class Searcher:
                 index = VectorIndex.load(folder)
             except FileNotFoundError:
                 index = None  # torn or foreign files: rebuilt below
-        if index is not None and (index.meta.get("kind") != kind or
-                                  len(stored) > REFIT_GROWTH * max(index.meta.get("fitted_on", 0), 1) > 1):
+        if index is not None and (index.meta.get("kind") != kind or len(index) == 0 or
+                                  len(stored) > REFIT_GROWTH * max(index.meta.get("fitted_on", 0), 1)):
             index = None
         if index is None:
             ids, vectors = self.catalog.embeddings(kind)

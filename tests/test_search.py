@@ -258,3 +258,18 @@ def test_command_line_audio_query(catalog_path, serving_checkpoint, tmp_path, ca
     assert main(["--catalog", str(catalog_path), "--audio", str(tmp_path / "none.wav"),
                  "--checkpoint", str(serving_checkpoint)]) == 2
     assert "none.wav" in capsys.readouterr().err
+
+
+def test_search_on_a_catalog_that_was_empty_at_first(tmp_path, transformers_engine):
+    from serve.catalog import Catalog, TrackSpec
+    from serve.search import Searcher
+
+    with Catalog(tmp_path / "music.db") as catalog:  # a caption job has only registered its tracks
+        catalog.add_tracks([TrackSpec(name="pending.wav", path="/pending.wav", metadata={"title": "Pending"})])
+    searcher = Searcher(tmp_path / "music.db")
+    assert searcher.search("piano", k=3) == [] and len(searcher.audio_index()) == 0
+    engine = transformers_engine
+    build_catalog(tmp_path / "music.db", engine.model, engine.processor, dict(list(TRACKS.items())[:2]))
+    assert titles(searcher.search("calm piano", k=1)) == ["Moonlit Study"]
+    assert len(searcher.audio_index()) == 2
+    searcher.close()
