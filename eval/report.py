@@ -101,15 +101,19 @@ def breakdown_section(runs: list[dict], table: str, title: str, order: list[str]
                     key=lambda g: (order.index(g) if order and g in order else len(order or []), g))
     if not groups:
         return ""
+    # Each run's primary scorer, and log-likelihood beside it where the run has it: a small model
+    # that cannot yet write its answer in the format still shows what it knows there.
+    columns = [(r, s) for r in runs for s in dict.fromkeys([r["primary"], "loglik"]) if s in r["scorers"]]
     rows = []
     for g in groups:
         cells = []
-        for r in runs:
+        for r, scorer in columns:
             cell = r["breakdown"].get(table, {}).get(g)
-            cells.append(f"{pct(primary_accuracy(r, cell))} (n={cell['n']})" if cell else "–")
+            cells.append(f"{pct(cell.get(scorer, {}).get('accuracy'))} (n={cell['n']})" if cell else "–")
         rows.append([g] + cells)
-    header = [table] + [f"{r['name']} ({SCORER_NAMES[r['primary']]})" for r in runs]
-    return f"## {title}\n\nAccuracy (%) with each run's primary scorer.\n\n" + md_table(header, rows)
+    header = [table] + [f"{r['name']} ({SCORER_NAMES[s]})" for r, s in columns]
+    return (f"## {title}\n\nAccuracy (%) with each run's primary scorer, and with log-likelihood ranking "
+            "where the run has it.\n\n" + md_table(header, rows))
 
 
 def captioning_section(runs: list[dict]) -> str:

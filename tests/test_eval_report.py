@@ -42,7 +42,9 @@ def test_report_writes_markdown_and_pngs(tmp_path):
     report = (out / "REPORT.md").read_text()
     for text in ["## Multiple choice: accuracy (%)", "| ckpt/audio | audio | 40 |", "80.0", "## Does the model listen?",
                  "+52.5 points: listens", "## Per music-knowledge dimension", "| melody |", "## Per genre",
-                 "mir-baseline/audio", "50.0", "## Captioning", "METEOR (exact match only)", "| genre | 1 | 100.0 |"]:
+                 "mir-baseline/audio", "50.0", "## Captioning", "METEOR (exact match only)", "| genre | 1 | 100.0 |",
+                 # breakdowns: the primary scorer (robust parser), then log-likelihood beside it
+                 "ckpt/audio (log-lik (sum))", "| key | 80.0 (n=40) | 25.0 (n=40) |"]:
         assert text in report, text
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert "accuracy_by_dimension.png" in pngs and "confusion_ckpt-audio_key.png" in pngs
