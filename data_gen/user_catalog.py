@@ -40,8 +40,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from data_gen.formats import JsonlWriter, assign_split, done_ids
+from musicllm.audio import AUDIO_SUFFIXES
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
 KEY_COLUMNS = ("file", "path", "filename")
 LICENSE = "unknown (user's own)"
 

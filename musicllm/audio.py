@@ -33,7 +33,7 @@ SILENCE_THRESHOLD = 1e-6
 MP3_SLACK_SECONDS = 0.05
 # Names and leading bytes that say "this was meant to be audio": if libsndfile still cannot
 # recognise it, the data is damaged rather than in a format we do not read.
-_AUDIO_SUFFIXES = (".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")
+AUDIO_SUFFIXES = (".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")
 _AUDIO_MAGIC = (b"RIFF", b"RF64", b"fLaC", b"OggS", b"ID3", b"FORM")
 _READABLE = "WAV, FLAC, OGG/Vorbis/Opus, MP3, AIFF and the other libsndfile formats"
 
@@ -156,7 +156,7 @@ def _open(readable, label: str) -> sf.SoundFile:
 
 def _looks_like_audio(readable, label: str) -> bool:
     """Whether the name or the first bytes claim a format we read (so a failure means damage)."""
-    if label.lower().endswith(_AUDIO_SUFFIXES):
+    if label.lower().endswith(AUDIO_SUFFIXES):
         return True
     if isinstance(readable, str):
         with open(readable, "rb") as f:

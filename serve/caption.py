@@ -53,7 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
-from musicllm.audio import _AUDIO_SUFFIXES as AUDIO_SUFFIXES  # the names load_audio reads as audio
+from musicllm.audio import AUDIO_SUFFIXES  # the names load_audio reads as audio
 from serve.catalog import Caption, Catalog, CatalogError, TrackSpec, file_hash, shard_of
 
 CAPTION_PROMPT = "Write a caption for this track."  # caption phrasings the default model was trained on
