@@ -28,6 +28,7 @@ from serve.openai_format import MAX_CLIP_BYTES, clip_part
 from serve.recommend import asks_for_recommendations
 
 CAPTION_PROMPT = "Write a caption for this track."  # one of the caption phrasings the model was trained on
+RECOMMEND_PROMPT = "Recommend tracks like this one."  # answered from the gateway's catalog (POST /v1/recommend)
 EXAMPLE_QUESTIONS = [
     "What instruments are playing?",
     "What key is this in?",
@@ -244,6 +245,7 @@ def build_app(gateway_url: str, api_key: str | None = None, model: str | None = 
                                       elem_id="question", lines=1, max_lines=4, submit_btn=True)
                 with gr.Row():
                     caption = gr.Button("Caption this", elem_id="caption", variant="primary")
+                    recommend = gr.Button("Recommend similar", elem_id="recommend")
                     clear = gr.Button("New chat", elem_id="clear")
                 gr.Examples([[q] for q in EXAMPLE_QUESTIONS], inputs=[question], label="Example questions")
                 with gr.Accordion("Answer settings", open=False):
@@ -255,6 +257,8 @@ def build_app(gateway_url: str, api_key: str | None = None, model: str | None = 
         inputs, outputs = [question, audio, turns, max_tokens, temperature], [chat, turns, question]
         question.submit(ask, inputs, outputs, concurrency_limit=None)
         caption.click(lambda: CAPTION_PROMPT, None, question, queue=False).then(
+            ask, inputs, outputs, concurrency_limit=None)
+        recommend.click(lambda: RECOMMEND_PROMPT, None, question, queue=False).then(
             ask, inputs, outputs, concurrency_limit=None)
         clear.click(lambda: ([], []), None, [chat, turns], queue=False)
     return app

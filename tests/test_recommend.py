@@ -177,3 +177,37 @@ def test_gateway_with_a_missing_catalog_fails_at_start(tmp_path, transformers_en
 
     with pytest.raises(CatalogError, match="missing.db: no such catalog"):
         create_app(transformers_engine, catalog=tmp_path / "missing.db")
+
+
+def test_recommend_similar_in_the_web_chat(gateway, tmp_path):
+    """In a real Chromium: upload a clip, click "Recommend similar": the chat lists catalog tracks."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from musicllm.vllm_engine import free_port
+    from serve.web import RECOMMEND_PROMPT, build_app, launch
+    from test_web import CHROMIUM_ARGS, upload
+
+    song = tmp_path / "drums.wav"
+    song.write_bytes(wav_bytes(clicks(3.0, 170)))
+    app = build_app(str(gateway.base_url).rstrip("/") + "/v1", api_key="secret")
+    try:
+        url = launch(app, "127.0.0.1", free_port())
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            page = browser.new_page()
+            page.set_default_timeout(60_000)
+            expect.set_options(timeout=60_000)
+            page.goto(url)
+            upload(page, song)
+            expect(page.locator("#analysis")).to_contain_text("drums.wav")
+            page.locator("#recommend").click()
+            expect(page.locator("#chat [data-testid=user]")).to_have_text([RECOMMEND_PROMPT])
+            bot = page.locator("#chat [data-testid=bot]")
+            expect(bot).to_have_count(1)
+            expect(bot.last).to_contain_text("Garage Fury — ")
+            # A numbered markdown list: the page shows "Title — reason" per item.
+            listed = [line.split(" — ")[0].strip() for line in bot.last.inner_text().splitlines() if " — " in line]
+            assert len(listed) == 5 and listed[0] == "Garage Fury" and set(listed) <= CATALOG_TITLES
+            browser.close()
+    finally:
+        app.close()
