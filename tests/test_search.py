@@ -273,3 +273,12 @@ def test_search_on_a_catalog_that_was_empty_at_first(tmp_path, transformers_engi
     assert titles(searcher.search("calm piano", k=1)) == ["Moonlit Study"]
     assert len(searcher.audio_index()) == 2
     searcher.close()
+
+
+def test_text_model_files_are_checked_against_the_published_hashes(monkeypatch):
+    import serve.text_rank
+    from serve.text_rank import TextEmbedder, TextEmbedderMissing
+
+    monkeypatch.setitem(serve.text_rank.MODEL_FILES, "config.json", "0" * 64)
+    with pytest.raises(TextEmbedderMissing, match="config.json: sha256 differs"):
+        TextEmbedder()
