@@ -47,15 +47,10 @@ MAX_K = 50
 
 
 @dataclass
-class Pick:
-    """One recommended catalog track; every field but `reason` is read from the catalog."""
-    track_id: int
-    name: str  # the catalog's stable name for the track
-    title: str
-    similarity: float | None  # audio cosine to the song (after the catalog's standardisation)
-    attributes: dict
-    summary: str | None
-    reason: str  # the LLM's grounded explanation, checked; or one written from the facts
+class Pick(Hit):
+    """One recommended catalog track: a search hit (read from the catalog) and its reason."""
+    similarity: float | None = None  # audio cosine to the song (after the catalog's standardisation)
+    reason: str = ""  # the LLM's grounded explanation, checked; or one written from the facts
 
 
 def facts_text(hit: Hit, captions: list[str]) -> str:
@@ -166,8 +161,8 @@ class Recommender:
         picks = []
         for n, hit in enumerate(hits):
             reason = grounded(texts[n], {hit.title, hit.name}, everyone, hit.attributes) if texts else ""
-            picks.append(Pick(hit.track_id, hit.name, hit.title, hit.matched.get("audio_cosine"), hit.attributes,
-                              hit.summary, reason or fallback_reason(hit)))
+            picks.append(Pick(**vars(hit), similarity=hit.matched.get("audio_cosine"),
+                              reason=reason or fallback_reason(hit)))
         return picks
 
     def recommend(self, clip=None, audio=None, file_hash=None, track_name=None, k: int = 5, filters=None,
