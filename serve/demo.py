@@ -196,6 +196,9 @@ def _interrupt(signum, frame):
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # SIGINT too: a process started in the background of a script inherits SIGINT ignored, and
+    # Python then installs no KeyboardInterrupt handler of its own.
+    signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     status = 0
     with contextlib.ExitStack() as stack:

@@ -67,9 +67,10 @@ def test_build_writes_a_loadable_checkpoint(tmp_path, capsys):
 class Demo:
     """`musicllm demo` as a subprocess whose output is collected line by line as it comes."""
 
-    def __init__(self, *args, env):
+    def __init__(self, *args, env, preexec_fn=None):
         self.process = subprocess.Popen([sys.executable, "-m", "musicllm.cli", "demo", *args], env=env, text=True,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        preexec_fn=preexec_fn)
         self.lines: list[str] = []
         threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True).start()
 
@@ -179,3 +180,21 @@ def test_quickstart_then_demo_as_a_new_user_would(tmp_path):
         again.wait_for("Press Ctrl-C to stop.", timeout=180)
         again.stop(signal.SIGTERM)
     assert again.process.returncode == 0 and "building" not in again.output and "(transformers engine" in again.output
+
+
+def ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.timeout(300)
+def test_ctrl_c_stops_the_demo_even_when_started_with_sigint_ignored(serving_checkpoint, tmp_path):
+    """A job put in the background of a script (`nohup make demo &`, CI) inherits SIGINT ignored,
+    and Python then installs no KeyboardInterrupt handler: the demo installs its own."""
+    env = {"MUSICLLM_HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
+    from musicllm.vllm_engine import free_port
+
+    with Demo("--checkpoint", str(serving_checkpoint), "--engine", "transformers", "--api-port", str(free_port()),
+              "--web-port", str(free_port()), env=env, preexec_fn=ignore_sigint) as demo:
+        demo.wait_for("Press Ctrl-C to stop.", timeout=240)
+        demo.stop(signal.SIGINT, timeout=60)
+        assert demo.process.returncode == 0 and "stopped." in demo.output, demo.output[-2000:]
