@@ -28,12 +28,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import io
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import weakref
@@ -54,11 +56,22 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def vllm_tmpdir(workdir: Path) -> Path:
+    """`workdir/tmp`, or a short folder named after `workdir` in the system temp folder when that
+    path is too long: vLLM makes IPC sockets there (`<tmp>/<uuid>`), whose paths must stay under
+    ~107 bytes, and a deep workdir (a test's tmp_path, a long MUSICLLM_HOME) crashes it at start."""
+    tmp = Path(workdir) / "tmp"
+    if len(str(tmp)) + 38 <= 100:  # "/" + a 36-character uuid + slack
+        return tmp
+    digest = hashlib.sha256(str(Path(workdir).resolve()).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"musicllm-vllm-{digest}"
+
+
 def vllm_env(workdir: Path, kv_cache_gib: float = 1, threads: int = 1) -> dict[str, str]:
     """Environment for a vLLM process whose caches and temporary files stay in `workdir`, with a
     fixed CPU KV cache (otherwise sized from the machine's RAM) and `threads` OpenMP threads
     (on 2 cores, threads fighting other work made generation 20x slower)."""
-    cache, tmp = workdir / "vllm-cache", workdir / "tmp"
+    cache, tmp = workdir / "vllm-cache", vllm_tmpdir(workdir)
     for path in (cache, tmp):
         path.mkdir(parents=True, exist_ok=True)
     return {

@@ -29,9 +29,7 @@ import re
 import signal
 import socket
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 STEPS = 4
@@ -79,18 +77,6 @@ def start_engine(args, checkpoint: Path, stack: contextlib.ExitStack):
     return engine
 
 
-def vllm_workdir(stack: contextlib.ExitStack) -> Path:
-    """$MUSICLLM_HOME/demo/vllm, a fixed folder so that the log outlives a crash and the compile
-    caches serve a restart; a temporary one (removed by `stack`) when that path is too long for
-    the IPC sockets vLLM makes in its temp folder (`<workdir>/tmp/<uuid>`, at most 107 bytes)."""
-    from musicllm.paths import home
-
-    workdir = home() / "demo" / "vllm"
-    if len(f"{workdir}/tmp/{uuid.uuid4()}") <= 100:
-        return workdir
-    return Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="musicllm-vllm-")))
-
-
 def root_cause(log: Path) -> str | None:
     """The first error a vLLM log names ("RuntimeError: Unsupported CPU attention ..."): the API
     server itself only answers "EngineCore encountered an issue. See stack trace (above)"."""
@@ -109,7 +95,9 @@ def start_vllm_engine(checkpoint: Path, stack: contextlib.ExitStack, timeout: fl
     from musicllm.engines import GenerationRequest, load_engine
     from musicllm.vllm_engine import start_vllm_server
 
-    workdir = vllm_workdir(stack)
+    from musicllm.paths import home
+
+    workdir = home() / "demo" / "vllm"  # fixed: the log outlives a crash, the compile caches serve a restart
     step(2, f"starting vLLM on {checkpoint / 'language_model'} (about a minute on 2 CPU cores; "
             f"log {workdir / 'vllm.log'}) ...")
     started = time.monotonic()
