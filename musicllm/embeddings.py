@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-import torch
 
 # Stored beside each vector (catalog `embeddings.kind`): bump the version when the recipe changes.
 EMBEDDING_KIND = "audio-meanstd-v1"
@@ -53,14 +52,17 @@ def _standardise_halves(raw: np.ndarray) -> np.ndarray:
     return (joined / np.maximum(np.linalg.norm(joined, axis=1, keepdims=True), _EPS)).astype(np.float32)
 
 
-@torch.no_grad()
 def _window_statistics(model, processor, clips: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Per window of every clip, in order: (W, 2D) frame mean | std, and (W,) frame counts."""
+    import torch  # here, not at the top: search needs only `Standardizer`, and torch takes 1.5 s to import
+
     windows = processor.audio_windows(clips)
     values, lens = windows["audio_values"], windows["audio_lens"]
     stats, counts = [], []
     for start in range(0, len(lens), WINDOWS_PER_CALL):
-        frames, frame_lens = model.encode_audio(values[start:start + WINDOWS_PER_CALL], lens[start:start + WINDOWS_PER_CALL])
+        with torch.no_grad():
+            frames, frame_lens = model.encode_audio(values[start:start + WINDOWS_PER_CALL],
+                                                    lens[start:start + WINDOWS_PER_CALL])
         frames = frames.float()  # W, F, D
         mask = (torch.arange(frames.shape[1])[None, :] < frame_lens[:, None]).float()[..., None]  # W, F, 1
         n = frame_lens.clamp_min(1).float()[:, None]  # W, 1

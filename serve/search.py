@@ -6,11 +6,11 @@
     musicllm search --catalog music.db --metre 3/4 --style classical --json
 
 - Text: over each track's captions (whole-track summary + window captions) and its attribute
-  words. "hybrid" fuses BM25 and all-MiniLM-L6-v2 cosine by reciprocal rank; "bm25" and
-  "embedding" are the two alone. Hybrid ranks best on the procedural corpus (nDCG@10 0.35 vs
-  0.31 for BM25, eval/benchmarks/retrieval.py) and is the default of `Searcher` (the API, where
-  the model stays loaded); this command defaults to BM25 because loading the embedding model
-  takes 5-15 s on 2 shared cores, far over the sub-second answer a one-off search should give.
+  words. "hybrid" (the default) fuses BM25 and all-MiniLM-L6-v2 cosine by reciprocal rank;
+  "bm25" and "embedding" are the two alone. Hybrid ranks best on the procedural corpus (nDCG@10
+  0.35 vs 0.31 for BM25, eval/benchmarks/retrieval.py). The embedding runs in numpy
+  (serve.text_rank), so a cold `musicllm search "..."` needs no torch and answers in about
+  0.4 s on 2 cores (eval/benchmarks/cli_latency.py).
 - Audio: nearest neighbours of the clip's embedding (musicllm.embeddings, the frozen encoder)
   among the tracks' stored embeddings, after the catalog-fitted standardisation.
 - Attributes: SQL filters on the catalog's indexed columns (tempo range, key, mode, metre,
@@ -42,8 +42,7 @@ from serve.index import VectorIndex
 from serve.text_rank import BM25, TextEmbedder, TextEmbedderMissing, reciprocal_rank_fusion
 
 TEXT_METHODS = ("hybrid", "bm25", "embedding")
-DEFAULT_TEXT_METHOD = "hybrid"  # best ranking (module docstring)
-COMMAND_TEXT_METHOD = "bm25"  # `musicllm search`: no model to load, answers in a fraction of a second
+DEFAULT_TEXT_METHOD = "hybrid"  # best ranking (module docstring), for the API and the command alike
 # Refit the audio standardisation (a full rebuild) once the catalog has grown this much since.
 REFIT_GROWTH = 2.0
 MIN_TRACKS_TO_STANDARDISE = 8
@@ -330,9 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--audio", help="an audio file: find tracks that sound like it")
     parser.add_argument("--checkpoint", help="model whose encoder embedded the catalog (default: the default model)")
     parser.add_argument("--k", type=int, default=10, help="how many tracks to show")
-    parser.add_argument("--text-method", choices=TEXT_METHODS, default=COMMAND_TEXT_METHOD,
-                        help=f"how text queries are ranked (default {COMMAND_TEXT_METHOD}: fast; {DEFAULT_TEXT_METHOD} "
-                             "ranks best but loads a text model first, see above)")
+    parser.add_argument("--text-method", choices=TEXT_METHODS, default=DEFAULT_TEXT_METHOD,
+                        help=f"how text queries are ranked (default {DEFAULT_TEXT_METHOD}: BM25 and MiniLM fused, "
+                             "ranks best; bm25 needs no text model)")
     parser.add_argument("--rebuild-index", action="store_true", help="rebuild the vector indexes from the catalog")
     parser.add_argument("--json", action="store_true", help="one JSON object per track instead of text")
     add_filter_arguments(parser)

