@@ -31,7 +31,9 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
+
+from musicllm.jsonl import FormatError, read_jsonl  # one JSONL reader for every package
 
 MANIFEST_REQUIRED = {"id": str, "audio": str, "duration": (int, float), "source": str, "license": str}
 CONVERSATION_REQUIRED = {"id": str, "audio": list, "messages": list, "task": str, "provenance": dict}
@@ -45,10 +47,6 @@ MC_COLUMNS = [
 ]
 KNOWLEDGE = ["melody", "harmony", "metre and rhythm", "instrumentation", "sound texture", "performance", "structure"]
 REASONING = ["mood", "genre and style", "functional context"]
-
-
-class FormatError(ValueError):
-    """A record that breaks a file contract; the message names the file, line and field."""
 
 
 def _check_fields(record: dict, required: dict, where: str) -> None:
@@ -85,25 +83,6 @@ def validate_conversation(record: dict, where: str = "conversation") -> dict:
     if record["messages"][-1]["role"] != "assistant" or not record["messages"][-1]["content"].strip():
         raise FormatError(f"{where}: the last message must be a non-empty assistant answer")
     return record
-
-
-def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
-    """Records of a JSONL file. A torn last line (an interrupted write) is skipped with a
-    warning; a bad line elsewhere is an error naming the file and line."""
-    path = Path(path)
-    if not path.exists():
-        return
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            yield json.loads(line)
-        except json.JSONDecodeError as err:
-            if number == len(lines):
-                print(f"warning: {path}:{number}: ignoring a torn last line (interrupted write)")
-                return
-            raise FormatError(f"{path}:{number}: not valid JSON ({err.msg})") from err
 
 
 def done_ids(path: str | os.PathLike) -> set[str]:

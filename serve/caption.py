@@ -31,46 +31,26 @@ into its own database; `--merge` joins them.
 
 Beyond one machine: N shard jobs, each with its own database, then `--merge`: a Slurm array
 (`--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT`) or a Kubernetes indexed Job
-(`--shard $JOB_COMPLETION_INDEX/N`), each with `--engine vllm` on its GPU. Or Ray (an extra,
-`pip install ray`): `--ray-workers N [--ray-address auto]` runs the N shard jobs as Ray tasks
-(one GPU each with --engine vllm) and merges their databases (OUT.parts/) into --out. This is Ray
-core scheduling whole shards, not Ray Data streaming tracks through vLLM actors: each shard keeps
-its exactly-once database, and a rerun resumes every shard.
+(`--shard $JOB_COMPLETION_INDEX/N`), each with `--engine vllm` on its GPU. Or Ray Data (an extra,
+`pip install 'musicllm[ray]'`): `--ray-workers N [--ray-address auto]` streams the pending tracks
+through N engine actors (one GPU each with --engine vllm) and stores their records here, one
+transaction per track, into --out (serve.caption_ray).
 
-This module knows nothing about how engines batch or how search reads the catalog.
+This module knows nothing about how engines batch (serve.captioner) or how search reads the catalog.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from musicllm.audio import AUDIO_SUFFIXES  # the names load_audio reads as audio
-from serve.catalog import Caption, Catalog, CatalogError, TrackSpec, file_hash, shard_of
-
-CAPTION_PROMPT = "Write a caption for this track."  # caption phrasings the default model was trained on
-SUMMARY_PROMPT = "Describe this music."
-MIN_TAIL = 0.25  # a last window shorter than this fraction of a window joins the one before
-
-
-@dataclass
-class Prepared:
-    """A decoded track with its generation requests, waiting for its batch."""
-    track_id: int
-    audio: np.ndarray
-    content_hash: str
-    spans: list[tuple[int, int]]  # (start, end) samples of each caption window
-    summary_end: int | None  # samples the summary hears from the start; None: window 0's caption
-    requests: list = field(default_factory=list)  # GenerationRequest per window, then the summary's
-    estimates: dict = field(default_factory=dict)
+from musicllm.jsonl import FormatError, read_jsonl
+from serve.catalog import Catalog, CatalogError, TrackSpec, shard_of
+from serve.captioner import CAPTION_PROMPT, SUMMARY_PROMPT, Captioner, caption_spans, open_engine, store  # noqa: F401
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -100,16 +80,11 @@ def discover(source: Path) -> list[TrackSpec]:
 
 
 def read_manifest(path: Path) -> list[TrackSpec]:
+    """A clip manifest's tracks: `id`, `audio` (relative to the manifest), labels and metadata."""
     specs = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}:{number}: not JSON ({error})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("audio"), str):
-            raise ValueError(f"{path}:{number}: a clip record needs an 'audio' path (string)")
+    for number, record in enumerate(read_jsonl(path), 1):
+        if not isinstance(record.get("audio"), str):
+            raise FormatError(f"{path}: record {number}: a clip record needs an 'audio' path (string)")
         audio = Path(record["audio"]) if os.path.isabs(record["audio"]) else path.parent / record["audio"]
         metadata = dict(record.get("metadata") or {})
         metadata.update({k: record[k] for k in ("source", "license", "split", "duration") if k in record})
@@ -118,161 +93,20 @@ def read_manifest(path: Path) -> list[TrackSpec]:
     return specs
 
 
-def caption_spans(num_samples: int, window: int) -> list[tuple[int, int]]:
-    """(start, end) of each caption window; a short tail (< MIN_TAIL of a window) joins the last."""
-    spans = [(start, min(start + window, num_samples)) for start in range(0, num_samples, window)]
-    if len(spans) > 1 and spans[-1][1] - spans[-1][0] < MIN_TAIL * window:
-        spans[-2:] = [(spans[-2][0], num_samples)]
-    return spans
+def caption_into(catalog: Catalog, records, total: int, job_id: int) -> dict[str, int]:
+    """Store each record as it arrives (one transaction per track) under a progress bar."""
+    from tqdm import tqdm
 
-
-class Captioner:
-    """Prepares tracks (decode, analyse, build requests) and commits them in batches."""
-
-    def __init__(self, engine, catalog: Catalog, args: argparse.Namespace, job_id: int):
-        from musicllm.embeddings import EMBEDDING_KIND
-
-        self.engine, self.catalog, self.args, self.job_id = engine, catalog, args, job_id
-        self.model_name = str(args.checkpoint)
-        self.embedding_kind = EMBEDDING_KIND
-        seconds = args.window_seconds or engine.processor.config.audio_window_seconds
-        self.window = round(seconds * engine.sample_rate)
-
-    def request(self, clip: np.ndarray, prompt: str):
-        from musicllm.configuration import AUDIO_TOKEN
-        from musicllm.engines import GenerationRequest
-
-        system = [{"role": "system", "content": self.args.system}] if self.args.system else []
-        return GenerationRequest(system + [{"role": "user", "content": f"{AUDIO_TOKEN}\n{prompt}"}], [clip],
-                                 max_tokens=self.args.max_tokens)
-
-    def summary_end(self, audio: np.ndarray, spans: list) -> int | None:
-        """The longest opening of whole windows, up to --summary-seconds, whose prompt leaves
-        room for the answer in the model's context; None for a one-window track."""
-        if len(spans) < 2:
-            return None
-        limit = max(1, int(self.args.summary_seconds * self.engine.sample_rate // self.window))
-        for count in range(min(limit, len(spans)), 0, -1):
-            end = spans[count - 1][1]
-            ids = self.engine.prompt_ids(self.request(audio[:end], self.args.summary_prompt))
-            if len(ids) + self.args.max_tokens <= self.engine.context or count == 1:
-                return end
-        return None
-
-    def prepare(self, track) -> Prepared | str:
-        """Everything before generation; a string is the reason the track cannot be captioned."""
-        from musicllm.audio import AudioError, load_audio
-        from musicllm.engines import EngineRequestError
-
-        try:
-            audio = load_audio(track.path, self.engine.sample_rate, max_seconds=self.args.max_seconds,
-                               allow_silence=False)
-            content_hash = file_hash(track.path)
-        except AudioError as error:
-            return str(error)
-        except OSError as error:
-            return f"{track.path}: cannot read the file ({error.strerror or error})"
-        spans = caption_spans(len(audio), self.window)
-        try:
-            summary_end = self.summary_end(audio, spans)
-            prepared = Prepared(track.id, audio, content_hash, spans, summary_end)
-            prepared.requests = [self.request(audio[s:e], self.args.prompt) for s, e in spans]
-            if summary_end:
-                prepared.requests.append(self.request(audio[:summary_end], self.args.summary_prompt))
-            for request in prepared.requests:
-                self.engine.prompt_ids(request)  # the engine's own checks, before the batch
-        except EngineRequestError as error:
-            return f"{track.path}: {error}"
-        prepared.estimates = self.analyse(audio)
-        return prepared
-
-    def analyse(self, audio: np.ndarray) -> dict:
-        if self.args.no_analysis:
-            return {}
-        from musicllm.analysis import analyze
-
-        try:
-            return analyze(audio, self.engine.sample_rate)
-        except Exception as error:  # noqa: BLE001 - estimates are optional: the track goes on
-            return {"error": f"analysis failed: {error}"}
-
-    def commit(self, batch: list[Prepared]) -> int:
-        """Generate every request of the batch at once, then store each track in one transaction.
-        Returns the number of captions generated."""
-        from musicllm.embeddings import audio_embeddings
-
-        completions = self.engine.complete_batch([r for p in batch for r in p.requests])
-        vectors = audio_embeddings(self.engine.model, self.engine.processor, [p.audio for p in batch])
-        rate, at = self.engine.sample_rate, 0
-        for prepared, vector in zip(batch, vectors):
-            texts = [c.text.strip() for c in completions[at: at + len(prepared.requests)]]
-            at += len(prepared.requests)
-            captions = [Caption(i, s / rate, e / rate, text, self.model_name)
-                        for i, ((s, e), text) in enumerate(zip(prepared.spans, texts))]
-            summary_end = prepared.summary_end or len(prepared.audio)  # one window: its caption
-            captions.append(Caption(-1, 0.0, summary_end / rate, texts[-1], self.model_name))
-            self.catalog.finish_track(prepared.track_id, captions=captions, content_hash=prepared.content_hash,
-                                      duration=len(prepared.audio) / rate, estimates=prepared.estimates,
-                                      embedding=vector, embedding_kind=self.embedding_kind, job_id=self.job_id)
-        return len(completions)
-
-    def run(self, tracks: list) -> dict[str, int]:
-        from tqdm import tqdm
-
-        counts = {"done": 0, "failed": 0}
-        batch: list[Prepared] = []
-        # tqdm shows the rate (tracks/s) and the ETA; the postfix counts failures.
-        progress = tqdm(total=len(tracks), unit="track", desc="captioning", dynamic_ncols=True)
-
-        def flush() -> None:
-            self.commit(batch)
-            counts["done"] += len(batch)
-            progress.update(len(batch))
-            batch.clear()
-
-        try:
-            for track in tracks:
-                prepared = self.prepare(track)
-                if isinstance(prepared, str):
-                    self.catalog.fail_track(track.id, prepared, job_id=self.job_id)
-                    counts["failed"] += 1
-                    progress.set_postfix(failed=counts["failed"], refresh=False)
-                    progress.update(1)
-                else:
-                    batch.append(prepared)
-                if sum(len(p.requests) for p in batch) >= self.args.batch_size:
-                    flush()
-            if batch:
-                flush()
-        finally:
-            progress.close()
-        return counts
-
-
-def open_engine(args: argparse.Namespace):
-    """The engine for --engine on --checkpoint (the default model, built if missing)."""
-    import torch
-
-    torch.set_num_threads(args.threads)
-    if args.checkpoint is None:
-        from training.quickstart import ensure_default_model
-
-        args.checkpoint = ensure_default_model(size=args.size)
-    from musicllm.engines import TransformersEngine, vllm_available
-
-    if args.engine == "vllm" or (args.engine == "auto" and vllm_available()):
-        # vLLM's engine core in this process: nothing spawned, so no __main__ guard is needed.
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        from musicllm.vllm_engine import VLLMOfflineEngine
-
-        try:
-            return VLLMOfflineEngine(args.checkpoint)
-        except Exception as error:  # noqa: BLE001 - with auto, any vLLM failure falls back
-            if args.engine == "vllm":
-                raise
-            print(f"vLLM cannot run {args.checkpoint} ({error}); using the transformers engine", file=sys.stderr)
-
-    return TransformersEngine.from_checkpoint(args.checkpoint, max_batch_size=args.batch_size)
+    counts = {"done": 0, "failed": 0}
+    # tqdm shows the rate (tracks/s) and the ETA; the postfix counts failures.
+    with tqdm(total=total, unit="track", desc="captioning", dynamic_ncols=True) as progress:
+        for record in records:
+            store(catalog, record, job_id)
+            counts["failed" if "error" in record else "done"] += 1
+            if "error" in record:
+                progress.set_postfix(failed=counts["failed"], refresh=False)
+            progress.update(1)
+    return counts
 
 
 def mark_interrupted(catalog: Catalog) -> None:
@@ -301,12 +135,11 @@ def caption(args: argparse.Namespace) -> int:
         pending = [t for t in catalog.tracks(status="pending") if t.name in names]
         print(f"{args.out}: {len(specs)} tracks in {args.source} ({added} new), {len(pending)} to caption", flush=True)
         if pending:
-            engine = open_engine(args)
             mark_interrupted(catalog)
             settings = {k: str(v) for k, v in vars(args).items()} | {"pid": os.getpid(), "host": socket.gethostname()}
             job = catalog.start_job("caption", settings, args.shard, str(args.checkpoint))
             try:
-                result = Captioner(engine, catalog, args, job).run(pending)
+                result = run_job(args, catalog, pending, job)
             except KeyboardInterrupt:
                 catalog.end_job(job, "interrupted")
                 print(f"interrupted: {catalog.counts()['pending']} tracks left; the same command resumes", file=sys.stderr)
@@ -314,8 +147,6 @@ def caption(args: argparse.Namespace) -> int:
             except BaseException:
                 catalog.end_job(job, "failed")
                 raise
-            finally:
-                engine.close()
             catalog.end_job(job)
             print(f"captioned {result['done']} tracks, {result['failed']} failed", flush=True)
         print("catalog:", ", ".join(f"{n} {status}" for status, n in catalog.counts().items()))
@@ -324,38 +155,18 @@ def caption(args: argparse.Namespace) -> int:
     return 0
 
 
-def caption_with_ray(args: argparse.Namespace) -> int:
-    """--ray-workers N: N Ray tasks, task i runs `caption` on shard i/N into its own database in
-    OUT.parts/ (resumable like any shard job), then the parts merge into --out. Without
-    --ray-address a local Ray instance with N CPUs starts here and stops at the end; with one,
-    the tasks run on that cluster (every node needs musicllm installed and the input paths)."""
-    import ray
+def run_job(args: argparse.Namespace, catalog: Catalog, pending: list, job: int) -> dict[str, int]:
+    """Caption `pending` here, or (--ray-workers) on Ray Data actors, storing records here."""
+    if args.ray_workers:
+        from serve.caption_ray import ray_records
 
-    parts = Path(str(args.out) + ".parts")
-    parts.mkdir(parents=True, exist_ok=True)
-    count = args.ray_workers
-    env = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
-                                                                    os.environ.get("PYTHONPATH")])),
-                        "OMP_NUM_THREADS": str(args.threads)}}
-    local = dict(num_cpus=count, include_dashboard=False, object_store_memory=128 * 2**20)
-    ray.init(**(dict(address=args.ray_address) if args.ray_address else local), runtime_env=env)
+        with ray_records(args, pending) as records:
+            return caption_into(catalog, records, len(pending), job)
+    engine = open_engine(args)
     try:
-        gpus = 1 if args.engine == "vllm" and ray.cluster_resources().get("GPU", 0) >= count else 0
-        job = ray.remote(num_cpus=1, num_gpus=gpus)(_shard_job)
-        shards = [argparse.Namespace(**{**vars(args), "shard": f"{i}/{count}", "out": parts / f"part-{i}-of-{count}.db",
-                                        "export": None, "ray_workers": None}) for i in range(count)]
-        codes = ray.get([job.remote(shard) for shard in shards])
+        return caption_into(catalog, Captioner(engine, args).records(pending), len(pending), job)
     finally:
-        ray.shutdown()
-    if any(codes):
-        print(f"error: shard jobs exited with {codes}; rerun the same command to resume", file=sys.stderr)
-        return 1
-    return merge(argparse.Namespace(out=args.out, merge=[shard.out for shard in shards], export=args.export))
-
-
-def _shard_job(args: argparse.Namespace) -> int:
-    """One Ray task: a whole shard job, in the worker process."""
-    return caption(args)
+        engine.close()
 
 
 def merge(args: argparse.Namespace) -> int:
@@ -400,7 +211,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="merge these catalogs (e.g. shards) into --out instead of captioning")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--ray-workers", type=int, default=None, metavar="N",
-                        help="split the work over N Ray tasks (shards i/N, merged into --out; needs `pip install ray`)")
+                        help="caption on N Ray Data actors, each holding an engine, records streamed back and "
+                             "stored here (needs `pip install 'musicllm[ray]'`)")
     parser.add_argument("--ray-address", default=None,
                         help="a running Ray cluster (e.g. auto); default: a local Ray instance with N CPUs")
     args = parser.parse_args(argv)
@@ -418,8 +230,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parse_shard(args.shard)
     except ValueError as error:
         parser.error(str(error))
-    if args.ray_workers is not None and (args.ray_workers < 1 or args.shard or args.merge):
-        parser.error("--ray-workers needs N >= 1, and no --shard or --merge (it makes and merges the shards)")
+    if args.ray_workers is not None and (args.ray_workers < 1 or args.merge):
+        parser.error("--ray-workers needs N >= 1, and no --merge")
     return args
 
 
@@ -428,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.merge:
             return merge(args)
-        return caption_with_ray(args) if args.ray_workers else caption(args)
+        return caption(args)
     except (FileNotFoundError, ValueError, CatalogError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -6,38 +6,7 @@
     catalog.finish_track(track.id, captions=[...], embedding=vector, estimates={...}, ...)
     catalog.export("music.jsonl")        # or .csv
 
-Schema (SCHEMA_VERSION 1; WAL mode, so readers such as search run while a caption job writes):
-
-    tracks       id INTEGER PK
-                 name TEXT UNIQUE          stable name: the manifest `id`, or the path relative to
-                                           the captioned folder (the same on every machine: shards
-                                           and merges go by it; `id` in exports)
-                 path TEXT                 where the audio was read (absolute)
-                 content_hash TEXT         sha256 of the file's bytes (NULL until read)
-                 duration REAL             seconds (NULL until decoded)
-                 labels TEXT (JSON)        ground truth from a manifest: tempo_bpm, key, mode,
-                                           time_signature, instruments, genre, mood, ...
-                 estimates TEXT (JSON)     MIR estimates (musicllm.analysis.analyze), never mixed
-                                           with labels; {"error": ...} when analysis failed
-                 metadata TEXT (JSON)      free metadata (title, artist, tags, source, license)
-                 tempo_bpm REAL, key TEXT, mode TEXT, time_signature TEXT, genre TEXT, mood TEXT,
-                 instruments TEXT (JSON list)
-                                           the searchable attributes: the label when known, else
-                                           the estimate (ATTRIBUTE_SOURCE in `attributes` says
-                                           which); indexed for filters
-                 status TEXT               'pending' | 'done' | 'failed'
-                 error TEXT                why it failed (names the file and the problem)
-                 added_at, updated_at REAL unix seconds
-    captions     track_id -> tracks.id, window INTEGER (0.. per window; -1 = whole-track summary),
-                 start REAL, end REAL (seconds; the summary spans the track), text TEXT, model TEXT
-                 PRIMARY KEY (track_id, window): a caption can never be stored twice
-    embeddings   track_id -> tracks.id, kind TEXT (musicllm.embeddings.EMBEDDING_KIND), dim INTEGER,
-                 vector BLOB (float32 little-endian, L2-normalised), PRIMARY KEY (track_id, kind)
-    jobs         id INTEGER PK, command TEXT, settings TEXT (JSON), shard TEXT ('i/N' or NULL),
-                 model TEXT, started_at, finished_at REAL,
-                 status 'running'|'finished'|'failed'|'interrupted' (killed: a later run saw it gone),
-                 done, failed INTEGER (tracks this job finished)
-    meta         key TEXT PK, value TEXT   (schema_version)
+The tables, and the records read from them, are in serve.catalog_schema (re-exported here).
 
 Exactly once: a track's captions, embedding, attributes and its status change commit in ONE
 transaction (`finish_track` / `fail_track`), so a process killed at any moment leaves each track
@@ -50,133 +19,17 @@ This module knows nothing about audio, models or search: it stores what it is gi
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import sqlite3
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
-SCHEMA_VERSION = 1
-STATUSES = ("pending", "done", "failed")
-# Flat, indexed columns for attribute filters; each is the label when known, else the estimate.
-ATTRIBUTES = ("tempo_bpm", "key", "mode", "time_signature", "genre", "mood", "instruments")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS tracks (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    path TEXT NOT NULL,
-    content_hash TEXT,
-    duration REAL,
-    labels TEXT NOT NULL DEFAULT '{}',
-    estimates TEXT NOT NULL DEFAULT '{}',
-    metadata TEXT NOT NULL DEFAULT '{}',
-    tempo_bpm REAL, key TEXT, mode TEXT, time_signature TEXT, genre TEXT, mood TEXT,
-    instruments TEXT NOT NULL DEFAULT '[]',
-    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'done', 'failed')),
-    error TEXT,
-    added_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS tracks_status ON tracks(status);
-CREATE INDEX IF NOT EXISTS tracks_tempo ON tracks(tempo_bpm);
-CREATE INDEX IF NOT EXISTS tracks_key_mode ON tracks(key, mode);
-CREATE INDEX IF NOT EXISTS tracks_hash ON tracks(content_hash);
-CREATE TABLE IF NOT EXISTS captions (
-    track_id INTEGER NOT NULL REFERENCES tracks(id) ON DELETE CASCADE,
-    window INTEGER NOT NULL,
-    start REAL, end REAL,
-    text TEXT NOT NULL,
-    model TEXT NOT NULL,
-    PRIMARY KEY (track_id, window)
-);
-CREATE TABLE IF NOT EXISTS embeddings (
-    track_id INTEGER NOT NULL REFERENCES tracks(id) ON DELETE CASCADE,
-    kind TEXT NOT NULL,
-    dim INTEGER NOT NULL,
-    vector BLOB NOT NULL,
-    PRIMARY KEY (track_id, kind)
-);
-CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY,
-    command TEXT, settings TEXT NOT NULL DEFAULT '{}', shard TEXT, model TEXT,
-    started_at REAL NOT NULL, finished_at REAL,
-    status TEXT NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'finished', 'failed', 'interrupted')),
-    done INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0
-);
-"""
-
-
-class CatalogError(ValueError):
-    """A catalog file that cannot be used (another schema version, not SQLite, bad arguments)."""
-
-
-@dataclass
-class TrackSpec:
-    """A track to add: its stable name, where its audio is, and what a manifest knows about it."""
-    name: str
-    path: str
-    labels: dict = field(default_factory=dict)
-    metadata: dict = field(default_factory=dict)
-
-
-@dataclass
-class Caption:
-    window: int  # 0.. per window; -1 for the whole-track summary
-    start: float
-    end: float
-    text: str
-    model: str
-
-
-@dataclass
-class Track:
-    id: int
-    name: str
-    path: str
-    content_hash: str | None
-    duration: float | None
-    labels: dict
-    estimates: dict
-    metadata: dict
-    attributes: dict  # the searchable attributes (label, else estimate), None where unknown
-    status: str
-    error: str | None
-
-
-def merged_attributes(labels: dict, estimates: dict) -> dict:
-    """The searchable attributes: the ground-truth label when known, else the MIR estimate, plus
-    `attribute_source` {name: "label" | "estimate"} for the ones known."""
-    values, source = {}, {}
-    for name in ATTRIBUTES:
-        for origin, table in (("label", labels), ("estimate", estimates)):
-            value = table.get(name)
-            if value not in (None, "", []):
-                values[name], source[name] = value, origin
-                break
-        else:
-            values[name] = [] if name == "instruments" else None
-    values["attribute_source"] = source
-    return values
-
-
-def shard_of(name: str, shards: int) -> int:
-    """Which of `shards` shards a track belongs to: a stable hash of its name (the same on every
-    machine and Python run, unlike `hash()`), so N jobs split a catalog without talking."""
-    return int.from_bytes(hashlib.sha1(name.encode("utf-8")).digest()[:8], "big") % shards
-
-
-def file_hash(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+from serve.catalog_schema import (  # noqa: F401 (re-exported: the catalog's public names)
+    ATTRIBUTES, SCHEMA, SCHEMA_VERSION, STATUSES, Caption, CatalogError, Track, TrackSpec, attribute_values,
+    file_hash, json_text, merged_attributes, shard_of, track_from_row)
 
 
 class Catalog:
@@ -230,8 +83,8 @@ class Catalog:
                     "INSERT OR IGNORE INTO tracks (name, path, labels, metadata, tempo_bpm, key, mode, "
                     "time_signature, genre, mood, instruments, added_at, updated_at) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (spec.name, str(spec.path), _json(spec.labels), _json(spec.metadata),
-                     *_attribute_values(attrs), now, now))
+                    (spec.name, str(spec.path), json_text(spec.labels), json_text(spec.metadata),
+                     *attribute_values(attrs), now, now))
                 added += cursor.rowcount
         return added
 
@@ -242,13 +95,13 @@ class Catalog:
         query = "SELECT * FROM tracks" + (" WHERE status = ?" if status else "") + " ORDER BY id"
         for row in self.db.execute(query, (status,) if status else ()).fetchall():
             if shard is None or shard_of(row["name"], shard[1]) == shard[0]:
-                yield _track(row)
+                yield track_from_row(row)
 
     def track(self, track_id: int) -> Track:
         row = self.db.execute("SELECT * FROM tracks WHERE id = ?", (track_id,)).fetchone()
         if row is None:
             raise CatalogError(f"{self.path}: no track with id {track_id}")
-        return _track(row)
+        return track_from_row(row)
 
     def counts(self) -> dict[str, int]:
         """{status: number of tracks} for every status."""
@@ -271,7 +124,7 @@ class Catalog:
                 "UPDATE tracks SET status = 'done', error = NULL, content_hash = ?, duration = ?, estimates = ?, "
                 "tempo_bpm = ?, key = ?, mode = ?, time_signature = ?, genre = ?, mood = ?, instruments = ?, "
                 "updated_at = ? WHERE id = ?",
-                (content_hash, duration, _json(estimates), *_attribute_values(attrs), time.time(), track_id))
+                (content_hash, duration, json_text(estimates), *attribute_values(attrs), time.time(), track_id))
             self.db.executemany(
                 "INSERT INTO captions (track_id, window, start, end, text, model) VALUES (?, ?, ?, ?, ?, ?)",
                 [(track_id, c.window, c.start, c.end, c.text, c.model) for c in captions])
@@ -332,7 +185,7 @@ class Catalog:
         with self.transaction():
             return self.db.execute(
                 "INSERT INTO jobs (command, settings, shard, model, started_at) VALUES (?, ?, ?, ?, ?)",
-                (command, _json(settings), shard, model, time.time())).lastrowid
+                (command, json_text(settings), shard, model, time.time())).lastrowid
 
     def end_job(self, job_id: int, status: str = "finished") -> None:
         with self.transaction():
@@ -379,7 +232,7 @@ class Catalog:
                 writer = csv.DictWriter(f, fieldnames=columns)
                 writer.writeheader()
                 for record in records:
-                    writer.writerow({k: _json(v) if isinstance(v, (list, dict)) else v for k, v in record.items()})
+                    writer.writerow({k: json_text(v) if isinstance(v, (list, dict)) else v for k, v in record.items()})
         return len(records)
 
     def merge(self, other: str | Path) -> dict[str, int]:
@@ -423,20 +276,3 @@ class _Transaction:
 
     def __exit__(self, kind, value, traceback) -> None:
         self.db.execute("COMMIT" if kind is None else "ROLLBACK")
-
-
-def _json(value) -> str:
-    return json.dumps(value, ensure_ascii=False, sort_keys=True)
-
-
-def _attribute_values(attrs: dict) -> tuple:
-    return tuple(_json(attrs[name]) if name == "instruments" else attrs[name] for name in ATTRIBUTES)
-
-
-def _track(row: sqlite3.Row) -> Track:
-    labels, estimates = json.loads(row["labels"]), json.loads(row["estimates"])
-    attrs = {name: row[name] for name in ATTRIBUTES}
-    attrs["instruments"] = json.loads(attrs["instruments"])
-    attrs["attribute_source"] = merged_attributes(labels, estimates)["attribute_source"]
-    return Track(row["id"], row["name"], row["path"], row["content_hash"], row["duration"], labels, estimates,
-                 json.loads(row["metadata"]), attrs, row["status"], row["error"])
