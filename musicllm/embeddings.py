@@ -3,6 +3,8 @@
     clip = processor.load_audio("song.mp3")
     vector = audio_embedding(model, processor, clip)            # (embedding_dim(model.config),) float32
     vectors = audio_embeddings(model, processor, [clip_a, clip_b])   # (2, dim), the batch form
+    encoder = AudioEncoder.from_checkpoint("ckpt/")                 # the encoder alone, for search
+    vector = audio_embedding(encoder, encoder.processor, clip)     # the same vector, no LLM loaded
 
 What the vector is (kind EMBEDDING_KIND): the frozen encoder's frames of each window (the same
 windows the model hears, `audio_window_seconds` long), summarised per window by their mean and
@@ -19,7 +21,11 @@ A catalog's vectors become more discriminative after a per-dimension standardisa
 the catalog itself (`Standardizer`): dimensions every track shares stop counting. Queries must
 then go through the same fitted standardiser.
 
-This module knows nothing about catalogs, files or indexes: it turns decoded clips into vectors.
+`AudioEncoder.from_checkpoint` loads only the frozen encoder of a checkpoint (its config, its
+`audio_tower.*` weights if it has any, and the processor), not the projector, the LLM or peft:
+search and recommend commands that only embed a song start faster with it.
+
+This module knows nothing about catalogs or indexes: it turns decoded clips into vectors.
 """
 
 from __future__ import annotations
@@ -99,6 +105,44 @@ def audio_embeddings(model, processor, clips: Sequence[np.ndarray]) -> np.ndarra
 def audio_embedding(model, processor, clip: np.ndarray) -> np.ndarray:
     """One clip's embedding: (embedding_dim,) float32, L2-normalised."""
     return audio_embeddings(model, processor, [clip])[0]
+
+
+class AudioEncoder:
+    """A checkpoint's frozen encoder alone, with the two attributes `audio_embeddings` uses
+    (`config`, `encode_audio`) and the checkpoint's `processor` (decoding and windows)."""
+
+    def __init__(self, config, audio_tower, processor):
+        self.config, self.audio_tower, self.processor = config, audio_tower.eval(), processor
+
+    def encode_audio(self, audio_values, audio_lens):
+        return self.audio_tower(audio_values, audio_lens)  # what the full model's encode_audio does
+
+    @classmethod
+    def from_checkpoint(cls, directory) -> "AudioEncoder":
+        from pathlib import Path
+
+        from safetensors import safe_open
+
+        from musicllm.configuration import MusicLLMConfig
+        from musicllm.encoders import build_audio_encoder
+        from musicllm.processing import MusicLLMProcessor
+
+        directory = Path(directory).expanduser()
+        if not (directory / "config.json").is_file():
+            raise FileNotFoundError(f"{directory} is not a musicllm checkpoint (no config.json)")
+        config = MusicLLMConfig.from_pretrained(directory)
+        tower = build_audio_encoder(config)
+        wanted = set(tower.state_dict())
+        state = {}
+        for weights in sorted(directory.glob("*.safetensors")):
+            with safe_open(weights, framework="pt") as f:
+                state.update({k[len("audio_tower."):]: f.get_tensor(k) for k in f.keys() if k.startswith("audio_tower.")})
+        missing = sorted(wanted - set(state))
+        if missing:  # an encoder with weights (MERT, HuBERT) must not run on random ones
+            raise FileNotFoundError(f"{directory}: the checkpoint lacks the encoder weights audio_tower.{missing[0]} "
+                                    f"(and {len(missing) - 1} more)")
+        tower.load_state_dict(state, strict=True)
+        return cls(config, tower, MusicLLMProcessor.from_pretrained(directory, config=config))
 
 
 @dataclass

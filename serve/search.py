@@ -287,9 +287,9 @@ def existing_catalog(path) -> Path:
 
 def embed_audio_file(path: str | Path, checkpoint: str | Path | None = None) -> tuple[np.ndarray, str]:
     """(raw audio embedding, sha256 of the file) of an audio file, with the checkpoint's frozen
-    encoder (default: the default model). AudioError names the file when it cannot be used."""
-    from musicllm.checkpoint import load_checkpoint
-    from musicllm.embeddings import audio_embedding
+    encoder alone (default: the default model's; no LLM is loaded). AudioError names the file
+    when it cannot be used."""
+    from musicllm.embeddings import AudioEncoder, audio_embedding
     from musicllm.paths import default_model_dir
     from serve.catalog import file_hash
 
@@ -297,9 +297,9 @@ def embed_audio_file(path: str | Path, checkpoint: str | Path | None = None) -> 
     if not (checkpoint / "config.json").is_file():
         raise CatalogError(f"--checkpoint {checkpoint}: no model there (musicllm quickstart builds the default); "
                            "audio queries need the encoder the catalog was embedded with")
-    model, processor = load_checkpoint(checkpoint)
-    clip = processor.load_audio(str(path), name=Path(path).name)
-    return audio_embedding(model, processor, clip), file_hash(path)
+    encoder = AudioEncoder.from_checkpoint(checkpoint)
+    clip = encoder.processor.load_audio(str(path), name=Path(path).name)
+    return audio_embedding(encoder, encoder.processor, clip), file_hash(path)
 
 
 def print_hits(hits: list[Hit], as_json: bool) -> None:

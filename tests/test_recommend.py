@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 
 import httpx
 import pytest
@@ -110,6 +111,56 @@ def test_command_line_prints_only_catalog_titles(catalog_path, serving_checkpoin
     assert main(["--audio", str(tmp_path / "missing.wav"), "--catalog", str(catalog_path),
                  "--checkpoint", str(serving_checkpoint)]) == 2
     assert "missing.wav" in capsys.readouterr().err
+
+
+def test_command_line_asks_a_running_gateway_with_url(gateway, tmp_path, capsys):
+    """--url: the gateway embeds, searches and explains; the command prints its catalog picks,
+    and says what the gateway refused (here: a wrong key; a bad filter)."""
+    from serve.recommend import main
+
+    song = tmp_path / "drums.wav"
+    song.write_bytes(wav_bytes(clicks(3.0, 170)))
+    url = str(gateway.base_url).rstrip("/") + "/v1"
+    assert main(["--audio", str(song), "--url", url, "--api-key", "secret", "--k", "2", "--json"]) == 0
+    picks = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [p["title"] for p in picks][0] == "Garage Fury" and {p["title"] for p in picks} <= CATALOG_TITLES
+    assert all(p["reason"] for p in picks)
+    assert main(["--track", "music/moonlit-study.wav", "--url", url, "--api-key", "secret", "--mode", "minor",
+                 "--k", "3", "--json"]) == 0
+    picks = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert picks and {p["attributes"]["mode"] for p in picks} == {"minor"}  # the named track itself is major
+    assert main(["--audio", str(song), "--url", url, "--api-key", "wrong"]) == 2
+    assert "answered 401: Incorrect or missing API key" in capsys.readouterr().err
+    assert main(["--audio", str(song), "--url", "http://127.0.0.1:9/v1"]) == 2
+    assert "cannot reach the gateway at http://127.0.0.1:9/v1" in capsys.readouterr().err
+
+
+def test_no_explain_loads_only_the_encoder(catalog_path, serving_checkpoint, tmp_path):
+    """Without reasons from the LLM, the command loads the frozen encoder alone (no LLM, no peft),
+    and its vectors are the full model's."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from musicllm.checkpoint import load_checkpoint
+    from musicllm.embeddings import AudioEncoder, audio_embedding
+
+    clip = clicks(12.0, 150)  # two windows
+    model, processor = load_checkpoint(serving_checkpoint)
+    encoder = AudioEncoder.from_checkpoint(serving_checkpoint)
+    assert np.allclose(audio_embedding(encoder, encoder.processor, clip), audio_embedding(model, processor, clip),
+                       atol=1e-6)
+    song = tmp_path / "piano.wav"
+    song.write_bytes(wav_bytes(chord(3.0, (262.0, 330.0, 392.0))))
+    code = ("import sys; from serve.recommend import main; code = main(sys.argv[1:]); "
+            "assert 'peft' not in sys.modules and 'musicllm.modeling' not in sys.modules, 'the LLM was loaded'; "
+            "sys.exit(code)")
+    result = subprocess.run([sys.executable, "-c", code, "--audio", str(song), "--catalog", str(catalog_path),
+                             "--checkpoint", str(serving_checkpoint), "--no-explain", "--k", "1"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("1. Moonlit Study")
 
 
 def test_route_needs_the_api_key(gateway):
