@@ -4,6 +4,8 @@
     musicllm demo --engine transformers        # without vLLM (what happens anyway when it is not installed)
     musicllm demo --size small                 # build a quick, weaker default model if there is none
     musicllm demo --api-port 8000 --web-port 7860 --api-key SECRET
+    musicllm demo --catalog music.db           # recommend from your own catalog (musicllm caption --out)
+    musicllm demo --no-catalog                 # no catalog: chat and captions only
 
 What starts, in order, on 127.0.0.1 unless --host says otherwise:
   1. the default model, built first if it is missing (`musicllm quickstart`: minutes, with progress),
@@ -11,8 +13,14 @@ What starts, in order, on 127.0.0.1 unless --host says otherwise:
   2. a vLLM OpenAI server on the checkpoint's language model (when vLLM is installed; its log and
      caches go to $MUSICLLM_HOME/demo/vllm), checked with a one-token request: if vLLM cannot run
      the model, the transformers engine answers instead (with --engine auto; an error with vllm);
-  3. the OpenAI-compatible API gateway (`musicllm serve`'s app) in this process;
-  4. the Gradio web chat, which talks to the gateway like any other API client.
+  3. the catalog that "recommend something similar" answers from: with the default model, the
+     default corpus (the clips quickstart synthesised, $MUSICLLM_HOME/default/corpus) captioned into
+     $MUSICLLM_HOME/default/catalog.db by `musicllm caption`'s machinery with the engine just
+     started (a progress bar; about a minute for the default corpus, seconds for --size small;
+     interrupted, the next start resumes it; complete, it is reused as it is); or --catalog PATH;
+  4. the OpenAI-compatible API gateway (`musicllm serve`'s app, with POST /v1/recommend on the
+     catalog) in this process;
+  5. the Gradio web chat, which talks to the gateway like any other API client ("Recommend similar").
 A port already in use falls back to a free one, with a message. Ctrl-C (SIGINT) or SIGTERM stops
 everything this command started, and it exits 0.
 
@@ -32,7 +40,7 @@ import sys
 import time
 from pathlib import Path
 
-STEPS = 4
+STEPS = 5
 
 
 def step(number: int, text: str) -> None:
@@ -119,9 +127,70 @@ def start_vllm_engine(checkpoint: Path, stack: contextlib.ExitStack, timeout: fl
     return engine
 
 
-def start(args, stack: contextlib.ExitStack) -> tuple[str, str, object]:
+def default_catalog_path() -> Path:
+    from musicllm.paths import home
+
+    return home() / "default" / "catalog.db"  # beside the model: `quickstart --force` removes both
+
+
+def choose_catalog(args, checkpoint: Path, engine) -> Path | None:
+    """The catalog the gateway recommends from: --catalog, else the default corpus's (built or
+    completed here) when serving the default model, else none; each case said on the terminal."""
+    from musicllm.paths import home
+
+    if args.no_catalog:
+        step(3, "catalog: none (--no-catalog); recommendations are off")
+        return None
+    if args.catalog is not None:
+        path = args.catalog.expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"--catalog {path}: no such catalog (build one with musicllm caption FOLDER --out {path})")
+        step(3, f"catalog: {path}")
+        return path
+    manifest = home() / "default" / "corpus" / "manifest.jsonl"
+    if args.checkpoint is not None or not manifest.is_file():
+        why = "--checkpoint is not the default model" if args.checkpoint is not None else f"no {manifest}"
+        step(3, f"catalog: none ({why}); --catalog PATH serves one, for recommendations")
+        return None
+    return ensure_corpus_catalog(engine, checkpoint, manifest, default_catalog_path())
+
+
+def ensure_corpus_catalog(engine, checkpoint: Path, manifest: Path, path: Path) -> Path:
+    """`path` with every clip of `manifest` captioned by `engine`, as `musicllm caption MANIFEST
+    --out PATH` would (same Captioner: batched, resumable, failures recorded), reusing what is done."""
+    from serve.caption import caption_into, mark_interrupted, parse_args, read_manifest
+    from serve.captioner import Captioner
+    from serve.catalog import Catalog
+
+    # The corpus's labels are exact (it was synthesised from them): MIR estimates would add nothing.
+    args = parse_args([str(manifest), "--out", str(path), "--checkpoint", str(checkpoint), "--no-analysis"])
+    specs = read_manifest(manifest)
+    with Catalog(path) as catalog:
+        catalog.add_tracks(specs)
+        pending = list(catalog.tracks(status="pending"))
+        if not pending:
+            counts = catalog.counts()
+            step(3, f"catalog: {path} ({counts['done']} tracks, complete: reused)")
+            return path
+        step(3, f"catalog: captioning {len(pending)} of {len(specs)} clips of the default corpus into {path} "
+                "(once; an interrupted run resumes at the next start) ...")
+        mark_interrupted(catalog)
+        job = catalog.start_job("demo caption", {"manifest": str(manifest), "pid": os.getpid(),
+                                                 "host": socket.gethostname()}, None, str(checkpoint))
+        try:
+            result = caption_into(catalog, Captioner(engine, args).records(pending), len(pending), job)
+        except BaseException:
+            catalog.end_job(job, "interrupted")
+            raise
+        catalog.end_job(job)
+        failed = f", {result['failed']} failed (reasons in the catalog)" if result["failed"] else ""
+        print(f"      catalog ready: {catalog.counts()['done']} tracks{failed}", flush=True)
+    return path
+
+
+def start(args, stack: contextlib.ExitStack) -> tuple[str, str, object, Path | None]:
     """Everything, in order; each piece registers its own stop on `stack`. Returns (web URL,
-    API URL, engine)."""
+    API URL, engine, catalog or None)."""
     import torch
 
     from serve.api import create_app, serve_in_thread
@@ -139,20 +208,21 @@ def start(args, stack: contextlib.ExitStack) -> tuple[str, str, object]:
         checkpoint = ensure_default_model(size=args.size)
         print(f"      model: {checkpoint}", flush=True)
     engine = start_engine(args, checkpoint, stack)
+    catalog = choose_catalog(args, checkpoint, engine)
 
     local = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # where this process reaches its own servers
     limits = Limits(max_audio_seconds=args.max_audio_seconds)
-    app = create_app(engine, api_key=args.api_key, limits=limits)
+    app = create_app(engine, api_key=args.api_key, limits=limits, catalog=catalog)
     api_port = port_or_free(args.host, args.api_port, "API gateway")
-    step(3, f"API gateway ({engine.name} engine) ...")
+    step(4, f"API gateway ({engine.name} engine{', catalog ' + str(catalog) if catalog else ''}) ...")
     api_url = stack.enter_context(serve_in_thread(app, args.host, api_port)) + "/v1"
 
-    step(4, "web chat ...")
+    step(5, "web chat ...")
     web = build_app(f"http://{local}:{api_port}/v1", api_key=args.api_key, model=engine.model_id,
                     max_audio_seconds=args.max_audio_seconds)
     web_url = launch(web, args.host, port_or_free(args.host, args.web_port, "web chat"), args.max_upload)
     stack.callback(web.close)
-    return web_url, api_url, engine
+    return web_url, api_url, engine, catalog
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -164,6 +234,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="quickstart size if the default model must be built (small: minutes, weaker)")
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="serve this checkpoint folder instead of the default model")
+    catalog = parser.add_mutually_exclusive_group()
+    catalog.add_argument("--catalog", type=Path, default=None,
+                         help="recommend from this catalog (musicllm caption --out) instead of the default corpus's "
+                              "($MUSICLLM_HOME/default/catalog.db, built at the first start)")
+    catalog.add_argument("--no-catalog", action="store_true", help="start without a catalog (no recommendations)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address for the API and the web chat; anything but 127.0.0.1 exposes them to the network")
     parser.add_argument("--api-port", type=int, default=8000, help="API gateway port (a free one if it is taken)")
@@ -191,18 +266,20 @@ def main(argv: list[str]) -> int:
     status = 0
     with contextlib.ExitStack() as stack:
         try:
-            web_url, api_url, engine = start(args, stack)
+            web_url, api_url, engine, catalog = start(args, stack)
             key_note = "  (API key required)" if args.api_key else ""
+            catalog_note = (f"  catalog   {catalog}   (ask \"recommend something similar\" in the web chat, or "
+                            f"POST {api_url}/recommend)\n" if catalog else "")
             print(f"\nmusicllm is running ({engine.name} engine, model '{engine.model_id}'):\n"
                   f"  web chat  {web_url}\n"
                   f"  API       {api_url}{key_note}   (OpenAI-compatible; e.g. musicllm chat --url {api_url} "
-                  f"--audio song.mp3 \"What key is this in?\")\n"
+                  f"--audio song.mp3 \"What key is this in?\")\n{catalog_note}"
                   "Press Ctrl-C to stop.", flush=True)
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
             print("\nstopping everything musicllm demo started ...", flush=True)
-        except (RuntimeError, TimeoutError, FileNotFoundError) as err:
+        except (RuntimeError, TimeoutError, OSError, ValueError) as err:  # ValueError: CatalogError too
             print(f"musicllm demo: error: {err}", file=sys.stderr, flush=True)
             status = 1
         finally:

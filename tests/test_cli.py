@@ -163,6 +163,7 @@ def test_quickstart_then_demo_as_a_new_user_would(tmp_path):
         assert isinstance(reply.choices[0].message.content, str) and reply.usage.completion_tokens >= 1
         with urllib.request.urlopen(web, timeout=30) as page:
             assert page.status == 200 and "Caption this" in page.read().decode()
+        check_recommendations_come_from_the_catalog(client, clip, tmp_path / "default" / "catalog.db", out)
 
         started = demo.stop(signal.SIGINT)
         assert demo.process.returncode == 0, demo.output[-3000:]
@@ -180,6 +181,25 @@ def test_quickstart_then_demo_as_a_new_user_would(tmp_path):
         again.wait_for("Press Ctrl-C to stop.", timeout=180)
         again.stop(signal.SIGTERM)
     assert again.process.returncode == 0 and "building" not in again.output and "(transformers engine" in again.output
+    assert "(72 tracks, complete: reused)" in again.output  # the catalog is not captioned twice
+
+
+def check_recommendations_come_from_the_catalog(client, clip, catalog_path, out: str) -> None:
+    """The demo captioned the default corpus (72 clips at --size small) into its catalog, and
+    "recommend something similar" (POST /v1/recommend, what the web chat sends) names only
+    catalog tracks, each with a reason."""
+    import sqlite3
+
+    assert "catalog: captioning 72 of 72 clips of the default corpus" in out and f"catalog   {catalog_path}" in out
+    with sqlite3.connect(catalog_path) as db:
+        done = dict(db.execute("SELECT name, json_extract(metadata, '$.title') FROM tracks WHERE status = 'done'"))
+    assert len(done) == 72
+    reply = client.post("/recommend", cast_to=object, body={"input_audio": clip_part(clip)["input_audio"], "k": 5})
+    picks = reply["data"]
+    assert len(picks) == 5 and len({p["name"] for p in picks}) == 5
+    for pick in picks:
+        assert pick["name"] in done and pick["title"] in (done[pick["name"]], pick["name"])
+        assert isinstance(pick["reason"], str) and len(pick["reason"]) > 10
 
 
 def ignore_sigint() -> None:
