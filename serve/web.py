@@ -7,6 +7,8 @@ Upload or record a clip: its waveform, tempo, key, mode, metre and chroma appear
 estimates from `musicllm.analysis`, computed here). Questions go to the gateway with the
 `openai` client as standard chat-completions requests, the clip as an `input_audio` part in
 the first user turn and the earlier turns as history, and the answer streams into the chat.
+The "Recommend" tab (serve.web_recommend) asks the gateway's POST /v1/recommend for catalog
+tracks like a song and/or a description, with attribute filters.
 
 This module never touches the model: it knows only the OpenAI protocol and a gateway URL. So
 the page works the same in front of the transformers engine, vLLM, or any server that speaks
@@ -26,6 +28,7 @@ from musicllm.analysis import SAMPLE_RATE as ANALYSIS_RATE
 from musicllm.audio import AudioError, load_audio
 from serve.openai_format import MAX_CLIP_BYTES, clip_part
 from serve.recommend import asks_for_recommendations
+from serve.web_recommend import recommend_tab
 
 CAPTION_PROMPT = "Write a caption for this track."  # one of the caption phrasings the model was trained on
 RECOMMEND_PROMPT = "Recommend tracks like this one."  # answered from the gateway's catalog (POST /v1/recommend)
@@ -145,15 +148,18 @@ class Gateway:
 
 
     async def recommend(self, audio_part: dict, k: int = 5) -> str:
-        """Catalog tracks like the clip, each with its reason (POST /v1/recommend), as chat text."""
+        """Catalog tracks like the clip, each with its reason, as chat text."""
+        from serve.recommend import picks_markdown
+
+        return picks_markdown(await self.recommend_picks({"input_audio": audio_part["input_audio"], "k": k}))
+
+    async def recommend_picks(self, body: dict) -> list[dict]:
+        """POST /v1/recommend with `body`; the reply's picks (title, attributes, reason, ...)."""
         import gradio as gr
         import openai
 
-        from serve.recommend import picks_markdown
-
         try:
-            reply = await self.client.post("/recommend", cast_to=object, body={"input_audio": audio_part["input_audio"],
-                                                                               "k": k})
+            reply = await self.client.post("/recommend", cast_to=object, body=body)
         except openai.NotFoundError as err:
             raise gr.Error("This gateway has no catalog to recommend from (start it with "
                            "`musicllm serve --catalog music.db`).", print_exception=False) from err
@@ -162,7 +168,7 @@ class Gateway:
                            print_exception=False) from err
         except openai.APIConnectionError as err:
             raise gr.Error(f"Cannot reach the API gateway at {self.url}: {err}", print_exception=False) from err
-        return picks_markdown(reply["data"])
+        return reply["data"]
 
 
 def _error_message(err) -> str:
@@ -231,7 +237,7 @@ def build_app(gateway_url: str, api_key: str | None = None, model: str | None = 
         gr.Markdown("# musicllm\nUpload or record a piece of music, then ask about it. "
                     f"<sub>Answers come from the API gateway at `{gateway_url}`.</sub>")
         turns = gr.State([])
-        with gr.Row():
+        with gr.Tab("Chat", elem_id="tab-chat"), gr.Row():
             with gr.Column(scale=2):
                 audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Clip", elem_id="clip",
                                  buttons=["download"])
@@ -251,6 +257,9 @@ def build_app(gateway_url: str, api_key: str | None = None, model: str | None = 
                 with gr.Accordion("Answer settings", open=False):
                     max_tokens = gr.Slider(16, 1024, value=256, step=16, label="Longest answer (tokens)")
                     temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.1, label="Temperature (0 = always the same answer)")
+
+        with gr.Tab("Recommend", elem_id="tab-recommend"):
+            recommend_tab(gateway, max_clip_bytes)
 
         audio.change(on_clip, [audio], [panel, waveform, chroma, chat, turns], concurrency_limit=2)
         # The gateway batches concurrent requests: do not serialise users behind one queue slot.

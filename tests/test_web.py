@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import io
 
+import httpx
+
 import numpy as np
 import openai
 import pytest
@@ -21,7 +23,9 @@ from playwright.sync_api import expect, sync_playwright
 from musicllm.vllm_engine import free_port
 from serve.openai_format import clip_part
 from serve.web import CAPTION_PROMPT, build_app, launch, openai_messages
+from serve.web_recommend import recommend_body
 from serving_fixtures import FOLLOW_UP, SERVING_CLIPS, clicks
+from test_search import TRACKS, build_catalog
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
@@ -31,11 +35,14 @@ MAX_UPLOAD = "1mb"  # what the page accepts; a 40 s WAV at 16 kHz is 1.3 MB
 
 
 @pytest.fixture(scope="module")
-def gateway_url(transformers_engine):
+def gateway_url(transformers_engine, tmp_path_factory):
+    """The gateway, with test_search's labelled catalog behind POST /v1/recommend."""
     from serve.api import create_app, serve_in_thread
     from serve.openai_format import Limits
 
-    app = create_app(transformers_engine, limits=Limits(max_audio_seconds=GATEWAY_MAX_SECONDS))
+    engine = transformers_engine
+    catalog = build_catalog(tmp_path_factory.mktemp("catalog") / "music.db", engine.model, engine.processor)
+    app = create_app(engine, limits=Limits(max_audio_seconds=GATEWAY_MAX_SECONDS), catalog=catalog)
     with serve_in_thread(app, "127.0.0.1", 0) as url:
         yield url + "/v1"
 
@@ -208,3 +215,70 @@ def test_clips_go_as_they_are_unless_too_big_or_in_a_format_the_gateway_does_not
         audio, rate = sf.read(io.BytesIO(base64.b64decode(part["data"])))
         assert part["format"] == "flac" and rate == 24000 and audio.ndim == 1
         assert len(audio) / rate == pytest.approx(len(clip) / 44100, abs=0.01)
+
+
+def gateway_picks(gateway_url: str, body: dict) -> httpx.Response:
+    """What POST /v1/recommend answers for `body`, asked directly."""
+    return httpx.post(f"{gateway_url}/recommend", json=body, timeout=120)
+
+
+def shown_picks(page) -> list[str]:
+    return page.locator("#rec-picks li strong").all_inner_texts()
+
+
+def test_the_recommend_tab_shows_catalog_picks_for_a_song_with_filters_and_reasons(page, gateway_url, tmp_path):
+    song = tmp_path / "drums.wav"
+    sf.write(song, clicks(3.0, 170), 16000, subtype="PCM_16")
+    page.get_by_role("tab", name="Recommend").click()
+    page.locator("#rec-go").click()  # nothing to go on: a hint, no request
+    expect(page.locator("[data-testid=toast-body]").first).to_contain_text("Upload a song you like or describe")
+
+    page.locator("#rec-clip input[type=file]").set_input_files(str(song))
+    page.locator("#rec-go").click()
+    expected = gateway_picks(gateway_url, recommend_body(clip_part(song), "", 5)).json()["data"]
+    expect(page.locator("#rec-picks li")).to_have_count(5)
+    assert shown_picks(page) == [p["title"] for p in expected] and set(shown_picks(page)) <= set(TRACKS)
+    assert shown_picks(page)[0] == "Garage Fury"
+    for pick in expected:  # each pick with the catalog's attributes and the gateway's (grounded) reason
+        item = page.locator("#rec-picks li").filter(has_text=pick["title"])
+        expect(item).to_contain_text(pick["reason"])
+        expect(item).to_contain_text(f"{pick['attributes']['tempo_bpm']:.0f} BPM")
+        expect(item).to_contain_text(pick["attributes"]["genre"])
+
+    page.locator("#rec-tempo input, #rec-tempo textarea").fill("160-200")
+    page.locator("#rec-style input, #rec-style textarea").fill("rock")
+    page.locator("#rec-go").click()
+    expect(page.locator("#rec-picks li")).to_have_count(2)
+    assert shown_picks(page) == ["Garage Fury", "Punk Minute"]
+
+    page.locator("#rec-tempo input, #rec-tempo textarea").fill("fast")  # the gateway's 400 names the field
+    page.locator("#rec-go").click()
+    toast = page.locator("[data-testid=toast-body]")
+    expect(toast.last).to_contain_text("400")
+    expect(toast.last).to_contain_text("tempo")
+
+
+def test_the_recommend_tab_with_a_description_alone_shows_what_the_gateway_answers(page, gateway_url):
+    body = recommend_body(None, "calm piano", 3, instruments="piano")
+    reply = gateway_picks(gateway_url, body)
+    page.get_by_role("tab", name="Recommend").click()
+    page.locator("#rec-query input, #rec-query textarea").fill("calm piano")
+    page.locator("#rec-instruments input, #rec-instruments textarea").fill("piano")
+    page.locator("#rec-k input[type=number]").fill("3")
+    page.locator("#rec-go").click()
+    if reply.status_code == 200:
+        expect(page.locator("#rec-picks li")).to_have_count(len(reply.json()["data"]))
+        assert shown_picks(page) == [p["title"] for p in reply.json()["data"]]
+    else:  # a gateway that needs a song: its message, as it is
+        assert reply.status_code == 400
+        expect(page.locator("[data-testid=toast-body]").last).to_contain_text(reply.json()["error"]["message"][:40])
+
+
+def test_recommend_request_bodies_leave_out_what_the_user_left_open():
+    assert recommend_body(None, "  calm piano ", 5) == {"k": 5, "filters": {}, "query": "calm piano"}
+    part = {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}
+    assert recommend_body(part, "", 3, tempo=" 90-120 ", key="A minor", mode="any", metre="6/8",
+                          instruments="piano, fiddle ,", style="folk") == {
+        "k": 3, "input_audio": {"data": "AAAA", "format": "wav"},
+        "filters": {"tempo": "90-120", "key": "A minor", "metre": "6/8", "style": "folk",
+                    "instruments": ["piano", "fiddle"]}}

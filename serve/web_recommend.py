@@ -1,0 +1,101 @@
+"""The web page's "Recommend" tab: catalog tracks for a song and/or a description, with filters.
+
+Upload a song you like and/or describe what you want ("calm piano for studying"), narrow by
+tempo range, key, mode, metre, instruments and style, and get the catalog's picks: title, the
+catalog's attributes, and the reason (grounded in the pick's stored captions, serve.recommend).
+The tab sends one POST /v1/recommend to the gateway (`{"input_audio", "query", "filters", "k"}`)
+and shows what comes back; the gateway's 4xx messages are shown as they are.
+
+This module knows the /v1/recommend request and reply shapes and nothing about the catalog,
+search or the model: the gateway is the judge of what it accepts.
+"""
+
+from __future__ import annotations
+
+from serve.filters import METRES, PITCH_CLASSES
+
+ANY = "any"
+KEYS = [ANY] + [f"{tonic} {mode}" for mode in ("major", "minor") for tonic in PITCH_CLASSES]
+MAX_PICKS = 20
+
+
+def recommend_body(audio_part: dict | None, query: str, k: int, tempo: str = "", key: str = ANY, mode: str = ANY,
+                   metre: str = ANY, instruments: str = "", style: str = "") -> dict:
+    """The POST /v1/recommend body for the tab's fields; empty fields and "any" are left out."""
+    filters = {"tempo": tempo.strip(), "key": "" if key == ANY else key, "mode": "" if mode == ANY else mode,
+               "metre": "" if metre == ANY else metre, "style": style.strip(),
+               "instruments": [name.strip() for name in instruments.split(",") if name.strip()]}
+    body = {"k": int(k), "filters": {name: value for name, value in filters.items() if value}}
+    if audio_part is not None:
+        body["input_audio"] = audio_part["input_audio"]
+    if query.strip():
+        body["query"] = query.strip()
+    return body
+
+
+def attributes_line(attributes: dict) -> str:
+    """"rock · E minor · 168 BPM · 4/4 · drums, guitar": what the catalog says, unknowns left out."""
+    key = " ".join(x for x in (attributes.get("key"), attributes.get("mode")) if x)
+    tempo = f"{attributes['tempo_bpm']:.0f} BPM" if attributes.get("tempo_bpm") else ""
+    parts = [attributes.get("genre"), attributes.get("mood"), key, tempo, attributes.get("time_signature"),
+             ", ".join(attributes.get("instruments") or [])]
+    return " · ".join(part for part in parts if part)
+
+
+def picks_view(picks: list[dict]) -> str:
+    """The reply's picks as the tab shows them: a numbered list of title, attributes and reason."""
+    if not picks:
+        return "No track in the catalog matches (try fewer filters)."
+    rows = []
+    for rank, pick in enumerate(picks, 1):
+        similarity = f" <sub>similarity {pick['similarity']:.2f}</sub>" if pick.get("similarity") is not None else ""
+        rows.append(f"{rank}. **{pick['title']}**{similarity}  \n   {attributes_line(pick.get('attributes') or {})}"
+                    f"  \n   {pick['reason']}")
+    return "\n".join(rows)
+
+
+def recommend_tab(gateway, max_clip_bytes: int) -> None:
+    """Build the tab's components and events inside the current `gr.Blocks` (serve.web.build_app)."""
+    import anyio.to_thread
+    import gradio as gr
+
+    from musicllm.audio import AudioError
+    from serve.openai_format import clip_part
+
+    async def recommend(path, query, tempo, key, mode, metre, instruments, style, k):
+        if path is None and not (query or "").strip():
+            gr.Warning("Upload a song you like or describe what you want (or both).")
+            return gr.skip()
+        audio_part = None
+        if path is not None:
+            try:
+                audio_part = await anyio.to_thread.run_sync(clip_part, path, max_clip_bytes)  # file I/O, maybe FLAC
+            except AudioError as err:
+                raise gr.Error(str(err), title="Unusable audio", print_exception=False) from err
+        body = recommend_body(audio_part, query or "", k, tempo or "", key, mode, metre, instruments or "", style or "")
+        return picks_view(await gateway.recommend_picks(body))
+
+    gr.Markdown("Tracks from the gateway's catalog like a song you upload and/or a description, "
+                "each with the reason it was picked.")
+    with gr.Row():
+        with gr.Column(scale=2):
+            song = gr.Audio(sources=["upload"], type="filepath", label="A song you like", elem_id="rec-clip")
+            query = gr.Textbox(label="Describe what you want", placeholder="calm piano for studying",
+                               elem_id="rec-query", lines=1)
+            with gr.Accordion("Filters", open=True):
+                with gr.Row():
+                    tempo = gr.Textbox(label="Tempo (BPM)", placeholder="90-120", elem_id="rec-tempo")
+                    key = gr.Dropdown(KEYS, value=ANY, label="Key", elem_id="rec-key")
+                    mode = gr.Dropdown([ANY, "major", "minor"], value=ANY, label="Mode", elem_id="rec-mode")
+                    metre = gr.Dropdown([ANY, *METRES], value=ANY, label="Metre", elem_id="rec-metre")
+                with gr.Row():
+                    instruments = gr.Textbox(label="Instruments (comma-separated, all must play)",
+                                             placeholder="piano", elem_id="rec-instruments")
+                    style = gr.Textbox(label="Style", placeholder="rock", elem_id="rec-style")
+            k = gr.Slider(1, MAX_PICKS, value=5, step=1, label="How many picks", elem_id="rec-k")
+            go = gr.Button("Recommend", variant="primary", elem_id="rec-go")
+        with gr.Column(scale=3):
+            picks = gr.Markdown("The picks appear here.", elem_id="rec-picks")
+    inputs = [song, query, tempo, key, mode, metre, instruments, style, k]
+    go.click(recommend, inputs, picks, concurrency_limit=None)
+    query.submit(recommend, inputs, picks, concurrency_limit=None)
