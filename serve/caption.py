@@ -6,6 +6,7 @@ window captions, a whole-track summary, MIR estimates and an audio embedding.
     musicllm caption ~/Music --out music.db --export music.jsonl    # also write JSONL (or .csv)
     musicllm caption ~/Music --out part3.db --shard 3/8             # machine 3 of 8 (Slurm array, k8s job)
     musicllm caption --merge part*.db --out music.db                # join the shards' catalogs
+    musicllm caption /shared/music --out music.db --ray-workers 8 --ray-address auto --engine vllm  # Ray Data
 
 Input: a folder (audio files found recursively by suffix, named by their path relative to the
 folder), one audio file, or a clip manifest (JSONL with `id`, `audio` relative to the manifest,

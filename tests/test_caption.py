@@ -256,6 +256,13 @@ def test_bad_arguments_are_refused_with_a_message(tmp_path, capsys):
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
     assert main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.db")]) == 1
     assert "nowhere: no such file or folder" in capsys.readouterr().err
+    manifest = tmp_path / "manifest.jsonl"
+    for lines, message in [(['{"id": "a", "audio": "a.wav"}', "{not json", '{"id": "b"}'], "manifest.jsonl:2: not valid JSON"),
+                           (['{"id": "a", "audio": "a.wav"}', '{"id": "b"}'], "record 2: a clip record needs an 'audio' path"),
+                           (['["a.wav"]', '{"id": "b"}'], "manifest.jsonl:1: expected a JSON object")]:
+        manifest.write_text("\n".join(lines) + "\n")
+        assert main([str(manifest), "--out", str(tmp_path / "x.db")]) == 1
+        assert message in capsys.readouterr().err
     from musicllm.cli import main as musicllm
 
     with pytest.raises(SystemExit) as exit_info:
