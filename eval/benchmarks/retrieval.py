@@ -1,4 +1,4 @@
-"""Catalog search: text retrieval quality on the procedural corpus, and vector index speed at 100k.
+"""Catalog search: text and audio retrieval quality on the procedural corpus; vector index speed at 100k.
 
     python -m eval.benchmarks.retrieval                          # corpus synthesised under --work
     python -m eval.benchmarks.retrieval --corpus ~/.cache/musicllm/default/corpus --tracks 100000
@@ -13,6 +13,8 @@ recall@10 (relevant found in the top 10 over min(10, relevant)) and nDCG@10 (bin
 - metadata-bm25: BM25 over the attribute keywords alone (what file tags give), the baseline;
 - bm25: BM25 over captions + attributes;  embedding: all-MiniLM-L6-v2 cosine over the same text;
 - hybrid: the two fused by reciprocal rank (serve.search's "hybrid").
+
+Audio quality ("more like this", a held-out song's audio as the query): eval/benchmarks/retrieval_audio.py.
 
 Speed. --tracks random unit vectors (424 dims: the default encoder's embedding size) through
 serve.index.VectorIndex (FAISS flat when installed, numpy otherwise) and, for the path to 10M,
@@ -44,14 +46,17 @@ MOOD_WORDS = {"calm": ["calm", "relaxing", "peaceful"], "dreamy": ["dreamy", "fl
 PURPOSES = ["", " for studying", " to relax to", " for a party", " for a road trip"]
 
 
-def corpus_manifest(corpus: Path | None, work: Path, clips: int) -> list[dict]:
+def corpus_manifest(corpus: Path | None, work: Path, clips: int) -> tuple[Path, list[dict]]:
+    """(corpus folder, its clip records); a corpus is synthesised under `work` when none is given."""
+    from musicllm.jsonl import read_jsonl
+
     if corpus is None:
         from data_gen.procedural.corpus import main as synth
 
         corpus = work / "corpus"
         synth(["--out", str(corpus), "--clips", str(clips), "--min-seconds", "5", "--max-seconds", "8",
                "--long-every", "0", "--workers", "1"])
-    return [json.loads(line) for line in (Path(corpus) / "manifest.jsonl").read_text().splitlines() if line.strip()]
+    return Path(corpus), list(read_jsonl(Path(corpus) / "manifest.jsonl"))
 
 
 def documents(clips: list[dict]) -> tuple[list[str], list[str]]:
@@ -268,7 +273,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dim", type=int, default=424, help="vector size for the speed part")
     parser.add_argument("--speed-queries", type=int, default=200, help="queries timed per index option")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the text embedding model)")
-    parser.add_argument("--parts", nargs="+", choices=["quality", "speed"], default=["quality", "speed"],
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="model whose encoder embeds the audio (default: an untrained tiny model: the "
+                             "embedding uses only the weight-free features encoder)")
+    parser.add_argument("--parts", nargs="+", choices=["quality", "audio", "speed"],
+                        default=["quality", "audio", "speed"],
                         help="what to measure; a part not measured keeps its numbers from an existing --out file")
     parser.add_argument("--out", default=DEFAULT_OUT, help="where the JSON results go")
     args = parser.parse_args(argv)
@@ -279,11 +288,17 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     report = json.loads(out.read_text()) if out.is_file() else {}
     report["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs"
-    if "quality" in args.parts:
-        with tempfile.TemporaryDirectory(prefix="musicllm-retrieval-") as scratch:
-            clips = corpus_manifest(args.corpus, args.work or Path(scratch), args.clips)
+    with tempfile.TemporaryDirectory(prefix="musicllm-retrieval-") as scratch:
+        if {"quality", "audio"} & set(args.parts):
+            corpus, clips = corpus_manifest(args.corpus, args.work or Path(scratch), args.clips)
+        if "quality" in args.parts:
             report["quality"] = quality(clips, args.queries)
-        print(json.dumps(report["quality"]["methods"], indent=1))
+            print(json.dumps(report["quality"]["methods"], indent=1))
+        if "audio" in args.parts:
+            from eval.benchmarks.retrieval_audio import audio_quality
+
+            report["audio_quality"] = audio_quality(clips, corpus, args.checkpoint)
+            print(json.dumps(report["audio_quality"]["methods"], indent=1))
     if "speed" in args.parts:
         report["speed"] = speed(args.tracks, args.dim, args.speed_queries)
     write_results(report, out)
