@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -72,10 +73,12 @@ def ray_records(args: argparse.Namespace, pending: list) -> Iterator[Iterator[di
     workers = args.ray_workers
     local = dict(num_cpus=workers, include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE)
     ray.init(**(dict(address=args.ray_address) if args.ray_address else local), runtime_env=ray_env(args),
-             log_to_driver=False)
+             log_to_driver=False, logging_level=logging.WARNING)
     try:
         context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False  # the driver's own bar counts stored tracks
+        # The driver's own bar counts stored tracks; Ray Data's bars and start lines would break it.
+        context.enable_progress_bars = context.print_on_execution_start = False
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
         gpus = 1 if args.engine == "vllm" and ray.cluster_resources().get("GPU", 0) >= workers else 0
         rows = [{"id": track.id, "path": track.path} for track in pending]
         # Small blocks so that every actor gets work at once and records come back steadily.
