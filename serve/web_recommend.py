@@ -73,7 +73,13 @@ def recommend_tab(gateway, max_clip_bytes: int) -> None:
             except AudioError as err:
                 raise gr.Error(str(err), title="Unusable audio", print_exception=False) from err
         body = recommend_body(audio_part, query or "", k, tempo or "", key, mode, metre, instruments or "", style or "")
-        return picks_view(await gateway.recommend_picks(body))
+        try:
+            return picks_view(await gateway.recommend_picks(body))
+        except gr.Error as err:
+            if audio_part is None and "input_audio" in err.message:  # a gateway that recommends from songs only
+                raise gr.Error(f"This gateway needs a song to recommend from: upload one, and your description "
+                               f"steers the picks. ({err.message})", print_exception=False) from err
+            raise
 
     gr.Markdown("Tracks from the gateway's catalog like a song you upload and/or a description, "
                 "each with the reason it was picked.")

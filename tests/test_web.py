@@ -269,9 +269,11 @@ def test_the_recommend_tab_with_a_description_alone_shows_what_the_gateway_answe
     if reply.status_code == 200:
         expect(page.locator("#rec-picks li")).to_have_count(len(reply.json()["data"]))
         assert shown_picks(page) == [p["title"] for p in reply.json()["data"]]
-    else:  # a gateway that needs a song: its message, as it is
+    else:  # a gateway that recommends from songs only: the page says what to do, and what it said
         assert reply.status_code == 400
-        expect(page.locator("[data-testid=toast-body]").last).to_contain_text(reply.json()["error"]["message"][:40])
+        toast = page.locator("[data-testid=toast-body]").last
+        expect(toast).to_contain_text("This gateway needs a song to recommend from: upload one")
+        expect(toast).to_contain_text(reply.json()["error"]["message"][:40])
 
 
 def test_recommend_request_bodies_leave_out_what_the_user_left_open():
