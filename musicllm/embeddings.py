@@ -4,7 +4,7 @@
     vector = audio_embedding(model, processor, clip)            # (embedding_dim(model.config),) float32
     vectors = audio_embeddings(model, processor, [clip_a, clip_b])   # (2, dim), the batch form
     encoder = AudioEncoder.from_checkpoint("ckpt/")                 # the encoder alone, for search
-    vector = audio_embedding(encoder, encoder.processor, clip)     # the same vector, no LLM loaded
+    vector = audio_embedding(encoder, encoder, clip)               # the same vector, no LLM loaded
 
 What the vector is (kind EMBEDDING_KIND): the frozen encoder's frames of each window (the same
 windows the model hears, `audio_window_seconds` long), summarised per window by their mean and
@@ -21,8 +21,8 @@ A catalog's vectors become more discriminative after a per-dimension standardisa
 the catalog itself (`Standardizer`): dimensions every track shares stop counting. Queries must
 then go through the same fitted standardiser.
 
-`AudioEncoder.from_checkpoint` loads only the frozen encoder of a checkpoint (its config, its
-`audio_tower.*` weights if it has any, and the processor), not the projector, the LLM or peft:
+`AudioEncoder.from_checkpoint` loads only the frozen encoder of a checkpoint (its config and its
+`audio_tower.*` weights if it has any), not the tokenizer, the projector, the LLM or peft:
 search and recommend commands that only embed a song start faster with it.
 
 This module knows nothing about catalogs or indexes: it turns decoded clips into vectors.
@@ -108,14 +108,37 @@ def audio_embedding(model, processor, clip: np.ndarray) -> np.ndarray:
 
 
 class AudioEncoder:
-    """A checkpoint's frozen encoder alone, with the two attributes `audio_embeddings` uses
-    (`config`, `encode_audio`) and the checkpoint's `processor` (decoding and windows)."""
+    """A checkpoint's frozen encoder alone. It has what `audio_embeddings` asks of a model
+    (`config`, `encode_audio`) and of a processor (`sample_rate`, `load_audio`, `audio_windows`),
+    so `audio_embedding(encoder, encoder, clip)` works; `encoder.processor` is itself. It does
+    not load the tokenizer: importing transformers' AutoTokenizer alone costs ~2 s cold here."""
 
-    def __init__(self, config, audio_tower, processor):
-        self.config, self.audio_tower, self.processor = config, audio_tower.eval(), processor
+    def __init__(self, config, audio_tower):
+        self.config, self.audio_tower, self.processor = config, audio_tower.eval(), self
+        self.sample_rate = int(config.audio_sample_rate)
 
     def encode_audio(self, audio_values, audio_lens):
         return self.audio_tower(audio_values, audio_lens)  # what the full model's encode_audio does
+
+    def load_audio(self, source, name: str | None = None) -> np.ndarray:
+        from musicllm.audio import load_audio
+
+        return load_audio(source, self.sample_rate, max_seconds=self.config.max_audio_seconds, name=name)
+
+    def audio_windows(self, clips: Sequence[np.ndarray]) -> dict:
+        """The processor's windows (MusicLLMProcessor.audio_windows; tests hold the two equal):
+        `audio_values` (W, S) zero-padded, `audio_lens` (W,) in samples."""
+        import torch
+
+        from musicllm.audio import split_windows
+
+        window = round(self.config.audio_window_seconds * self.sample_rate)
+        windows = [w for clip in clips for w in split_windows(np.asarray(clip, dtype=np.float32), window)]
+        lens = [len(w) for w in windows]
+        values = np.zeros((len(windows), max(lens, default=0)), dtype=np.float32)
+        for row, samples in enumerate(windows):
+            values[row, :len(samples)] = samples
+        return {"audio_values": torch.from_numpy(values), "audio_lens": torch.tensor(lens, dtype=torch.long)}
 
     @classmethod
     def from_checkpoint(cls, directory) -> "AudioEncoder":
@@ -125,12 +148,11 @@ class AudioEncoder:
 
         from musicllm.configuration import MusicLLMConfig
         from musicllm.encoders import build_audio_encoder
-        from musicllm.processing import MusicLLMProcessor
 
         directory = Path(directory).expanduser()
         if not (directory / "config.json").is_file():
             raise FileNotFoundError(f"{directory} is not a musicllm checkpoint (no config.json)")
-        config = MusicLLMConfig.from_pretrained(directory)
+        config = _features_config(directory / "config.json") or MusicLLMConfig.from_pretrained(directory)
         tower = build_audio_encoder(config)
         wanted = set(tower.state_dict())
         state = {}
@@ -142,7 +164,28 @@ class AudioEncoder:
             raise FileNotFoundError(f"{directory}: the checkpoint lacks the encoder weights audio_tower.{missing[0]} "
                                     f"(and {len(missing) - 1} more)")
         tower.load_state_dict(state, strict=True)
-        return cls(config, tower, MusicLLMProcessor.from_pretrained(directory, config=config))
+        return cls(config, tower)
+
+
+# What the features encoder and AudioEncoder read of a MusicLLMConfig, as saved in config.json.
+_SAVED_AUDIO_FIELDS = ("audio_sample_rate", "audio_window_seconds", "audio_frame_layers", "audio_hidden_size",
+                       "max_audio_seconds")
+
+
+def _features_config(path):
+    """For a checkpoint with the features encoder: its audio settings as saved, without building
+    the whole MusicLLMConfig, whose text config (Qwen2's) imports transformers' generation stack:
+    ~2.7 s of CPU at a cold start here, for settings the encoder never reads. None otherwise."""
+    import json
+    from types import SimpleNamespace
+
+    from musicllm.configuration import MusicFeaturesConfig
+
+    saved = json.loads(path.read_text())
+    audio = dict(saved.get("audio_config") or {})
+    if audio.pop("model_type", None) != MusicFeaturesConfig.model_type or not all(k in saved for k in _SAVED_AUDIO_FIELDS):
+        return None
+    return SimpleNamespace(audio_config=MusicFeaturesConfig(**audio), **{k: saved[k] for k in _SAVED_AUDIO_FIELDS})
 
 
 @dataclass

@@ -136,8 +136,8 @@ def test_command_line_asks_a_running_gateway_with_url(gateway, tmp_path, capsys)
 
 
 def test_no_explain_loads_only_the_encoder(catalog_path, serving_checkpoint, tmp_path):
-    """Without reasons from the LLM, the command loads the frozen encoder alone (no LLM, no peft),
-    and its vectors are the full model's."""
+    """Without reasons from the LLM, the command loads the frozen encoder alone (no LLM, no peft,
+    no tokenizer), and its windows and vectors are the full model's."""
     import subprocess
     import sys
 
@@ -149,12 +149,14 @@ def test_no_explain_loads_only_the_encoder(catalog_path, serving_checkpoint, tmp
     clip = clicks(12.0, 150)  # two windows
     model, processor = load_checkpoint(serving_checkpoint)
     encoder = AudioEncoder.from_checkpoint(serving_checkpoint)
-    assert np.allclose(audio_embedding(encoder, encoder.processor, clip), audio_embedding(model, processor, clip),
-                       atol=1e-6)
+    assert np.allclose(audio_embedding(encoder, encoder, clip), audio_embedding(model, processor, clip), atol=1e-6)
+    clips = [clip, chord(0.2), chord(10.0)]  # windows of three lengths, zero-padded
+    ours, theirs = encoder.audio_windows(clips), processor.audio_windows(clips)
+    assert all(np.array_equal(ours[k].numpy(), theirs[k].numpy()) for k in ("audio_values", "audio_lens"))
     song = tmp_path / "piano.wav"
     song.write_bytes(wav_bytes(chord(3.0, (262.0, 330.0, 392.0))))
     code = ("import sys; from serve.recommend import main; code = main(sys.argv[1:]); "
-            "assert 'peft' not in sys.modules and 'musicllm.modeling' not in sys.modules, 'the LLM was loaded'; "
+            "assert not {'peft', 'musicllm.modeling', 'musicllm.processing'} & set(sys.modules), 'LLM or tokenizer loaded'; "
             "sys.exit(code)")
     result = subprocess.run([sys.executable, "-c", code, "--audio", str(song), "--catalog", str(catalog_path),
                              "--checkpoint", str(serving_checkpoint), "--no-explain", "--k", "1"],
@@ -262,3 +264,25 @@ def test_recommend_similar_in_the_web_chat(gateway, tmp_path):
             browser.close()
     finally:
         app.close()
+
+
+def test_encoder_alone_from_a_checkpoint_with_a_transformers_encoder(tmp_path):
+    """A MERT-like (HuBERT) encoder: its saved weights are loaded, never random ones."""
+    import numpy as np
+    from safetensors.torch import load_file, save_file
+
+    from musicllm.builders import build_from_backbones
+    from musicllm.checkpoint import save_checkpoint
+    from musicllm.embeddings import AudioEncoder, audio_embedding
+    from test_builders import save_encoder, save_llm
+
+    model, processor = build_from_backbones(save_encoder(tmp_path / "enc", "hubert"), str(save_llm(tmp_path / "llm", "qwen2")),
+                                            stack_factor=4)
+    save_checkpoint(model.eval(), processor, tmp_path / "ckpt", export=False)
+    encoder = AudioEncoder.from_checkpoint(tmp_path / "ckpt")
+    clip = chord(2.0)
+    assert np.allclose(audio_embedding(encoder, encoder, clip), audio_embedding(model, processor, clip), atol=1e-5)
+    weights = tmp_path / "ckpt" / "model.safetensors"
+    save_file({k: v for k, v in load_file(weights).items() if not k.startswith("audio_tower.")}, weights)
+    with pytest.raises(FileNotFoundError, match="lacks the encoder weights audio_tower."):
+        AudioEncoder.from_checkpoint(tmp_path / "ckpt")
