@@ -20,7 +20,7 @@ COMMANDS = {
     "chat": ("serve.chat:main", "one answer about an audio file, from the terminal"),
     "caption": ("serve.caption:main", "caption a folder or manifest into a catalog database (batched, resumable, sharded)"),
     "search": ("serve.search:main", "search a catalog by words, by a song's sound, and by tempo/key/metre/instrument/style"),
-    "recommend": ("serve.recommend:main", "tracks from a catalog like a song you give, each with a reason"),
+    "recommend": ("serve.recommend_cli:main", "tracks from a catalog like a song you give, each with a reason"),
     "quickstart": ("training.quickstart:main", "build the embedded default model into the cache folder"),
     "data": ("data_gen.cli:main", "generate training data: synth, import, annotate, write, mc, card"),
     "analyze": ("musicllm.analysis:main", "MIR estimates for audio files: tempo, key, chords, loudness, timbre"),

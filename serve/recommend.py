@@ -18,31 +18,22 @@
    is the pick's `reason`. So no track outside the
    catalog is ever named.
 
-Where a cold `musicllm recommend --audio` spends its time (2 cores, eval/benchmarks/cli_latency.py):
-importing torch and transformers and loading the model, before the song is even decoded; then the
-LLM's reasons. With --no-explain only the frozen encoder is loaded (no LLM, no peft); with --url
-the running gateway, whose model is already loaded, does all of it and the command imports
-neither torch nor numpy's consumers beyond the catalog's own.
+The command line (`musicllm recommend`) is serve.recommend_cli.
 
-This module knows HTTP only through `add_recommend_route` and `ask_gateway`; the catalog and search are
+This module knows HTTP only through `add_recommend_route`; the catalog and search are
 serve.catalog / serve.search, generation is the engine's.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the route's `Request` annotation as
 # the class itself, and it is imported inside `add_recommend_route` (FastAPI is an optional extra).
-import argparse
 import asyncio
 import concurrent.futures
-import json
-import os
 import re
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from serve.filters import Filters, add_filter_arguments, filters_from_args, parse_key, parse_tempo
+from serve.filters import Filters, parse_key, parse_tempo
 from serve.search import Hit, Searcher
-from serve.text_rank import TextEmbedderMissing
 
 SYSTEM = ("You are a music assistant. You explain why a track from the user's catalog suits someone who likes "
           "the song they played. Use only the facts given about the track; never mention other songs or artists.")
@@ -319,136 +310,3 @@ def picks_markdown(picks: list[dict]) -> str:
     if not picks:
         return "No track in the catalog matches."
     return "\n".join(f"{n}. **{p['title']}** — {p['reason']}" for n, p in enumerate(picks, 1))
-
-
-# ---- the command line -------------------------------------------------------------------------
-
-def print_picks(picks: list[Pick]) -> None:
-    if not picks:
-        print("no tracks in the catalog match")
-    for rank, pick in enumerate(picks, 1):
-        similarity = f"  (similarity {pick.similarity:.2f})" if pick.similarity is not None else ""
-        print(f"{rank}. {pick.title}{similarity}\n   {pick.reason}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="musicllm recommend", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    song = parser.add_mutually_exclusive_group(required=True)
-    song.add_argument("--audio", help="the song you like (an audio file)")
-    song.add_argument("--track", help="...or a catalog track, by its name")
-    parser.add_argument("--catalog", help="the catalog database (musicllm caption --out); not with --url")
-    parser.add_argument("--url", help="a running gateway with a catalog (musicllm serve --catalog, musicllm demo), "
-                                      "e.g. http://127.0.0.1:8000/v1: it answers; nothing is loaded here")
-    parser.add_argument("--api-key", default=os.environ.get("MUSICLLM_API_KEY"),
-                        help="the gateway's API key, with --url (default: $MUSICLLM_API_KEY)")
-    parser.add_argument("--k", type=int, default=5, help=f"how many tracks to recommend (1-{MAX_K})")
-    parser.add_argument("--query", help="words to steer the picks, e.g. 'with piano' (fused with the audio)")
-    parser.add_argument("--checkpoint", help="the model: its encoder embeds the song, its LLM explains "
-                                             "(default: the default model)")
-    parser.add_argument("--no-explain", action="store_true",
-                        help="skip the LLM: reasons from the stored facts only (loads only the encoder: faster)")
-    parser.add_argument("--max-tokens", type=int, default=96, help="longest LLM explanation per pick, in tokens")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the gateway, with --url")
-    parser.add_argument("--json", action="store_true", help="one JSON object per pick instead of text")
-    add_filter_arguments(parser)
-    args = parser.parse_args(argv)
-    if (args.url is None) == (args.catalog is None):
-        parser.error("give --catalog (recommend here) or --url (ask a gateway that has a catalog), not both")
-    try:
-        picks = ask_gateway(args) if args.url else run(args)
-    except (ValueError, LookupError, OSError, TextEmbedderMissing) as err:  # AudioError, CatalogError: ValueErrors
-        print(f"musicllm recommend: {err}", file=sys.stderr)
-        return 2
-    if args.json:
-        for pick in picks:
-            print(json.dumps(asdict(pick), ensure_ascii=False))
-    else:
-        print_picks(picks)
-    return 0
-
-
-def run(args: argparse.Namespace) -> list[Pick]:
-    """The picks computed in this process: the encoder alone with --no-explain, else the whole model."""
-    from musicllm.paths import default_model_dir
-    from serve.catalog import CatalogError, file_hash
-
-    checkpoint = Path(args.checkpoint or default_model_dir()).expanduser()
-    if not (checkpoint / "config.json").is_file():
-        raise CatalogError(f"--checkpoint {checkpoint}: no model there (musicllm quickstart builds the default)")
-    filters = filters_from_args(args)
-    searcher = Searcher(args.catalog)
-    model = engine = None
-    try:
-        if args.threads:
-            import torch
-
-            torch.set_num_threads(args.threads)
-        if args.no_explain:
-            from musicllm.embeddings import AudioEncoder
-
-            model = AudioEncoder.from_checkpoint(checkpoint)
-        else:
-            from musicllm.engines import TransformersEngine
-
-            engine = TransformersEngine.from_checkpoint(checkpoint)
-            model = engine.model
-        processor = engine.processor if engine else model.processor
-        clip = digest = audio = None
-        if args.audio:
-            from musicllm.embeddings import audio_embedding
-
-            clip = processor.load_audio(args.audio, name=Path(args.audio).name)
-            audio, digest = audio_embedding(model, processor, clip), file_hash(args.audio)
-        elif engine is not None:  # the LLM hears the catalog track when its file is still there
-            row = searcher.catalog.db.execute("SELECT path FROM tracks WHERE name = ?", (args.track,)).fetchone()
-            if row and Path(row[0]).is_file():
-                clip = processor.load_audio(row[0], name=Path(row[0]).name)
-        return Recommender(searcher, engine).recommend(clip, audio, digest, args.track, args.k, filters, args.query,
-                                                       explain=not args.no_explain)
-    finally:
-        if engine is not None:
-            engine.close()
-        searcher.close()
-
-
-def ask_gateway(args: argparse.Namespace) -> list[Pick]:
-    """The picks from POST {--url}/recommend: the gateway embeds, searches and explains."""
-    import base64
-    import urllib.error
-    import urllib.request
-
-    body = {"k": args.k, "explain": not args.no_explain, "max_tokens": args.max_tokens}
-    if args.query:
-        body["query"] = args.query
-    raw = {"tempo": args.tempo, "key": args.key, "mode": args.mode, "metre": args.metre,
-           "instruments": args.instrument or None, "style": args.style, "mood": args.mood}
-    body["filters"] = {name: value for name, value in raw.items() if value}
-    if args.audio:
-        suffix = Path(args.audio).suffix.lower().lstrip(".")
-        body["input_audio"] = {"data": base64.b64encode(Path(args.audio).read_bytes()).decode("ascii"),
-                               "format": {"oga": "ogg"}.get(suffix, suffix)}
-    else:
-        body["track"] = args.track
-    headers = {"Content-Type": "application/json"}
-    if args.api_key:
-        headers["Authorization"] = f"Bearer {args.api_key}"
-    request = urllib.request.Request(args.url.rstrip("/") + "/recommend", data=json.dumps(body).encode(),
-                                     headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=args.timeout) as reply:
-            data = json.load(reply)["data"]
-    except urllib.error.HTTPError as err:
-        try:
-            message = json.load(err)["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = err.reason
-        raise ValueError(f"the gateway at {args.url} answered {err.code}: {message}") from None
-    except urllib.error.URLError as err:
-        raise OSError(f"cannot reach the gateway at {args.url}: {err.reason}") from None
-    return [Pick(**pick) for pick in data]
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -99,7 +99,7 @@ def test_the_song_itself_and_a_named_track_are_left_out(catalog_path, transforme
 
 
 def test_command_line_prints_only_catalog_titles(catalog_path, serving_checkpoint, tmp_path, capsys):
-    from serve.recommend import main
+    from serve.recommend_cli import main
 
     song = tmp_path / "song.wav"
     song.write_bytes(wav_bytes(chord(3.0, (262.0, 330.0, 392.0))))
@@ -116,7 +116,7 @@ def test_command_line_prints_only_catalog_titles(catalog_path, serving_checkpoin
 def test_command_line_asks_a_running_gateway_with_url(gateway, tmp_path, capsys):
     """--url: the gateway embeds, searches and explains; the command prints its catalog picks,
     and says what the gateway refused (here: a wrong key; a bad filter)."""
-    from serve.recommend import main
+    from serve.recommend_cli import main
 
     song = tmp_path / "drums.wav"
     song.write_bytes(wav_bytes(clicks(3.0, 170)))
@@ -155,7 +155,7 @@ def test_no_explain_loads_only_the_encoder(catalog_path, serving_checkpoint, tmp
     assert all(np.array_equal(ours[k].numpy(), theirs[k].numpy()) for k in ("audio_values", "audio_lens"))
     song = tmp_path / "piano.wav"
     song.write_bytes(wav_bytes(chord(3.0, (262.0, 330.0, 392.0))))
-    code = ("import sys; from serve.recommend import main; code = main(sys.argv[1:]); "
+    code = ("import sys; from serve.recommend_cli import main; code = main(sys.argv[1:]); "
             "assert not {'peft', 'musicllm.modeling', 'musicllm.processing'} & set(sys.modules), 'LLM or tokenizer loaded'; "
             "sys.exit(code)")
     result = subprocess.run([sys.executable, "-c", code, "--audio", str(song), "--catalog", str(catalog_path),
