@@ -34,13 +34,17 @@ class MusicFeaturesConfig(PretrainedConfig):
     tempo_min_bpm: float = 15.0  # 4 s lag: a 4/4 bar at 60 BPM
     tempo_max_bpm: float = 320.0
     tempo_context_seconds: float = 6.0  # onset context each frame's tempogram looks at
+    # > 0 adds the key as a posterior: softmax(key_sharpness x the 24 key strengths), with the
+    # minor share and the tonic (major + minor of each pitch class) read off it. 0 keeps the
+    # features of checkpoints made before it existed.
+    key_sharpness: float = 0.0
 
     @property
     def hidden_size(self) -> int:
         """Feature dimension per frame (D_enc); encoders.FeaturesEncoder documents the layout."""
         # log-mel + chroma + window-mean chroma + 4 scalars (onset, rms, centroid, flatness)
-        # + tempogram + window-mean tempogram + 24 key strengths
-        return self.n_mels + 12 + 12 + 4 + 2 * self.tempo_bins + 24
+        # + tempogram + window-mean tempogram + 24 key strengths [+ 24 key posteriors, minor, 12 tonics]
+        return self.n_mels + 12 + 12 + 4 + 2 * self.tempo_bins + 24 + (37 if self.key_sharpness > 0 else 0)
 
 
 AutoConfig.register(MusicFeaturesConfig.model_type, MusicFeaturesConfig)

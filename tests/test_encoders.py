@@ -433,3 +433,25 @@ def test_key_strength_ranks_the_played_key_first(features):
     assert int(c_major.argmax()) == 0  # C major
     assert int(a_minor.argmax()) == 12 + 9  # A minor
     assert c_major.abs().max() <= 1.0 + 1e-5
+
+
+def test_key_posterior_names_key_mode_and_tonic():
+    """key_sharpness > 0 adds 37 features: a 24-key posterior, its minor share and 12 tonics."""
+    config = MusicLLMConfig(audio_config=MusicFeaturesConfig(key_sharpness=20.0), text_config=tiny_text_config())
+    encoder = build_audio_encoder(config)
+    assert config.audio_hidden_size == MusicFeaturesConfig().hidden_size + 37
+
+    def scale(tonic_hz, steps):
+        return np.concatenate([tones([tonic_hz * 2 ** (s / 12), tonic_hz * 2 ** (steps[0] / 12) / 2], seconds=0.4)
+                               for s in steps])
+    start = TEMPO + 2 * 48 + 24
+    for tonic_hz, steps, key, tonic, minor in ((261.63, [0, 2, 4, 5, 7, 9, 11, 12, 7, 4, 0], 0, 0, False),
+                                               (220.00, [0, 2, 3, 5, 7, 8, 11, 12, 7, 3, 0], 21, 9, True)):
+        frame = encode_one(encoder, scale(tonic_hz, steps))[0]
+        posterior, share, tonics = frame[start:start + 24], frame[start + 24], frame[start + 25:start + 37]
+        assert float(posterior.sum()) == pytest.approx(1.0, abs=1e-5)
+        assert int(posterior.argmax()) == key and int(tonics.argmax()) == tonic
+        assert (float(share) > 0.5) == minor
+        # the same frame's plain key strengths are untouched by the option
+        torch.testing.assert_close(frame[:start], encode_one(build_audio_encoder(
+            MusicLLMConfig(audio_config=MusicFeaturesConfig(), text_config=tiny_text_config())), scale(tonic_hz, steps))[0])

@@ -56,6 +56,7 @@ class FeatureCache:
         self.folder = Path(folder) / encoder_key(model.config)
         self.folder.mkdir(parents=True, exist_ok=True)
         self._keys: dict[tuple, str] = {}  # (path, size, mtime) -> content digest
+        self._samples: dict[Path, int] = {}  # entry -> sample count: a dataset asks once per conversation
 
     def _entry(self, path: Path) -> Path:
         stat = path.stat()
@@ -93,9 +94,12 @@ class FeatureCache:
     def num_tokens(self, path: str | os.PathLike) -> int:
         """The clip's audio-token count, reading only the entry's sample count."""
         path = Path(path)
-        if self.enabled and self._entry(path).is_file():
-            with safe_open(self._entry(path), framework="pt") as entry:
-                num_samples = int(entry.get_tensor("num_samples")[0])
+        entry_file = self._entry(path) if self.enabled else None
+        if entry_file in self._samples:
+            num_samples = self._samples[entry_file]
+        elif entry_file is not None and entry_file.is_file():
+            with safe_open(entry_file, framework="pt") as entry:
+                num_samples = self._samples[entry_file] = int(entry.get_tensor("num_samples")[0])
         else:
             num_samples = self.get(path)[2]
         return num_audio_tokens(num_samples, self.processor.sample_rate, self.model.config)

@@ -29,6 +29,7 @@ class ModelSettings:
     trust_remote_code: bool = False
     stack_factor: int = 25  # encoder frames per LLM token
     summary_tokens: int = 0  # 1: one more token per window, summarising all its frames (projector.py)
+    key_sharpness: float = 0.0  # tiny preset: > 0 adds the key posterior to the features (encoders.py)
     vocab_size: int = 2048  # tiny preset tokenizer size (stage 0)
     text_overrides: dict = field(default_factory=dict)  # tiny preset LLM shape, e.g. {hidden_size: 256}
     dtype: str | None = None  # weights dtype when loading backbones, e.g. "bfloat16"

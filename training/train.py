@@ -62,11 +62,13 @@ def build_model(config: TrainConfig, accelerator: Accelerator, records: list[dic
     init = config.out_dir / "init"
     with accelerator.main_process_first():
         if accelerator.is_main_process and not (init / "config.json").is_file():
+            from musicllm.configuration import MusicFeaturesConfig
             from musicllm.tiny import build_tiny
 
             texts = [m["content"].replace("<|audio|>", "") for r in records for m in r["messages"]]
             model, processor = build_tiny(texts, settings.vocab_size, stack_factor=settings.stack_factor,
                                           audio_summary_tokens=settings.summary_tokens,
+                                          audio_config=MusicFeaturesConfig(key_sharpness=settings.key_sharpness),
                                           text_overrides=settings.text_overrides)
             save_checkpoint(model, processor, init, export=False)
     return load_checkpoint(init)
