@@ -258,7 +258,7 @@ def test_the_recommend_tab_shows_catalog_picks_for_a_song_with_filters_and_reaso
     expect(toast.last).to_contain_text("tempo")
 
 
-def test_the_recommend_tab_with_a_description_alone_shows_what_the_gateway_answers(page, gateway_url):
+def test_the_recommend_tab_with_a_description_alone_shows_what_the_gateway_answers(page, gateway_url, clips):
     body = recommend_body(None, "calm piano", 3, instruments="piano")
     reply = gateway_picks(gateway_url, body)
     page.get_by_role("tab", name="Recommend").click()
@@ -274,6 +274,9 @@ def test_the_recommend_tab_with_a_description_alone_shows_what_the_gateway_answe
         toast = page.locator("[data-testid=toast-body]").last
         expect(toast).to_contain_text("This gateway needs a song to recommend from: upload one")
         expect(toast).to_contain_text(reply.json()["error"]["message"][:40])
+    page.locator("#rec-clip input[type=file]").set_input_files(str(clips["broken"]))  # an unusable song: named
+    page.locator("#rec-go").click()
+    expect(page.locator("[data-testid=toast-body]").last).to_contain_text("broken.wav: corrupt audio")
 
 
 def test_recommend_request_bodies_leave_out_what_the_user_left_open():
