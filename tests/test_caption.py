@@ -183,15 +183,18 @@ def test_the_vllm_engine_gives_the_same_captions(captioned, serving_checkpoint, 
 
 
 def test_ray_data_actors_caption_the_library_exactly_once(captioned, serving_checkpoint, tmp_path):
-    """--ray-workers 2 on a local 2-CPU Ray instance: tracks stream through 2 engine actors (Ray
-    Data map_batches), the driver stores their records; a rerun finds nothing left to do."""
+    """--ray-workers 2 --engine vllm on a local 2-CPU Ray instance: tracks stream through 2 actors
+    (Ray Data map_batches), each holding a vLLM offline engine; the driver stores their records,
+    which match the transformers engine's captions; a rerun finds nothing left to do."""
+    from musicllm.vllm_engine import vllm_env
+
     catalog, folder = captioned
     out = tmp_path / "ray.db"
     ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths have a length limit
     command = [sys.executable, "-m", "serve.caption", str(folder / "manifest.jsonl"), "--out", str(out),
                "--checkpoint", str(serving_checkpoint), "--no-analysis", "--ray-workers", "2", "--batch-size", "2",
-               *PROMPT_ARGS]
-    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "OMP_NUM_THREADS": "1"}
+               *PROMPT_ARGS, "--engine", "vllm"]  # the last --engine wins over PROMPT_ARGS
+    env = {**vllm_env(tmp_path), "RAY_TMPDIR": ray_tmp, "PYTHONPATH": str(ROOT)}
     try:
         result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
         assert result.returncode == 0, result.stderr[-3000:]
@@ -210,6 +213,7 @@ def test_ray_data_actors_caption_the_library_exactly_once(captioned, serving_che
         assert len(ray_catalog.embeddings("audio-meanstd-v1")[0]) == 5
         (job,) = ray_catalog.jobs()
         assert (job["status"], job["done"], job["failed"]) == ("finished", 5, 5)
+        assert (job["settings"]["engine"], job["settings"]["ray_workers"]) == ("vllm", "2")
 
 
 def _done(path: Path) -> int:
