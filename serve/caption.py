@@ -51,7 +51,8 @@ from pathlib import Path
 from musicllm.audio import AUDIO_SUFFIXES  # the names load_audio reads as audio
 from musicllm.jsonl import FormatError, read_jsonl
 from serve.catalog import Catalog, CatalogError, TrackSpec, shard_of
-from serve.captioner import CAPTION_PROMPT, SUMMARY_PROMPT, Captioner, caption_spans, open_engine, store  # noqa: F401
+from serve.captioner import (  # noqa: F401 (caption_spans: re-exported)
+    CAPTION_PROMPT, SUMMARY_PROMPT, Captioner, caption_spans, open_engine, resolve_checkpoint, store)
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -136,6 +137,7 @@ def caption(args: argparse.Namespace) -> int:
         pending = [t for t in catalog.tracks(status="pending") if t.name in names]
         print(f"{args.out}: {len(specs)} tracks in {args.source} ({added} new), {len(pending)} to caption", flush=True)
         if pending:
+            resolve_checkpoint(args)  # the job records the model; the default one is built here if missing
             mark_interrupted(catalog)
             settings = {k: str(v) for k, v in vars(args).items()} | {"pid": os.getpid(), "host": socket.gethostname()}
             job = catalog.start_job("caption", settings, args.shard, str(args.checkpoint))
