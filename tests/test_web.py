@@ -250,6 +250,11 @@ def test_the_recommend_tab_shows_catalog_picks_for_a_song_with_filters_and_reaso
     page.locator("#rec-go").click()
     expect(page.locator("#rec-picks li")).to_have_count(2)
     assert shown_picks(page) == ["Garage Fury", "Punk Minute"]
+    page.locator("#rec-mode input").click()
+    page.get_by_role("option", name="minor").click()
+    page.locator("#rec-go").click()
+    expect(page.locator("#rec-picks li")).to_have_count(1)
+    assert shown_picks(page) == ["Garage Fury"]  # E minor; Punk Minute is in A major
 
     page.locator("#rec-tempo input, #rec-tempo textarea").fill("fast")  # the gateway's 400 names the field
     page.locator("#rec-go").click()
