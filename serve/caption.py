@@ -125,6 +125,10 @@ def mark_interrupted(catalog: Catalog) -> None:
 
 
 def caption(args: argparse.Namespace) -> int:
+    if args.ray_workers:
+        from serve.caption_ray import require_ray_data
+
+        require_ray_data()
     shard = parse_shard(args.shard)
     specs = discover(Path(args.source))
     if shard:

@@ -61,6 +61,14 @@ def ray_env(args: argparse.Namespace) -> dict:
                          "OMP_NUM_THREADS": str(args.threads)}}
 
 
+def require_ray_data() -> None:
+    """A clear error, before any work, where Ray Data is not installed (ray alone lacks pyarrow)."""
+    try:
+        import ray.data  # noqa: F401
+    except ImportError as error:
+        raise ValueError(f"--ray-workers needs Ray Data ({error}): pip install 'musicllm[ray]'") from None
+
+
 @contextlib.contextmanager
 def ray_records(args: argparse.Namespace, pending: list) -> Iterator[Iterator[dict]]:
     """`with ray_records(args, tracks) as records:` Ray up, the records of `tracks` as they finish,

@@ -251,7 +251,7 @@ def test_shards_split_a_folder_and_merge_back(serving_checkpoint, tmp_path):
         assert len(catalog.embeddings("audio-meanstd-v1")[0]) == 6
 
 
-def test_bad_arguments_are_refused_with_a_message(tmp_path, capsys):
+def test_bad_arguments_are_refused_with_a_message(tmp_path, capsys, monkeypatch):
     for argv, message in [([str(tmp_path), "--out", "x.db", "--shard", "2/2"], "--shard '2/2'"),
                           (["--out", "x.db"], "PATH_OR_MANIFEST is required"),
                           ([str(tmp_path), "--out", "x.db", "--export", "x.parquet"], "must end in .jsonl or .csv")]:
@@ -260,6 +260,10 @@ def test_bad_arguments_are_refused_with_a_message(tmp_path, capsys):
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
     assert main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.db")]) == 1
     assert "nowhere: no such file or folder" in capsys.readouterr().err
+    with monkeypatch.context() as patch:  # ray without its Data extra: said before any work
+        patch.setitem(sys.modules, "ray.data", None)
+        assert main([str(tmp_path), "--out", str(tmp_path / "y.db"), "--ray-workers", "2"]) == 1
+        assert "--ray-workers needs Ray Data" in capsys.readouterr().err and not (tmp_path / "y.db").exists()
     manifest = tmp_path / "manifest.jsonl"
     for lines, message in [(['{"id": "a", "audio": "a.wav"}', "{not json", '{"id": "b"}'], "manifest.jsonl:2: not valid JSON"),
                            (['{"id": "a", "audio": "a.wav"}', '{"id": "b"}'], "record 2: a clip record needs an 'audio' path"),
