@@ -1,8 +1,6 @@
 """`musicllm recommend` and `POST /v1/recommend`: tracks from the catalog like a song, each with a reason.
 
-    musicllm recommend --audio song.mp3 --catalog music.db --k 5
-    musicllm recommend --track "jazz/blue.flac" --catalog music.db --mode minor --no-explain
-    musicllm recommend --audio song.mp3 --url http://127.0.0.1:8000/v1    # ask a running gateway (fast)
+    Recommender(Searcher("music.db"), engine).recommend(clip, audio_embedding(...), k=5)   # -> [Pick]
     curl 127.0.0.1:8000/v1/recommend -d '{"input_audio": {"data": "<base64>", "format": "wav"}, "k": 5}'
 
 1. Candidates: nearest neighbours of the song's audio embedding among the catalog's tracks
