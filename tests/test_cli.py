@@ -218,3 +218,49 @@ def test_ctrl_c_stops_the_demo_even_when_started_with_sigint_ignored(serving_che
         demo.wait_for("Press Ctrl-C to stop.", timeout=240)
         demo.stop(signal.SIGINT, timeout=60)
         assert demo.process.returncode == 0 and "stopped." in demo.output, demo.output[-2000:]
+
+
+def test_demo_catalog_is_built_once_resumed_and_reused(tmp_path, monkeypatch, capsys, transformers_engine,
+                                                        serving_checkpoint):
+    """The demo's catalog of the default corpus: captioned with the engine it was given (a file
+    that cannot be read is recorded, not fatal), only new or unfinished clips at the next start,
+    reused once complete; --catalog and --no-catalog choose otherwise."""
+    import sqlite3
+
+    from serve.demo import choose_catalog, parse_args
+    from serving_fixtures import SAMPLE_RATE, chord, clicks
+
+    monkeypatch.setenv("MUSICLLM_HOME", str(tmp_path))
+    corpus = tmp_path / "default" / "corpus"
+    corpus.mkdir(parents=True)
+    clips = {"piano": chord(3.0), "drums": clicks(3.0, 160), "bells": chord(3.0, (523.0, 659.0, 784.0))}
+    for name, clip in clips.items():
+        sf.write(corpus / f"{name}.wav", clip, SAMPLE_RATE)
+
+    def manifest(*names):
+        (corpus / "manifest.jsonl").write_text("".join(
+            json.dumps({"id": n, "audio": f"{n}.wav", "labels": {"genre": "test", "tempo_bpm": 100}}) + "\n"
+            for n in names))
+
+    def statuses(path):
+        with sqlite3.connect(path) as db:
+            return dict(db.execute("SELECT name, status FROM tracks"))
+
+    manifest("piano", "drums", "missing")
+    path = choose_catalog(parse_args([]), serving_checkpoint, transformers_engine)
+    assert path == tmp_path / "default" / "catalog.db" and (tmp_path / "default" / "catalog.db.index" / "text").is_dir()
+    assert statuses(path) == {"piano": "done", "drums": "done", "missing": "failed"}
+    assert "captioning 3 of 3 clips" in capsys.readouterr().out
+    manifest("piano", "drums", "missing", "bells")  # one clip more (or a start interrupted before it)
+    choose_catalog(parse_args([]), serving_checkpoint, transformers_engine)
+    assert "captioning 1 of 4 clips" in capsys.readouterr().out and statuses(path)["bells"] == "done"
+    choose_catalog(parse_args([]), serving_checkpoint, transformers_engine)
+    assert "(3 tracks, complete: reused)" in capsys.readouterr().out
+
+    assert choose_catalog(parse_args(["--no-catalog"]), serving_checkpoint, transformers_engine) is None
+    assert choose_catalog(parse_args(["--catalog", str(path)]), serving_checkpoint, transformers_engine) == path
+    with pytest.raises(FileNotFoundError, match="--catalog .*nope.db: no such catalog"):
+        choose_catalog(parse_args(["--catalog", str(tmp_path / "nope.db")]), serving_checkpoint, transformers_engine)
+    other = parse_args(["--checkpoint", str(serving_checkpoint)])
+    assert choose_catalog(other, serving_checkpoint, transformers_engine) is None
+    assert "--checkpoint is not the default model" in capsys.readouterr().out
