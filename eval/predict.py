@@ -167,14 +167,43 @@ def reply_logprobs(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
     return (logprobs * mask).sum(dim=1).cpu(), mask.sum(dim=1).cpu()
 
 
+@torch.no_grad()
+def encode_clips(model, processor, clips: list[np.ndarray | None]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each shown clip's encoder frames (W_k, F_k, C) and frame lengths, in order: computed once
+    per question, though the question's batch rows (its answer, then each option) all hear it."""
+    encoded = []
+    for clip in clips:
+        if clip is not None:
+            windows = {k: v.to(model.device) for k, v in processor.audio_windows([clip]).items()}
+            encoded.append(model.encode_audio(windows["audio_values"], windows["audio_lens"]))
+    return encoded
+
+
+def with_frames(batch, encoded: list[tuple[torch.Tensor, torch.Tensor]], repeats: list[int]) -> dict:
+    """`batch` with its raw audio replaced by the clips' frames, clip k `repeats[k]` times in a
+    row (the rows of one question are adjacent), zero-padded to one frame count."""
+    batch = {k: v for k, v in batch.items() if k not in ("audio_values", "audio_lens")}
+    if encoded:
+        longest = max(f.shape[1] for f, _ in encoded)
+        padded = [torch.nn.functional.pad(f, (0, 0, 0, longest - f.shape[1])) for f, _ in encoded]
+        batch["audio_frames"] = torch.cat([f for f, n in zip(padded, repeats) for _ in range(n)])
+        batch["audio_frame_lens"] = torch.cat([lens for (_, lens), n in zip(encoded, repeats) for _ in range(n)])
+    return batch
+
+
 def predict_batch(model, processor, items: list[dict], clips: list, prompts: list[str],
                   max_new_tokens: int) -> list[dict]:
     """Answers and option log-likelihoods for a batch of questions."""
-    gen = generation_inputs(processor, prompts, clips).to(model.device)
+    encoded = encode_clips(model, processor, clips)
+    shown = [clip is not None for clip in clips]
+    gen = with_frames(generation_inputs(processor, prompts, clips).to(model.device), encoded, [1] * sum(shown))
     new_tokens = model.generate(**gen, max_new_tokens=max_new_tokens, do_sample=False,
                                 pad_token_id=processor.tokenizer.pad_token_id)
     outputs = [processor.decode(row).strip() for row in new_tokens]
-    sums, counts = reply_logprobs(model, option_inputs(processor, prompts, clips, [i["options"] for i in items]))
+    options = [i["options"] for i in items]
+    repeats = [len(o) for o, s in zip(options, shown) if s]
+    scored = with_frames(option_inputs(processor, prompts, clips, options), encoded, repeats)
+    sums, counts = reply_logprobs(model, scored)
     rows = []
     for k, (item, prompt, output) in enumerate(zip(items, prompts, outputs)):
         n = len(item["options"])

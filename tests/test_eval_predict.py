@@ -12,7 +12,7 @@ import torch
 
 from conftest import small_text_overrides
 from eval.predict import (ClipSource, derangement, generation_inputs, main, noise_like, option_inputs, option_reply,
-                          reply_logprobs, user_turn)
+                          predict_batch, reply_logprobs, user_turn)
 from eval.questions import format_prompt, load_questions
 
 FREQS = [220.0, 330.0, 440.0]
@@ -115,6 +115,9 @@ def test_option_logprobs_match_unpadded_rows(setup):
                 expected.append(float(logprobs[keep].gather(-1, labels[keep, None]).sum()))
     assert sums.tolist() == pytest.approx(expected, abs=1e-3)
     assert all(c > 0 for c in counts.tolist())
+    # predict_batch encodes each clip once and reuses its frames for every row: the same numbers
+    rows = predict_batch(model, processor, chosen, clips, prompts_of(chosen), max_new_tokens=2)
+    assert [x for row in rows for x in row["option_logprobs"]] == pytest.approx(expected, abs=1e-3)
 
 
 def read(path):

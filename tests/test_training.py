@@ -139,3 +139,14 @@ def test_real_presets_run_a_step_with_tiny_stand_ins(dataset, tmp_path, preset):
                  f"--model.init_from={tmp_path / 'align' / 'model'}", *common]) == 0
     model, _ = load_checkpoint(tmp_path / "instruct" / "model")
     assert model.config.audio_layer == "weighted" and model.config.stack_factor == 4
+
+
+def test_auto_mixed_precision_follows_the_hardware(monkeypatch):
+    from training.train import resolve_mixed_precision
+
+    assert resolve_mixed_precision("no") == "no" and resolve_mixed_precision("fp16") == "fp16"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for native, expected in ((False, "no"), (True, "bf16")):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        assert resolve_mixed_precision("auto") == expected

@@ -76,7 +76,9 @@ class TrainConfig:
     max_steps: int = 100  # optimizer steps
     batch_size: int = 8  # conversations per step and process (before accumulation)
     grad_accum: int = 1
-    mixed_precision: str = "no"  # "no" | "bf16" | "fp16" (accelerate)
+    # "no" | "bf16" | "fp16" (accelerate) | "auto": bf16 where the hardware computes it natively
+    # (a GPU with bf16, or a CPU with AVX512-BF16/AMX), else full precision.
+    mixed_precision: str = "no"
     log_every: int = 10
     eval_every: int = 0  # 0: only at the end
     save_every: int = 50  # checkpoint (weights, optimizer, data position) every N steps
