@@ -13,15 +13,18 @@ or a list of parts, where `{"type": "text", "text": ...}` is text and any audio 
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
-from transformers import AutoTokenizer, BatchFeature, PreTrainedTokenizerBase
+from transformers import BatchFeature
 
 from musicllm.audio import load_audio, split_windows
 from musicllm.configuration import AUDIO_TOKEN, MusicLLMConfig
 from musicllm.lengths import num_audio_tokens
+
+if TYPE_CHECKING:  # the tokenizer classes pull in transformers' generation code: ~2 s at a cold start
+    from transformers import PreTrainedTokenizerBase
 from musicllm.templates import render_text
 
 IGNORE_INDEX = -100
@@ -186,4 +189,6 @@ class MusicLLMProcessor:
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, config: MusicLLMConfig | None = None) -> "MusicLLMProcessor":
         config = config or MusicLLMConfig.from_pretrained(directory)
+        from transformers import AutoTokenizer
+
         return cls(AutoTokenizer.from_pretrained(directory), config)
