@@ -1,14 +1,18 @@
-"""`musicllm recommend` and `POST /v1/recommend`: tracks from the catalog like a song, each with a reason.
+"""`musicllm recommend` and `POST /v1/recommend`: catalog tracks like a song and/or fitting a
+description, each with a reason.
 
     Recommender(Searcher("music.db"), engine).recommend(clip, audio_embedding(...), k=5)   # -> [Pick]
+    Recommender(Searcher("music.db"), engine).recommend(text="calm piano for studying")  # a description alone
     curl 127.0.0.1:8000/v1/recommend -d '{"input_audio": {"data": "<base64>", "format": "wav"}, "k": 5}'
+    curl 127.0.0.1:8000/v1/recommend -d '{"query": "calm piano for studying", "k": 5}'
 
 1. Candidates: nearest neighbours of the song's audio embedding among the catalog's tracks
-   (serve.search.Searcher), restricted by attribute filters, optionally fused with a text query
-   ("more like this but with piano"); the song itself (same file hash, or --track) is left out.
-2. Reasons: the LLM hears the song and reads ONLY the pick's stored facts (summary caption, window
-   captions, attributes); the prompt is built from them and nothing else. All picks go to the
-   engine at once (it batches them).
+   (serve.search.Searcher), restricted by attribute filters, fused with a text query over the
+   stored captions and attributes ("more like this but with piano"), or that text search alone
+   for a description without a song; the song itself (same file hash, or --track) is left out.
+2. Reasons: the LLM hears the song (or, for a description alone, reads the description) and reads
+   ONLY the pick's stored facts (summary caption, window captions, attributes); the prompt is built
+   from them and nothing else. All picks go to the engine at once (it batches them).
 3. Grounding check: titles, names and ids shown come from the catalog rows, never from the LLM.
    Its text is attached to one pick and kept only sentence by sentence: a sentence that quotes a
    name, names another track, holds a capitalised multi-word name, or states a tempo or key the
@@ -35,6 +39,8 @@ from serve.search import Hit, Searcher
 
 SYSTEM = ("You are a music assistant. You explain why a track from the user's catalog suits someone who likes "
           "the song they played. Use only the facts given about the track; never mention other songs or artists.")
+DESCRIBED = ("You are a music assistant. You explain why a track from the user's catalog fits the music they "
+             "described. Use only the facts given about the track; never mention other songs or artists.")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _QUOTED = re.compile(r"[\"“”‘’«»]|(?:^|\s)'[^']+'")
 # Two or more capitalised words in a row: how invented titles and artist names look ("Blue Train").
@@ -65,9 +71,15 @@ def facts_text(hit: Hit, captions: list[str]) -> str:
     return "\n".join(lines)
 
 
-def explanation_messages(hit: Hit, captions: list[str]) -> list[dict]:
+def explanation_messages(hit: Hit, captions: list[str], description: str | None = None) -> list[dict]:
+    """The question about one pick: to the song's clip, or (`description`, no clip) to the user's words."""
     from musicllm.configuration import AUDIO_TOKEN
 
+    if description is not None:
+        return [{"role": "system", "content": DESCRIBED},
+                {"role": "user", "content": f"I am looking for: {description}\nA track from my catalog has these "
+                                            f"facts:\n{facts_text(hit, captions)}\n"
+                                            "In one or two sentences, why does it fit what I am looking for?"}]
     return [{"role": "system", "content": SYSTEM},
             {"role": "user", "content": f"{AUDIO_TOKEN}\nI like this song. A track from my catalog that sounds "
                                         f"similar has these facts:\n{facts_text(hit, captions)}\n"
@@ -82,7 +94,8 @@ def fallback_reason(hit: Hit) -> str:
                          ", ".join((a.get("instruments") or [])[:3]) or None) if p]
     # Ranked by sound, but a small catalog's nearest track may still be far: say the rank, not "close".
     closeness = f"it is among the catalog's nearest tracks to your song by sound (similarity " \
-                f"{hit.matched['audio_cosine']:.2f})" if "audio_cosine" in hit.matched else "it matches your request"
+                f"{hit.matched['audio_cosine']:.2f})" if "audio_cosine" in hit.matched else \
+        "its stored description and attributes match your request"
     return f"Recommended because {closeness}" + (f": {', '.join(parts)}." if parts else ".") + \
         (f" {hit.summary}" if hit.summary else "")
 
@@ -125,7 +138,8 @@ class Recommender:
 
     def candidates(self, audio=None, file_hash: str | None = None, track_name: str | None = None, k: int = 5,
                    filters: Filters | None = None, text: str | None = None) -> list[Hit]:
-        """Up to `k` catalog tracks like the song (an audio embedding, or a catalog track's name)."""
+        """Up to `k` catalog tracks like the song (an audio embedding, or a catalog track's name)
+        and/or matching the description `text`."""
         if not 1 <= k <= MAX_K:
             raise ValueError(f"k: must be between 1 and {MAX_K}, got {k}")
         catalog, exclude = self.searcher.catalog, set()
@@ -142,16 +156,18 @@ class Recommender:
 
             ids, vectors = catalog.embeddings(EMBEDDING_KIND)
             audio = vectors[list(ids).index(row[0])]
-        if audio is None:
-            raise ValueError("give the song as audio or as a catalog track")
+        if audio is None and not (text and text.strip()):
+            raise ValueError("give a song (audio or a catalog track's name) or a description of what you want")
         exclude |= self.searcher.same_file(file_hash)  # the song itself may be in the catalog: never recommend it back
         return self.searcher.search(text, audio, filters, k=k, exclude=exclude)
 
-    def requests(self, hits: list[Hit], clip, max_tokens: int = 96) -> list:
+    def requests(self, hits: list[Hit], clip, max_tokens: int = 96, text: str | None = None) -> list:
+        """One explanation request per hit: about the song's `clip`, or without one about `text`."""
         from musicllm.engines import GenerationRequest
 
-        return [GenerationRequest(explanation_messages(h, self._captions(h.track_id)), [clip], max_tokens=max_tokens)
-                for h in hits]
+        description = text.strip() if clip is None else None
+        return [GenerationRequest(explanation_messages(h, self._captions(h.track_id), description),
+                                  [] if clip is None else [clip], max_tokens=max_tokens) for h in hits]
 
     def picks(self, hits: list[Hit], texts: list[str] | None) -> list[Pick]:
         """Picks with checked reasons (`texts`: the LLM's answers, one per hit, or None)."""
@@ -169,8 +185,8 @@ class Recommender:
         """The synchronous whole (the command line): candidates, then batched reasons."""
         hits = self.candidates(audio, file_hash, track_name, k, filters, text)
         texts = None
-        if explain and self.engine is not None and clip is not None and hits:
-            texts = [c.text for c in self.engine.complete_batch(self.requests(hits, clip))]
+        if explain and self.engine is not None and hits and (clip is not None or text and text.strip()):
+            texts = [c.text for c in self.engine.complete_batch(self.requests(hits, clip, text=text))]
         return self.picks(hits, texts)
 
     def _captions(self, track_id: int) -> list[str]:
@@ -180,21 +196,25 @@ class Recommender:
 # ---- POST /v1/recommend ------------------------------------------------------------------------
 
 def parse_recommend_body(body) -> dict:
-    """The request's fields, checked: {audio part | track, k, query, filters, explain, max_tokens}.
-    Raises serve.openai_format.APIError (400) naming the field."""
+    """The request's fields, checked: {audio part | track | neither, k, query, filters, explain,
+    max_tokens}; without a song, `query` (a description) is required. Raises
+    serve.openai_format.APIError (400) naming the field."""
     from serve.openai_format import bad
 
     if not isinstance(body, dict):
         raise bad("The request body must be a JSON object.", None, "invalid_type")
-    if (body.get("input_audio") is None) == (body.get("track") is None):
-        raise bad("Give exactly one of 'input_audio' (the song, {\"data\": base64, \"format\": \"wav\"}) "
-                  "or 'track' (a catalog track's name).", "input_audio", "missing_required_parameter")
+    if body.get("input_audio") is not None and body.get("track") is not None:
+        raise bad("Give at most one song: 'input_audio' or 'track', not both.", "track", "invalid_value")
     k = body.get("k", 5)
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
         raise bad(f"'k' must be an integer between 1 and {MAX_K}, got {k!r}.", "k")
     for name, kind in (("query", str), ("track", str), ("explain", bool), ("filters", dict)):
         if body.get(name) is not None and not isinstance(body[name], kind):
             raise bad(f"'{name}' must be {'an object' if kind is dict else kind.__name__}.", name, "invalid_type")
+    if body.get("input_audio") is None and body.get("track") is None and not (body.get("query") or "").strip():
+        raise bad("Give a song, 'input_audio' ({\"data\": base64, \"format\": \"wav\"}) or 'track' (a catalog "
+                  "track's name), and/or 'query' (a description, e.g. \"calm piano for studying\").", "query",
+                  "missing_required_parameter")
     max_tokens = body.get("max_tokens", 96)
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= 512:
         raise bad(f"'max_tokens' must be an integer between 1 and 512, got {max_tokens!r}.", "max_tokens")
@@ -273,7 +293,7 @@ def add_recommend_route(app, catalog: str | Path, engine, limits=None, dependenc
         body = await _read_json(request, limits.max_request_bytes)
         fields = parse_recommend_body(body)
         clip = audio = digest = None
-        if fields["track"] is None:
+        if fields["track"] is None and body.get("input_audio") is not None:
             raw = _audio_bytes(body, "request", limits)
             clip = await anyio.to_thread.run_sync(_decode_clip, engine, "input_audio", raw, limits)
             audio = await anyio.to_thread.run_sync(audio_embedding, engine.model, engine.processor, clip)
@@ -286,8 +306,8 @@ def add_recommend_route(app, catalog: str | Path, engine, limits=None, dependenc
         except ValueError as err:
             raise APIError(400, str(err), code="invalid_value") from None
         texts = None
-        if fields["explain"] and clip is not None and hits:
-            requests = await in_worker(lambda: recommender().requests(hits, clip, fields["max_tokens"]))
+        if fields["explain"] and hits and (clip is not None or fields["track"] is None):  # a song, or words alone
+            requests = await in_worker(lambda: recommender().requests(hits, clip, fields["max_tokens"], fields["query"]))
             texts = [c.text for c in await asyncio.gather(*(engine.complete(r) for r in requests))]
         picks = await in_worker(lambda: recommender().picks(hits, texts))
         return JSONResponse({"object": "list", "model": engine.model_id, "data": [asdict(p) for p in picks]})

@@ -1,11 +1,13 @@
-"""`musicllm recommend`: catalog tracks like a song, each with a reason, at the terminal.
+"""`musicllm recommend`: catalog tracks like a song and/or fitting a description, each with a reason.
 
     musicllm recommend --audio song.mp3 --catalog music.db --k 5
+    musicllm recommend "calm piano for studying" --catalog music.db          # a description alone
+    musicllm recommend "with piano" --audio song.mp3 --catalog music.db      # a song, steered by words
     musicllm recommend --track "jazz/blue.flac" --catalog music.db --mode minor --no-explain
     musicllm recommend --audio song.mp3 --url http://127.0.0.1:8000/v1    # ask a running gateway (fast)
 
 What it does is serve.recommend's (candidates, reasons, the grounding check); this module only
-loads what the chosen form needs. Where a cold `musicllm recommend --audio` spends its time (2
+loads what the chosen form needs (a description alone with --no-explain: no model at all). Where a cold `musicllm recommend --audio` spends its time (2
 cores; eval/benchmarks/cli_latency.py, results/cli_latency.json): importing torch, transformers
 and peft and loading the model, before the song is even decoded; then the LLM's reasons. With
 --no-explain only the frozen encoder is loaded (musicllm.embeddings.AudioEncoder: no tokenizer,
@@ -38,7 +40,10 @@ def print_picks(picks: list[Pick]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="musicllm recommend", description=__doc__ + "\n" + recommend_doc,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    song = parser.add_mutually_exclusive_group(required=True)
+    parser.add_argument("description", nargs="?", default=None,
+                        help="what you want, in words (\"calm piano for studying\"): searched over the catalog's "
+                             "captions and attributes; alone, or fused with --audio / --track")
+    song = parser.add_mutually_exclusive_group()
     song.add_argument("--audio", help="the song you like (an audio file)")
     song.add_argument("--track", help="...or a catalog track, by its name")
     parser.add_argument("--catalog", help="the catalog database (musicllm caption --out); not with --url")
@@ -47,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-key", default=os.environ.get("MUSICLLM_API_KEY"),
                         help="the gateway's API key, with --url (default: $MUSICLLM_API_KEY)")
     parser.add_argument("--k", type=int, default=5, help=f"how many tracks to recommend (1-{MAX_K})")
-    parser.add_argument("--query", help="words to steer the picks, e.g. 'with piano' (fused with the audio)")
+    parser.add_argument("--query", help="the same as DESCRIPTION (words to steer the picks, e.g. 'with piano')")
     parser.add_argument("--checkpoint", help="the model: its encoder embeds the song, its LLM explains "
                                              "(default: the default model)")
     parser.add_argument("--no-explain", action="store_true",
@@ -60,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if (args.url is None) == (args.catalog is None):
         parser.error("give --catalog (recommend here) or --url (ask a gateway that has a catalog), not both")
+    if args.description is not None and args.query is not None:
+        parser.error("give the description once: as DESCRIPTION or as --query, not both")
+    args.query = args.query if args.query is not None else args.description
+    if not (args.audio or args.track or (args.query or "").strip()):
+        parser.error("give a song (--audio FILE or --track NAME) and/or a DESCRIPTION of what you want")
     try:
         picks = ask_gateway(args) if args.url else run(args)
     except (ValueError, LookupError, OSError, TextEmbedderMissing) as err:  # AudioError, CatalogError: ValueErrors
@@ -79,7 +89,8 @@ def run(args: argparse.Namespace) -> list[Pick]:
     from serve.catalog import CatalogError, file_hash
 
     checkpoint = Path(args.checkpoint or default_model_dir()).expanduser()
-    if not (checkpoint / "config.json").is_file():
+    needs_model = bool(args.audio) or not args.no_explain  # words alone, unexplained: search only
+    if needs_model and not (checkpoint / "config.json").is_file():
         raise CatalogError(f"--checkpoint {checkpoint}: no model there (musicllm quickstart builds the default)")
     filters = filters_from_args(args)
     searcher = Searcher(args.catalog)
@@ -90,15 +101,16 @@ def run(args: argparse.Namespace) -> list[Pick]:
 
             torch.set_num_threads(args.threads)
         if args.no_explain:
-            from musicllm.embeddings import AudioEncoder
+            if args.audio:
+                from musicllm.embeddings import AudioEncoder
 
-            model = AudioEncoder.from_checkpoint(checkpoint)
+                model = AudioEncoder.from_checkpoint(checkpoint)
         else:
             from musicllm.engines import TransformersEngine
 
             engine = TransformersEngine.from_checkpoint(checkpoint)
             model = engine.model
-        processor = engine.processor if engine else model.processor
+        processor = engine.processor if engine else model.processor if model else None
         clip = digest = audio = None
         if args.audio:
             from musicllm.embeddings import audio_embedding
@@ -133,7 +145,7 @@ def ask_gateway(args: argparse.Namespace) -> list[Pick]:
         suffix = Path(args.audio).suffix.lower().lstrip(".")
         body["input_audio"] = {"data": base64.b64encode(Path(args.audio).read_bytes()).decode("ascii"),
                                "format": {"oga": "ogg"}.get(suffix, suffix)}
-    else:
+    elif args.track:
         body["track"] = args.track
     headers = {"Content-Type": "application/json"}
     if args.api_key:

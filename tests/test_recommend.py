@@ -18,6 +18,8 @@ import soundfile as sf
 from serving_fixtures import SAMPLE_RATE, chord, clicks
 from test_search import TRACKS, build_catalog
 
+from serve.filters import Filters
+
 CATALOG_TITLES = set(TRACKS)
 
 
@@ -98,6 +100,54 @@ def test_the_song_itself_and_a_named_track_are_left_out(catalog_path, transforme
     recommender.searcher.close()
 
 
+def test_a_description_alone_gets_catalog_tracks_with_reasons_from_their_facts(catalog_path, transformers_engine):
+    """"calm piano for studying", no song: text search over the stored captions and attributes;
+    the LLM is asked (text only) about each pick's facts, and its text goes through the same check."""
+    from serve.recommend import Recommender
+    from serve.search import Searcher
+
+    recommender = Recommender(Searcher(catalog_path), transformers_engine)
+    picks = recommender.recommend(text="calm piano for studying", k=3)
+    assert picks[0].title == "Moonlit Study" and {p.title for p in picks} <= CATALOG_TITLES and len(picks) == 3
+    for pick in picks:
+        assert pick.reason and pick.similarity is None
+        assert not any(title in pick.reason for title in CATALOG_TITLES - {pick.title})
+    request = recommender.requests(picks[:1], None, text="calm piano for studying")[0]
+    assert request.clips == [] and "I am looking for: calm piano for studying" in request.messages[-1]["content"]
+    assert "- description: A calm, slow solo piano piece in C major" in request.messages[-1]["content"]
+    minor = recommender.recommend(text="slow piano", k=2, filters=Filters(mode="minor"), explain=False)
+    assert [p.title for p in minor] == ["Quiet Keys", "Blue Smoke"]  # the minor-key piano tracks
+    assert minor[0].reason.startswith("Recommended because its stored description and attributes match")
+    with pytest.raises(ValueError, match="give a song .* or a description"):
+        recommender.recommend(text="  ")
+    recommender.searcher.close()
+
+
+def test_command_line_takes_a_description_alone(catalog_path, gateway, capsys):
+    """`musicllm recommend "calm piano" --catalog music.db`: with --no-explain nothing but the
+    catalog search runs (no torch); with --url the gateway answers the same description."""
+    import subprocess
+    import sys
+
+    from serve.recommend_cli import main
+
+    code = ("import sys; from serve.recommend_cli import main; code = main(sys.argv[1:]); "
+            "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(code)")
+    result = subprocess.run([sys.executable, "-c", code, "calm piano for studying", "--catalog", str(catalog_path),
+                             "--no-explain", "--k", "2"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("1. Moonlit Study\n   Recommended because its stored description")
+    url = str(gateway.base_url).rstrip("/") + "/v1"
+    assert main(["calm piano for studying", "--url", url, "--api-key", "secret", "--k", "2", "--json"]) == 0
+    picks = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert picks[0]["title"] == "Moonlit Study" and all(p["reason"] for p in picks)
+    for argv, message in ([["--catalog", str(catalog_path)], "and/or a DESCRIPTION"],
+                          [["calm", "--query", "piano", "--catalog", str(catalog_path)], "not both"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert message in capsys.readouterr().err
+
+
 def test_command_line_prints_only_catalog_titles(catalog_path, serving_checkpoint, tmp_path, capsys):
     from serve.recommend_cli import main
 
@@ -170,6 +220,17 @@ def test_route_needs_the_api_key(gateway):
     assert reply.status_code == 401 and reply.json()["error"]["code"] == "invalid_api_key"
 
 
+def test_route_recommends_from_a_description_alone(gateway):
+    reply = gateway.post("/v1/recommend", json={"query": "calm piano for studying", "k": 2})
+    assert reply.status_code == 200, reply.text
+    data = reply.json()["data"]
+    assert data[0]["title"] == "Moonlit Study" and {p["title"] for p in data} <= CATALOG_TITLES
+    assert all(p["reason"] and p["similarity"] is None for p in data)
+    narrowed = gateway.post("/v1/recommend", json={"query": "slow piano", "k": 2, "filters": {"mode": "minor"},
+                                                   "explain": False}).json()["data"]
+    assert [p["title"] for p in narrowed] == ["Quiet Keys", "Blue Smoke"]
+
+
 def test_route_recommends_catalog_tracks_with_reasons(gateway):
     audio = base64.b64encode(wav_bytes(clicks(3.0, 170))).decode()
     reply = gateway.post("/v1/recommend", json={"input_audio": {"data": audio, "format": "wav"}, "k": 2,
@@ -183,7 +244,11 @@ def test_route_recommends_catalog_tracks_with_reasons(gateway):
 
 
 @pytest.mark.parametrize("body, status, param, fragment", [
-    ({"k": 3}, 400, "input_audio", "exactly one of 'input_audio'"),
+    ({"k": 3}, 400, "query", "and/or 'query' (a description"),
+    ({"query": "   "}, 400, "query", "and/or 'query' (a description"),
+    ({"query": 7}, 400, "query", "'query' must be str"),
+    ({"track": "music/moonlit-study.wav", "input_audio": {"data": "AAAA", "format": "wav"}}, 400, "track",
+     "at most one song"),
     ({"input_audio": {"data": "!!not base64!!", "format": "wav"}}, 400, "request.input_audio.data", "base64"),
     ({"input_audio": {"data": base64.b64encode(b"RIFF0000WAVEjunk").decode(), "format": "wav"}}, 400, None, "input_audio"),
     ({"input_audio": {"data": "AAAA", "format": "midi"}}, 400, "request.input_audio.format", "unsupported audio format"),
