@@ -3,8 +3,9 @@
 Upload a song you like and/or describe what you want ("calm piano for studying"), narrow by
 tempo range, key, mode, metre, instruments and style, and get the catalog's picks: title, the
 catalog's attributes, and the reason (grounded in the pick's stored captions, serve.recommend).
-The tab sends one POST /v1/recommend to the gateway (`{"input_audio", "query", "filters", "k"}`)
-and shows what comes back; the gateway's 4xx messages are shown as they are.
+The tab sends one POST /v1/recommend to the gateway (`{"input_audio", "query", "filters", "k"}`;
+without a song, `{"query", ...}` alone: the catalog searched by the description) and shows what
+comes back; the gateway's 4xx messages are shown as they are.
 
 This module knows the /v1/recommend request and reply shapes and nothing about the catalog,
 search or the model: the gateway is the judge of what it accepts.
@@ -73,13 +74,8 @@ def recommend_tab(gateway, max_clip_bytes: int) -> None:
             except AudioError as err:
                 raise gr.Error(str(err), title="Unusable audio", print_exception=False) from err
         body = recommend_body(audio_part, query or "", k, tempo or "", key, mode, metre, instruments or "", style or "")
-        try:
-            return picks_view(await gateway.recommend_picks(body))
-        except gr.Error as err:
-            if audio_part is None and "input_audio" in err.message:  # a gateway that recommends from songs only
-                raise gr.Error(f"This gateway needs a song to recommend from: upload one, and your description "
-                               f"steers the picks. ({err.message})", print_exception=False) from err
-            raise
+        # A description alone goes as it is: the gateway searches the catalog's captions and attributes.
+        return picks_view(await gateway.recommend_picks(body))
 
     gr.Markdown("Tracks from the gateway's catalog like a song you upload and/or a description, "
                 "each with the reason it was picked.")

@@ -263,22 +263,23 @@ def test_the_recommend_tab_shows_catalog_picks_for_a_song_with_filters_and_reaso
     expect(toast.last).to_contain_text("tempo")
 
 
-def test_the_recommend_tab_with_a_description_alone_shows_what_the_gateway_answers(page, gateway_url, clips):
-    body = recommend_body(None, "calm piano", 3, instruments="piano")
+def test_the_recommend_tab_with_a_description_alone_shows_catalog_picks(page, gateway_url, clips):
+    body = recommend_body(None, "calm piano for studying", 3, instruments="piano")
     reply = gateway_picks(gateway_url, body)
+    assert reply.status_code == 200, reply.text
+    expected = reply.json()["data"]
     page.get_by_role("tab", name="Recommend").click()
-    page.locator("#rec-query input, #rec-query textarea").fill("calm piano")
+    page.locator("#rec-query input, #rec-query textarea").fill("calm piano for studying")
     page.locator("#rec-instruments input, #rec-instruments textarea").fill("piano")
     page.locator("#rec-k input[type=number]").fill("3")
     page.locator("#rec-go").click()
-    if reply.status_code == 200:
-        expect(page.locator("#rec-picks li")).to_have_count(len(reply.json()["data"]))
-        assert shown_picks(page) == [p["title"] for p in reply.json()["data"]]
-    else:  # a gateway that recommends from songs only: the page says what to do, and what it said
-        assert reply.status_code == 400
-        toast = page.locator("[data-testid=toast-body]").last
-        expect(toast).to_contain_text("This gateway needs a song to recommend from: upload one")
-        expect(toast).to_contain_text(reply.json()["error"]["message"][:40])
+    expect(page.locator("#rec-picks li")).to_have_count(3)  # the catalog's three piano tracks
+    assert shown_picks(page) == [p["title"] for p in expected] and shown_picks(page)[0] == "Moonlit Study"
+    assert set(shown_picks(page)) == {"Moonlit Study", "Quiet Keys", "Blue Smoke"}
+    for pick in expected:  # each with the catalog's attributes and a reason grounded in its facts
+        item = page.locator("#rec-picks li").filter(has_text=pick["title"])
+        expect(item).to_contain_text(pick["reason"])
+        expect(item).to_contain_text("piano")
     page.locator("#rec-clip input[type=file]").set_input_files(str(clips["broken"]))  # an unusable song: named
     page.locator("#rec-go").click()
     expect(page.locator("[data-testid=toast-body]").last).to_contain_text("broken.wav: corrupt audio")
