@@ -124,6 +124,16 @@ def mark_interrupted(catalog: Catalog) -> None:
                 pass
 
 
+def pending_tracks(catalog: Catalog, specs: list[TrackSpec], retry_failed: bool = False) -> tuple[int, list]:
+    """Add `specs` to the catalog (tracks already there are kept as they are) and return (how
+    many were new, those of them still to caption): what a rerun resumes from."""
+    added = catalog.add_tracks(specs)
+    if retry_failed:
+        catalog.retry_failed()
+    names = {s.name for s in specs}
+    return added, [t for t in catalog.tracks(status="pending") if t.name in names]
+
+
 def caption(args: argparse.Namespace) -> int:
     if args.ray_workers:
         from serve.caption_ray import require_ray_data
@@ -134,27 +144,14 @@ def caption(args: argparse.Namespace) -> int:
     if shard:
         specs = [s for s in specs if shard_of(s.name, shard[1]) == shard[0]]
     with Catalog(args.out) as catalog:
-        added = catalog.add_tracks(specs)
-        if args.retry_failed:
-            catalog.retry_failed()
-        names = {s.name for s in specs}
-        pending = [t for t in catalog.tracks(status="pending") if t.name in names]
+        added, pending = pending_tracks(catalog, specs, args.retry_failed)
         print(f"{args.out}: {len(specs)} tracks in {args.source} ({added} new), {len(pending)} to caption", flush=True)
         if pending:
-            resolve_checkpoint(args)  # the job records the model; the default one is built here if missing
-            mark_interrupted(catalog)
-            settings = {k: str(v) for k, v in vars(args).items()} | {"pid": os.getpid(), "host": socket.gethostname()}
-            job = catalog.start_job("caption", settings, args.shard, str(args.checkpoint))
             try:
-                result = run_job(args, catalog, pending, job)
+                result = run_job(args, catalog, pending)
             except KeyboardInterrupt:
-                catalog.end_job(job, "interrupted")
                 print(f"interrupted: {catalog.counts()['pending']} tracks left; the same command resumes", file=sys.stderr)
                 return 130
-            except BaseException:
-                catalog.end_job(job, "failed")
-                raise
-            catalog.end_job(job)
             print(f"captioned {result['done']} tracks, {result['failed']} failed", flush=True)
         print("catalog:", ", ".join(f"{n} {status}" for status, n in catalog.counts().items()))
         if args.export:
@@ -162,18 +159,45 @@ def caption(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_job(args: argparse.Namespace, catalog: Catalog, pending: list, job: int) -> dict[str, int]:
-    """Caption `pending` here, or (--ray-workers) on Ray Data actors, storing records here."""
+def run_job(args: argparse.Namespace, catalog: Catalog, pending: list, engine=None,
+            kind: str = "caption") -> dict[str, int]:
+    """Caption `pending` as one job of the catalog's job table, each track stored as it finishes.
+
+    Who generates: `engine`, one already running (the caller closes it; `args.checkpoint` must be
+    its model), else the --engine opened here on --checkpoint and closed after, or (--ray-workers)
+    Ray Data actors. The job ends "finished", or "interrupted" (Ctrl-C) / "failed" (any other
+    error), re-raised; the tracks it did not store stay pending for the next run."""
+    if engine is None:
+        resolve_checkpoint(args)  # the job records the model; the default one is built here if missing
+    mark_interrupted(catalog)
+    settings = {k: str(v) for k, v in vars(args).items()} | {"pid": os.getpid(), "host": socket.gethostname()}
+    job = catalog.start_job(kind, settings, args.shard, str(args.checkpoint))
+    try:
+        result = caption_pending(args, catalog, pending, job, engine)
+    except KeyboardInterrupt:
+        catalog.end_job(job, "interrupted")
+        raise
+    except BaseException:
+        catalog.end_job(job, "failed")
+        raise
+    catalog.end_job(job)
+    return result
+
+
+def caption_pending(args: argparse.Namespace, catalog: Catalog, pending: list, job: int, engine=None) -> dict[str, int]:
+    """The records of `pending` from `engine`, a new --engine, or Ray Data actors, stored here."""
     if args.ray_workers:
         from serve.caption_ray import ray_records
 
         with ray_records(args, pending) as records:
             return caption_into(catalog, records, len(pending), job)
-    engine = open_engine(args)
+    own = engine is None
+    engine = open_engine(args) if own else engine
     try:
         return caption_into(catalog, Captioner(engine, args).records(pending), len(pending), job)
     finally:
-        engine.close()
+        if own:  # a caller's engine goes on serving
+            engine.close()
 
 
 def merge(args: argparse.Namespace) -> int:

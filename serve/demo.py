@@ -159,32 +159,21 @@ def choose_catalog(args, checkpoint: Path, engine) -> Path | None:
 
 def ensure_corpus_catalog(engine, checkpoint: Path, manifest: Path, path: Path) -> Path:
     """`path` with every clip of `manifest` captioned by `engine`, as `musicllm caption MANIFEST
-    --out PATH` would (same Captioner: batched, resumable, failures recorded), reusing what is done."""
-    from serve.caption import caption_into, mark_interrupted, parse_args, read_manifest
-    from serve.captioner import Captioner
+    --out PATH` would (its job: batched, resumable, failures recorded), reusing what is done."""
+    from serve.caption import parse_args, pending_tracks, read_manifest, run_job
     from serve.catalog import Catalog
 
     # The corpus's labels are exact (it was synthesised from them): MIR estimates would add nothing.
     args = parse_args([str(manifest), "--out", str(path), "--checkpoint", str(checkpoint), "--no-analysis"])
     specs = read_manifest(manifest)
     with Catalog(path) as catalog:
-        catalog.add_tracks(specs)
-        pending = list(catalog.tracks(status="pending"))
+        _, pending = pending_tracks(catalog, specs)
         if not pending:
-            counts = catalog.counts()
-            step(3, f"catalog: {path} ({counts['done']} tracks, complete: reused)")
+            step(3, f"catalog: {path} ({catalog.counts()['done']} tracks, complete: reused)")
             return index_catalog(path)
         step(3, f"catalog: captioning {len(pending)} of {len(specs)} clips of the default corpus into {path} "
                 "(once; an interrupted run resumes at the next start) ...")
-        mark_interrupted(catalog)
-        job = catalog.start_job("demo caption", {"manifest": str(manifest), "pid": os.getpid(),
-                                                 "host": socket.gethostname()}, None, str(checkpoint))
-        try:
-            result = caption_into(catalog, Captioner(engine, args).records(pending), len(pending), job)
-        except BaseException:
-            catalog.end_job(job, "interrupted")
-            raise
-        catalog.end_job(job)
+        result = run_job(args, catalog, pending, engine=engine, kind="demo caption")
         failed = f", {result['failed']} failed (reasons in the catalog)" if result["failed"] else ""
         print(f"      catalog ready: {catalog.counts()['done']} tracks{failed}", flush=True)
     return index_catalog(path)
