@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -13,3 +14,49 @@ def write_results(report: dict, out) -> Path:
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out}")
     return out
+
+
+def stand_in_checkpoint(directory: Path) -> Path:
+    """The tiny preset with random weights (tokenizer trained on this repository's README and library code)."""
+    import torch
+
+    from musicllm.checkpoint import save_checkpoint
+    from musicllm.tiny import build_tiny
+
+    if not (directory / "config.json").is_file():
+        torch.manual_seed(0)
+        files = [Path("README.md"), *sorted(Path("musicllm").glob("*.py"))]
+        texts = [line for path in files if path.is_file() for line in path.read_text().splitlines() if line.strip()]
+        model, processor = build_tiny(texts, vocab_size=4096)
+        save_checkpoint(model, processor, directory)
+    return directory
+
+
+def choose_checkpoint(given, workdir: Path) -> tuple[Path, str]:
+    """(folder, which) a benchmark measures: --checkpoint ("given"), else the built default model
+    ("default"), else a random stand-in built under `workdir`, so that a fresh clone measures too."""
+    from musicllm import paths
+
+    if given is not None:
+        return Path(given).expanduser(), "given"
+    default = paths.default_model_dir()
+    if (default / "config.json").is_file():
+        return default, "default"
+    return stand_in_checkpoint(Path(workdir) / "stand-in"), "stand-in (tiny preset, random weights)"
+
+
+def benchmark_parser(doc: str, default_out, engines: list[str] | None = None,
+                     engines_help: str = "engines to measure") -> argparse.ArgumentParser:
+    """A benchmark's command line with the flags they share: --checkpoint (read by
+    choose_checkpoint) and --out (written by write_results); with `engines` (the default order),
+    also --engines, --max-tokens and --threads for the generation benchmarks. The caller adds its own."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="musicllm checkpoint (default: the built default model, else a random stand-in)")
+    parser.add_argument("--out", default=default_out, help="where to write the JSON results")
+    if engines:
+        parser.add_argument("--engines", nargs="+", default=engines, choices=["transformers", "vllm"], help=engines_help)
+        parser.add_argument("--max-tokens", type=int, default=64, help="longest generated text per request, in tokens")
+        parser.add_argument("--threads", type=int, default=1,
+                            help="torch CPU threads here, and each engine's LLM threads (vLLM's OpenMP threads)")
+    return parser

@@ -22,14 +22,13 @@ early, so every path decodes about --max-tokens tokens per clip; speed is what i
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import tempfile
 import time
 from pathlib import Path
 
-from eval.benchmarks import write_results
+from eval.benchmarks import benchmark_parser, choose_checkpoint, write_results
 
 DEFAULT_OUT = "eval/benchmarks/results/captioning.json"
 PROMPT = "Write a caption for this track."
@@ -107,34 +106,20 @@ def measure(kind: str, checkpoint: Path, clips: list, args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="musicllm checkpoint (default: the built default model, else a random stand-in)")
-    parser.add_argument("--engines", nargs="+", default=["transformers", "vllm"], choices=["transformers", "vllm"],
-                        help="batched engines to compare with the naive loop")
+    parser = benchmark_parser(__doc__, DEFAULT_OUT, ["transformers", "vllm"], "batched engines to compare with the naive loop")
     parser.add_argument("--clips", type=int, default=32, help="clips captioned by every path")
     parser.add_argument("--batch-size", type=int, default=16, help="clips per generate call (transformers engine)")
-    parser.add_argument("--max-tokens", type=int, default=64, help="caption length limit, in tokens")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per path; the median is reported")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (and vLLM's OpenMP threads)")
-    parser.add_argument("--out", default=DEFAULT_OUT, help="where to write the JSON results")
     args = parser.parse_args(argv)
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
 
     import torch
 
-    from eval.benchmarks.serving import stand_in_checkpoint
-    from musicllm import paths
     from musicllm.checkpoint import load_checkpoint
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="musicllm-captioning-") as tmp:
-        checkpoint, model = args.checkpoint, "given"
-        if checkpoint is None:
-            default = paths.default_model_dir()
-            checkpoint, model = (default, "default") if (default / "config.json").is_file() else (
-                stand_in_checkpoint(Path(tmp) / "stand-in"), "stand-in (tiny preset, random weights)")
-        checkpoint = checkpoint.expanduser()
+        checkpoint, model = choose_checkpoint(args.checkpoint, Path(tmp))
         print(f"checkpoint: {checkpoint} ({model})", flush=True)
         clips = make_clips(args.clips, load_checkpoint(checkpoint)[1].sample_rate)
         results = {}

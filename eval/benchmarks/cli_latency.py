@@ -8,7 +8,8 @@
 (interpreter start, imports, model loading, the query, printing), timed from outside, --repeats
 times, the median reported (other work on a shared machine moves single runs a lot). Forms:
   search text (hybrid, the default), search text --text-method bm25, search --audio,
-  recommend --audio (LLM reasons), recommend --audio --no-explain, recommend --audio --url with
+  recommend --audio (LLM reasons), recommend --audio --no-explain, recommend text alone (a
+  description: --no-explain is search only; with the LLM's reasons), recommend --audio --url with
   and without reasons (a gateway with the catalog, started here and warmed up first: the command
   is cold, the server not).
 For scale: `python -c pass` and `python -c "import torch"`. Then where `recommend --audio` spends
@@ -23,7 +24,6 @@ does not change how long a query takes). Its one-off text-embedding index build 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from eval.benchmarks import write_results
+from eval.benchmarks import benchmark_parser, choose_checkpoint, write_results
 
 DEFAULT_OUT = "eval/benchmarks/results/cli_latency.json"
 TEXT_QUERY = "calm piano for studying"
@@ -153,6 +153,8 @@ def cold_forms(catalog: Path, checkpoint: Path, song: Path, gateway: str, repeat
         "recommend --audio (LLM reasons)": cli + ["recommend", "--audio", str(song), *at, "--checkpoint", str(checkpoint)],
         "recommend --audio --no-explain": cli + ["recommend", "--audio", str(song), *at, "--checkpoint", str(checkpoint),
                                                  "--no-explain"],
+        "recommend TEXT --no-explain": cli + ["recommend", TEXT_QUERY, *at, "--no-explain"],  # search only
+        "recommend TEXT (LLM reasons)": cli + ["recommend", TEXT_QUERY, *at, "--checkpoint", str(checkpoint)],
         "recommend --audio --url (warm gateway)": cli + ["recommend", "--audio", str(song), "--url", gateway],
         "recommend --audio --url --no-explain": cli + ["recommend", "--audio", str(song), "--url", gateway,
                                                        "--no-explain"],
@@ -165,15 +167,12 @@ def cold_forms(catalog: Path, checkpoint: Path, song: Path, gateway: str, repeat
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="musicllm checkpoint (default: the built default model, else a random stand-in)")
+    parser = benchmark_parser(__doc__, DEFAULT_OUT)
     parser.add_argument("--catalog", type=Path, default=None,
                         help="an existing catalog made with --checkpoint's encoder (default: build one here)")
     parser.add_argument("--tracks", type=int, default=64, help="clips in the catalog built here")
     parser.add_argument("--repeats", type=int, default=3, help="timed cold runs per form; the median is reported")
     parser.add_argument("--warm-repeats", type=int, default=50, help="timed warm queries per form")
-    parser.add_argument("--out", default=DEFAULT_OUT, help="where to write the JSON results")
     args = parser.parse_args(argv)
     os.environ["OMP_NUM_THREADS"] = "1"
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
@@ -182,8 +181,6 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from eval.benchmarks.features_encoder import synth
-    from eval.benchmarks.serving import stand_in_checkpoint
-    from musicllm import paths
     from musicllm.engines import TransformersEngine
     from serve.api import create_app, serve_in_thread
     from serve.catalog import Catalog
@@ -192,12 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="musicllm-cli-latency-") as tmp:
         work = Path(tmp)
-        checkpoint, model = args.checkpoint, "given"
-        if checkpoint is None:
-            default = paths.default_model_dir()
-            checkpoint, model = (default, "default") if (default / "config.json").is_file() else (
-                stand_in_checkpoint(work / "stand-in"), "stand-in (tiny preset, random weights)")
-        checkpoint = checkpoint.expanduser()
+        checkpoint, model = choose_checkpoint(args.checkpoint, work)
         engine = TransformersEngine.from_checkpoint(checkpoint)
         song = work / "song.wav"
         sf.write(song, synth(0, 10 * engine.sample_rate, engine.sample_rate), engine.sample_rate)

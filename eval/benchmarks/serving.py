@@ -17,7 +17,6 @@ rarely end early, so every request decodes about --max-tokens tokens; speed is w
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -27,27 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from eval.benchmarks import write_results
+from eval.benchmarks import benchmark_parser, choose_checkpoint, write_results
 
 DEFAULT_OUT = "eval/benchmarks/results/serving.json"
 QUESTIONS = ["What instruments are playing?", "What key is this in?", "Describe the mood of this piece.",
              "How fast is the tempo?"]
-
-
-def stand_in_checkpoint(directory: Path) -> Path:
-    """The tiny preset with random weights (tokenizer trained on this repository's README and library code)."""
-    import torch
-
-    from musicllm.checkpoint import save_checkpoint
-    from musicllm.tiny import build_tiny
-
-    if not (directory / "config.json").is_file():
-        torch.manual_seed(0)
-        files = [Path("README.md"), *sorted(Path("musicllm").glob("*.py"))]
-        texts = [line for path in files if path.is_file() for line in path.read_text().splitlines() if line.strip()]
-        model, processor = build_tiny(texts, vocab_size=4096)
-        save_checkpoint(model, processor, directory)
-    return directory
 
 
 def requests_for(users: int, max_tokens: int, sample_rate: int, seconds: float = 10.0) -> list:
@@ -128,35 +111,22 @@ def print_table(results: dict, ratios: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="musicllm checkpoint (default: the built default model, else a random stand-in)")
-    parser.add_argument("--engines", nargs="+", default=["vllm", "transformers"], choices=["vllm", "transformers"],
-                        help="engines to measure")
-    parser.add_argument("--max-tokens", type=int, default=64, help="answer length limit per request")
+    parser = benchmark_parser(__doc__, DEFAULT_OUT, ["vllm", "transformers"])
     parser.add_argument("--users", type=int, default=16, help="concurrent users in the throughput test")
     parser.add_argument("--repeats", type=int, default=3, help="single-user requests (the median is reported)")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads for each engine's LLM")
     parser.add_argument("--start-timeout", type=float, default=300.0, help="seconds to wait for the vLLM server")
-    parser.add_argument("--out", default=DEFAULT_OUT, help="where to write the JSON results")
     args = parser.parse_args(argv)
 
     import torch
 
-    from musicllm import paths
-
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="musicllm-serving-") as tmp:
         workdir = Path(tmp)
-        checkpoint, model = args.checkpoint, "given"
-        if checkpoint is None:
-            default = paths.default_model_dir()
-            checkpoint, model = (default, "default") if (default / "config.json").is_file() else (
-                stand_in_checkpoint(workdir / "stand-in"), "stand-in (tiny preset, random weights)")
+        checkpoint, model = choose_checkpoint(args.checkpoint, workdir)
         print(f"checkpoint: {checkpoint} ({model})", flush=True)
         results = {}
         for kind in args.engines:
-            results[kind] = run_engine(kind, checkpoint.expanduser(), args, workdir)
+            results[kind] = run_engine(kind, checkpoint, args, workdir)
             print(f"{kind}: {json.dumps(results[kind])}", flush=True)
     ratios = {}
     if set(results) == {"vllm", "transformers"}:
