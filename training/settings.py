@@ -38,7 +38,7 @@ class ModelSettings:
 
 @dataclass
 class DataSettings:
-    train: list[str] = field(default_factory=list)  # conversation JSONL files
+    train: list[str] = field(default_factory=list)  # conversation JSONL files (one listed n times: n times as often)
     valid: list[str] = field(default_factory=list)
     # Records that carry a `split` are kept only if it is listed (train files) or "valid" (valid
     # files), so one conversations file can hold every split without leaking test clips.
