@@ -147,11 +147,13 @@ class Gateway:
             raise gr.Error(f"Cannot reach the API gateway at {self.url}: {err}", print_exception=False) from err
 
 
-    async def recommend(self, audio_part: dict, k: int = 5) -> str:
-        """Catalog tracks like the clip, each with its reason, as chat text."""
+    async def recommend(self, audio_part: dict | None, words: str, k: int = 5) -> str:
+        """Catalog tracks like the clip (with no clip: matching the words), each with its reason,
+        as chat text."""
         from serve.recommend import picks_markdown
 
-        return picks_markdown(await self.recommend_picks({"input_audio": audio_part["input_audio"], "k": k}))
+        body = {"input_audio": audio_part["input_audio"]} if audio_part else {"query": words}
+        return picks_markdown(await self.recommend_picks({**body, "k": k}))
 
     async def recommend_picks(self, body: dict) -> list[dict]:
         """POST /v1/recommend with `body`; the reply's picks (title, attributes, reason, ...)."""
@@ -207,17 +209,20 @@ def build_app(gateway_url: str, api_key: str | None = None, model: str | None = 
         if not question:
             gr.Warning("Type a question first (or pick an example).")
             return
-        if path is None:
+        wants_picks = asks_for_recommendations(question)  # answered from the catalog, not the LLM chat
+        if path is None and not wants_picks:
             gr.Warning("Upload or record a clip first: the questions are about it.")
             return
-        try:
-            # The gateway keeps no sessions: every request carries the whole chat, clip included.
-            audio_part = await anyio.to_thread.run_sync(clip_part, path, max_clip_bytes)  # file I/O, maybe FLAC
-        except AudioError as err:
-            raise gr.Error(str(err), title="Unusable audio", print_exception=False) from err
+        audio_part = None  # "recommend calm piano" with no clip: the catalog is searched by the words
+        if path is not None:
+            try:
+                # The gateway keeps no sessions: every request carries the whole chat, clip included.
+                audio_part = await anyio.to_thread.run_sync(clip_part, path, max_clip_bytes)  # file I/O, maybe FLAC
+            except AudioError as err:
+                raise gr.Error(str(err), title="Unusable audio", print_exception=False) from err
         asked = turns + [{"role": "user", "content": question}]
-        if asks_for_recommendations(question):  # "recommend something like this": the catalog answers
-            done = asked + [{"role": "assistant", "content": await gateway.recommend(audio_part)}]
+        if wants_picks:
+            done = asked + [{"role": "assistant", "content": await gateway.recommend(audio_part, question)}]
             yield done, done, ""
             return
         messages = openai_messages(asked, audio_part)

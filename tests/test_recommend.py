@@ -281,12 +281,16 @@ def test_web_chat_answers_recommendation_requests_from_the_catalog(gateway, tran
     part = {"type": "input_audio", "input_audio": {"data": base64.b64encode(wav_bytes(clicks(3.0, 170))).decode(),
                                                    "format": "wav"}}
     url = str(gateway.base_url).rstrip("/")
-    answer = asyncio.run(Gateway(f"{url}/v1", api_key="secret").recommend(part, k=2))
+    answer = asyncio.run(Gateway(f"{url}/v1", api_key="secret").recommend(part, "Recommend something similar", k=2))
     lines = answer.splitlines()
     assert len(lines) == 2 and lines[0].startswith("1. **Garage Fury** — ")
+    # no clip uploaded: "recommend calm piano for studying" searches the catalog by its words
+    answer = asyncio.run(Gateway(f"{url}/v1", api_key="secret").recommend(None, "Recommend calm piano for studying", k=2))
+    lines = answer.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("1. **Moonlit Study** — ")
     with serve_in_thread(create_app(transformers_engine)) as url:  # a gateway without a catalog
         with pytest.raises(gr.Error, match="no catalog to recommend from"):
-            asyncio.run(Gateway(f"{url}/v1").recommend(part))
+            asyncio.run(Gateway(f"{url}/v1").recommend(part, "Recommend something similar"))
 
 
 def test_gateway_with_a_missing_catalog_fails_at_start(tmp_path, transformers_engine):
