@@ -47,6 +47,10 @@ _QUOTED = re.compile(r"[\"“”‘’«»]|(?:^|\s)'[^']+'")
 # (Single letters do not count: "in A minor" is a key, not a name.)
 _PROPER = re.compile(r"\b[A-Z][a-z']+(?:\s+(?:(?:of|the|and|in|on|a)\s+)?[A-Z][a-z']+)+")
 _BPM = re.compile(r"(\d+(?:\.\d+)?)\s*bpm", re.IGNORECASE)
+# A sentence a person would write starts with a capital or a digit; a small model's broken output
+# starts mid-word ("-string guitar, drums.") or stutters ("0:05–0:05–0:05–0:05").
+_SENTENCE_START = re.compile(r"[A-Z0-9]")
+_STUTTER = re.compile(r"(.{4,}?)\1\1")
 _KEY = re.compile(r"\b([A-G])([#b]?)\s+(major|minor)\b")
 MAX_K = 50
 
@@ -112,11 +116,14 @@ def contradicts(sentence: str, attributes: dict) -> bool:
 
 def grounded(text: str, own_names: set[str], other_names: set[str], attributes: dict | None = None) -> str:
     """`text` without the sentences that could name a track outside the pick, or (given the
-    pick's `attributes`) that state a tempo or key its facts contradict (module docstring)."""
+    pick's `attributes`) that state a tempo or key its facts contradict (module docstring), or
+    that are not sentences at all (broken model output)."""
     own = {n.lower() for n in own_names if n}
     others = {n.lower() for n in other_names if n and n.lower() not in own}
     kept = []
     for sentence in _SENTENCE.split(text.strip()):
+        if not _SENTENCE_START.match(sentence) or _STUTTER.search(sentence):
+            continue
         lowered = sentence.lower()
         if any(name in lowered for name in others):
             continue
