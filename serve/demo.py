@@ -17,8 +17,8 @@ What starts, in order, on 127.0.0.1 unless --host says otherwise:
      default corpus (the clips quickstart synthesised, $MUSICLLM_HOME/default/corpus) captioned into
      $MUSICLLM_HOME/default/catalog.db by `musicllm caption`'s machinery with the engine just
      started (a progress bar; measured: the 72 --size small clips in 11 s with vLLM; the default
-     corpus's 720 clips, ~2,000 caption requests, should take about a minute at the rate of
-     eval/benchmarks/captioning.py; interrupted, the next start resumes it; complete, it is
+     corpus's 720 clips in 4 min 44 s with vLLM while a test suite shared the 2 cores, and about
+     1 min more for the search indexes; interrupted, the next start resumes it; complete, it is
      reused), then its search indexes are updated; or --catalog PATH;
   4. the OpenAI-compatible API gateway (`musicllm serve`'s app, with POST /v1/recommend on the
      catalog) in this process;
