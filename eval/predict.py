@@ -196,7 +196,8 @@ def predict_batch(model, processor, items: list[dict], clips: list, prompts: lis
     """Answers and option log-likelihoods for a batch of questions."""
     encoded = encode_clips(model, processor, clips)
     shown = [clip is not None for clip in clips]
-    gen = with_frames(generation_inputs(processor, prompts, clips).to(model.device), encoded, [1] * sum(shown))
+    gen = with_frames(generation_inputs(processor, prompts, clips), encoded, [1] * sum(shown))
+    gen = {k: v.to(model.device) for k, v in gen.items()}  # the raw audio, already encoded, stays behind
     new_tokens = model.generate(**gen, max_new_tokens=max_new_tokens, do_sample=False,
                                 pad_token_id=processor.tokenizer.pad_token_id)
     outputs = [processor.decode(row).strip() for row in new_tokens]
