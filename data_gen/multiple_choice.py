@@ -191,13 +191,36 @@ def _metre(labels):
     return METRES[ts], others, [METRES[ts]], others
 
 
-def _instrument(labels, rng):
+def clip_instruments(labels: dict) -> list[str] | None:
     present = labels.get("instruments")
     if not isinstance(present, list) or not present or not all(isinstance(p, str) for p in present):
         return None
-    present = sorted({instrument_name(p) for p in present})
+    return sorted({instrument_name(p) for p in present})
+
+
+def instrument_odds(clips) -> dict[str, float]:
+    """instrument -> (clips that could offer it as a wrong answer) / (clips that have it). Almost
+    every clip has a bass, so a bass can rarely be a wrong answer: it is asked about that much
+    less often, or "the bass" would be right whenever offered (a prior a model learns without
+    hearing anything)."""
+    ensembles = [p for p in (clip_instruments(c.get("labels") or {}) for c in clips) if p]
+    names = sorted({name for present in ensembles for name in present})
+    return {name: sum(not may_be_playing(name, present) for present in ensembles) /
+            sum(name in present for present in ensembles) for name in names}
+
+
+def asked_instrument_weights(present: list[str], odds: dict[str, float] | None) -> list[float]:
+    """How likely each of a clip's instruments is to be the one asked about (they sum to 1)."""
+    weights = [odds.get(p, 1.0) + 1e-3 if odds else 1.0 for p in present]
+    return [w / sum(weights) for w in weights]
+
+
+def _instrument(labels, rng, odds=None):
+    present = clip_instruments(labels)
+    if present is None:
+        return None
     absent = [x for family in INSTRUMENT_FAMILIES for x in family if not may_be_playing(x, present)]
-    asked = rng.choice(present)
+    asked = rng.choices(present, asked_instrument_weights(present, odds))[0]
     # The asked instrument's family: one whose members' head nouns ("piano", "horn") it shares.
     family = next((f for f in INSTRUMENT_FAMILIES
                    if any(instrument_tokens(m.split()[-1]) & instrument_tokens(asked) for m in f)), [])
@@ -260,11 +283,12 @@ SPECS = {"tempo": _tempo, "key": _key, "mode": _mode, "metre": _metre, "instrume
          "mood": _mood, "dynamics": _dynamics, "structure": _structure}
 
 
-def label_facts(labels: dict, rng: random.Random) -> dict[str, tuple]:
-    """dimension -> (correct answer, related wrong answers, true facts, false facts)."""
+def label_facts(labels: dict, rng: random.Random, odds: dict[str, float] | None = None) -> dict[str, tuple]:
+    """dimension -> (correct answer, related wrong answers, true facts, false facts). `odds`
+    (`instrument_odds` of the corpus) weighs which of the clip's instruments is asked about."""
     out = {}
     for dim, spec in SPECS.items():
-        result = spec(labels, rng) if dim == "instrument" else spec(labels)
+        result = spec(labels, rng, odds) if dim == "instrument" else spec(labels)
         if result is not None:
             out[dim] = result
     return out
@@ -338,20 +362,29 @@ FACT_AFFIXES = re.compile(r"^Key of |( style| mood| in the ensemble| tonality| d
 DISTRACTOR_KINDS = ("muchomusic", "same-kind")
 
 
-def answer_vocabulary(clips, rng: random.Random) -> dict[str, Counter]:
-    """dimension -> how often each answer is true of a clip in the corpus. Same-kind distractors
-    are drawn from these answers, in these proportions, so that an option's wording says nothing
-    about whether it is right: none is wrong merely because no clip has it ("Metal"), and a
-    common answer ("Drums") is offered as a distractor as often as it is correct."""
-    vocabulary: dict[str, Counter] = {}
+def answer_vocabulary(clips, rng: random.Random, odds: dict[str, float] | None = None) -> dict[str, Counter]:
+    """dimension -> answer -> its weight as a same-kind distractor: how often it is the answer of
+    a question, divided by how many clips could offer it as a wrong answer. Then every answer is
+    offered as a distractor about three times as often as it is right, so an option's wording
+    says nothing about whether it is right: none is wrong merely because no clip has it
+    ("Metal"), and a common answer is a distractor in proportion. (With the plain frequency as
+    weight, and instruments asked at random, "Acoustic bass" was right 41 times in 53.)"""
+    answered: dict[str, Counter] = {}  # dimension -> answer -> questions it answers (expected)
+    offerable: dict[str, Counter] = {}  # dimension -> answer -> clips it is not true of
     for clip in clips:
-        labels = clip.get("labels") or {}
-        for dim, (correct, _, _, _) in label_facts(labels, rng).items():
+        for dim, (correct, _, _, _) in label_facts(clip.get("labels") or {}, rng, odds).items():
             if dim != "instrument":
-                vocabulary.setdefault(dim, Counter())[correct] += 1
-        for name in labels.get("instruments") or []:
-            vocabulary.setdefault("instrument", Counter())[cap(instrument_name(name))] += 1
-    return vocabulary
+                answered.setdefault(dim, Counter())[correct] += 1
+    for dim, counts in answered.items():
+        offerable[dim] = Counter({answer: len(clips) - n for answer, n in counts.items()})
+    ensembles = [p for p in (clip_instruments(c.get("labels") or {}) for c in clips) if p]
+    for present in ensembles:
+        for name, share in zip(present, asked_instrument_weights(present, odds)):
+            answered.setdefault("instrument", Counter())[cap(name)] += share
+    offerable["instrument"] = Counter({name: sum(not may_be_playing(name.lower(), present) for present in ensembles)
+                                       for name in answered.get("instrument", {})})
+    return {dim: Counter({answer: n / max(1, offerable[dim][answer]) for answer, n in counts.items()})
+            for dim, counts in answered.items()}
 
 
 def same_kind_wrong_answers(dim: str, facts: dict, vocabulary: dict | None = None) -> list[str]:
@@ -431,12 +464,12 @@ def _choose(base: dict, dim: str, facts: dict, rng: random.Random, target: int |
 
 def make_questions(clip: dict, rng: random.Random, per_clip: int = 4, positions: PositionCycle | None = None,
                    dimensions: list[str] | None = None, distractors: str = "muchomusic",
-                   vocabulary: dict | None = None) -> list[dict]:
+                   vocabulary: dict | None = None, odds: dict[str, float] | None = None) -> list[dict]:
     """Up to `per_clip` questions on different dimensions of `clip`, from its ground-truth labels.
 
     `positions` steers the answer positions of `option_order` (balanced over all calls sharing it);
     without it they are left to the row hash. `dimensions` limits which dimensions are asked."""
-    facts = label_facts(clip.get("labels", {}) or {}, rng)
+    facts = label_facts(clip.get("labels", {}) or {}, rng, odds)
     asked = [d for d in SPECS if d in facts and (dimensions is None or d in dimensions)]
     rng.shuffle(asked)
     genre = (clip.get("labels") or {}).get("genre")
@@ -512,12 +545,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"musicllm data mc: {args.manifest}: {err}", file=sys.stderr)
         return 2
     positions, rows = PositionCycle(seeded_rng("mc-positions", args.seed)), []
-    vocabulary = answer_vocabulary(everything, seeded_rng("mc-vocabulary", args.seed))
+    odds = instrument_odds(everything)
+    vocabulary = answer_vocabulary(everything, seeded_rng("mc-vocabulary", args.seed), odds)
     asked = balanced_dimensions(list(clips.values()), seeded_rng("mc-balance", args.seed)) if args.balance_answers else {}
     for clip in tqdm(clips.values(), unit="clip", desc="questions"):
         clip = {**clip, "audio": relocate_audio(clip["audio"], args.manifest.parent, out.parent)}
         rows += make_questions(clip, seeded_rng("mc", args.seed, clip["id"]), args.per_clip, positions,
-                               dimensions=asked.get(clip["id"]), distractors=args.distractors, vocabulary=vocabulary)
+                               dimensions=asked.get(clip["id"]), distractors=args.distractors, vocabulary=vocabulary,
+                               odds=odds)
     write_csv(rows, out)
     flagged = sum(1 for r in rows if "text_only_guessable" in r["flags"])
     print(f"{len(rows)} questions on {len(clips)} clips ({args.split} split) -> {out}; "

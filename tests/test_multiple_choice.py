@@ -240,3 +240,27 @@ def test_balanced_answers_leave_no_common_answer_to_guess(tmp_path):
     skewed, balanced = share_of_most_common([]), share_of_most_common(["--balance-answers"])
     assert skewed["metre"] > 0.7 and balanced["metre"] < 0.45
     assert skewed["tempo"] > 0.6 and balanced["tempo"] < 0.35
+
+
+def test_instrument_options_are_right_about_a_quarter_of_the_times_they_are_shown():
+    """When most clips have a bass, a bass is right whenever asked about and can be a wrong
+    answer only in the few clips without one: it is asked about less often (in proportion), or
+    a model that never hears the audio learns to pick the bass (it was right 62% of the times
+    it was shown)."""
+    from data_gen.multiple_choice import answer_vocabulary, instrument_odds
+
+    rng = random.Random(11)
+    clips = [procedural_clip(i, rng) for i in range(400)]
+    for clip in clips:  # three clips in four have one of two basses
+        if rng.random() < 0.75:
+            others = [name for name in clip["labels"]["instruments"] if "bass" not in name.lower()]
+            clip["labels"]["instruments"] = others + [rng.choice(["Acoustic Bass", "Electric Bass (finger)"])]
+    odds = instrument_odds(clips)
+    vocabulary = answer_vocabulary(clips, random.Random(0), odds)
+    rows = [row for clip in clips for row in make_questions(clip, random.Random(clip["id"]), per_clip=8,
+                                                             dimensions=["instrument"], distractors="same-kind",
+                                                             vocabulary=vocabulary, odds=odds)]
+    shown, right = Counter(o for r in rows for o in options(r)), Counter(r["correct_answer"] for r in rows)
+    precision = {o: right[o] / n for o, n in shown.items() if n >= 30}
+    assert len(rows) > 250 and {"Acoustic bass", "Fingered electric bass"} <= set(precision)
+    assert max(precision.values()) < 0.45, sorted(precision.items(), key=lambda kv: -kv[1])[:3]
