@@ -20,17 +20,21 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 from collections import defaultdict
 from pathlib import Path
 
 from data_gen.formats import JsonlWriter, read_jsonl, validate_conversation
 from eval.questions import LETTERS, format_prompt, load_questions
 
+WORD = re.compile(r"[a-z0-9#/]+")
+
 
 def conversations(csv_path: str | Path, split: str, orders: int = 2, seed: int = 0,
                   captions: str | Path | None = None) -> list[dict]:
     """Each question `orders` times, options shuffled; with `captions` (conversations JSONL with
-    clip_id), the text-only reading version: a caption of the question's clip instead of its audio."""
+    clip_id), the text-only reading version: a caption of the question's clip that states the
+    answer (where one does) instead of its audio."""
     context = clip_captions(captions) if captions else None
     rng = random.Random(seed)
     records = []
@@ -44,7 +48,8 @@ def conversations(csv_path: str | Path, split: str, orders: int = 2, seed: int =
                 clip = item["dataset_identifier"]
                 if not context.get(clip):
                     raise ValueError(f"{csv_path}: question {item['id']}: no caption of clip {clip!r} in {captions}")
-                audio, user, task = [], rng.choice(context[clip]) + "\n" + prompt, "mc_read"
+                evidence = supporting(context[clip], item["options"], answer)
+                audio, user, task = [], rng.choice(evidence) + "\n" + prompt, "mc_read"
             record = {
                 "id": f"{item['id']}:{task}:{order_seed}",
                 "audio": audio,
@@ -59,6 +64,17 @@ def conversations(csv_path: str | Path, split: str, orders: int = 2, seed: int =
             }
             records.append(validate_conversation(record))
     return records
+
+
+def supporting(captions: list[str], options: list[str], answer: int) -> list[str]:
+    """The captions that best support the answer: most words of the right option, fewest of the
+    wrong ones (a caption that does not state the key teaches nothing about key questions)."""
+    def score(caption: str) -> int:
+        said = set(WORD.findall(caption.lower()))
+        return sum(len(said & set(WORD.findall(o.lower()))) * (1 if i == answer else -1) for i, o in enumerate(options))
+
+    best = max(map(score, captions))
+    return [c for c in captions if score(c) == best]
 
 
 def clip_captions(path: str | Path) -> dict[str, list[str]]:
