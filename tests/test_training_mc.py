@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from training.multiple_choice import conversations, main
+from training.multiple_choice import conversations, main, supporting
 
 COLUMNS = ["question", "correct_answer", "distractor_1_answer", "distractor_2_answer", "distractor_3_answer",
            "dataset", "dataset_identifier", "genre", "music_knowledge", "music_reasoning", "audio"]
@@ -69,6 +69,13 @@ def test_reading_conversations_put_a_caption_of_the_same_clip_where_the_audio_wa
         assert pointed == text and text.startswith("right ")
     again = conversations(questions(tmp_path), "train", orders=2, captions=captions_file(tmp_path))
     assert again == records  # seeded
+
+
+def test_reading_context_is_a_caption_that_states_the_answer():
+    captions = ["A calm piece with piano.", "It is in D minor, calm.", "It is in E major or D minor?"]
+    options = ["E major", "D minor", "A minor", "C major"]
+    assert supporting(captions, options, answer=1) == ["It is in D minor, calm."]
+    assert supporting(["Calm.", "Quiet."], options, answer=1) == ["Calm.", "Quiet."]  # none says: any
 
 
 def test_reading_without_a_caption_of_the_clip_names_the_question_and_clip(tmp_path):

@@ -7,6 +7,7 @@ audio or LLMs.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 import re
@@ -60,11 +61,12 @@ def instrument_name(name: str) -> str:
     return re.sub(r"\s+\d+$", "", name)  # "string ensemble 1" -> "string ensemble"
 
 
-def instrument_tokens(name: str) -> set[str]:
+@functools.lru_cache(maxsize=4096)  # asked about every instrument of every clip, many times over
+def instrument_tokens(name: str) -> frozenset[str]:
     """Words (singular) and sound groups of an instrument name, for "may be the same sound" checks."""
     words = {w[:-1] if w.endswith("s") and not w.endswith("ss") and len(w) > 3 else w
              for w in re.findall(r"[a-z]+", instrument_name(name))}
-    return words | {f"group:{g}" for g, members in INSTRUMENT_GROUPS.items() if words & members}
+    return frozenset(words | {f"group:{g}" for g, members in INSTRUMENT_GROUPS.items() if words & members})
 
 
 def may_be_playing(candidate: str, present: list[str]) -> bool:
