@@ -198,15 +198,24 @@ def clip_instruments(labels: dict) -> list[str] | None:
     return sorted({instrument_name(p) for p in present})
 
 
+def ensembles(clips) -> list[list[str]]:
+    """Each clip's instruments (clips without a usable instrument list left out)."""
+    return [p for p in (clip_instruments(c.get("labels") or {}) for c in clips) if p]
+
+
+def offerable(name: str, ensembles: list[list[str]]) -> int:
+    """How many of the ensembles could offer instrument `name` as a wrong answer."""
+    return sum(not may_be_playing(name, present) for present in ensembles)
+
+
 def instrument_odds(clips) -> dict[str, float]:
     """instrument -> (clips that could offer it as a wrong answer) / (clips that have it). Almost
     every clip has a bass, so a bass can rarely be a wrong answer: it is asked about that much
     less often, or "the bass" would be right whenever offered (a prior a model learns without
     hearing anything)."""
-    ensembles = [p for p in (clip_instruments(c.get("labels") or {}) for c in clips) if p]
-    names = sorted({name for present in ensembles for name in present})
-    return {name: sum(not may_be_playing(name, present) for present in ensembles) /
-            sum(name in present for present in ensembles) for name in names}
+    groups = ensembles(clips)
+    names = sorted({name for present in groups for name in present})
+    return {name: offerable(name, groups) / sum(name in present for present in groups) for name in names}
 
 
 def asked_instrument_weights(present: list[str], odds: dict[str, float] | None) -> list[float]:
@@ -370,20 +379,18 @@ def answer_vocabulary(clips, rng: random.Random, odds: dict[str, float] | None =
     ("Metal"), and a common answer is a distractor in proportion. (With the plain frequency as
     weight, and instruments asked at random, "Acoustic bass" was right 41 times in 53.)"""
     answered: dict[str, Counter] = {}  # dimension -> answer -> questions it answers (expected)
-    offerable: dict[str, Counter] = {}  # dimension -> answer -> clips it is not true of
     for clip in clips:
-        for dim, (correct, _, _, _) in label_facts(clip.get("labels") or {}, rng, odds).items():
+        for dim, (correct, _, _, _) in label_facts(clip.get("labels") or {}, rng).items():
             if dim != "instrument":
                 answered.setdefault(dim, Counter())[correct] += 1
-    for dim, counts in answered.items():
-        offerable[dim] = Counter({answer: len(clips) - n for answer, n in counts.items()})
-    ensembles = [p for p in (clip_instruments(c.get("labels") or {}) for c in clips) if p]
-    for present in ensembles:
+    # dimension -> answer -> clips that could offer it as a wrong answer (those it is not true of)
+    wrong_in = {dim: {answer: len(clips) - n for answer, n in counts.items()} for dim, counts in answered.items()}
+    groups = ensembles(clips)
+    for present in groups:
         for name, share in zip(present, asked_instrument_weights(present, odds)):
             answered.setdefault("instrument", Counter())[cap(name)] += share
-    offerable["instrument"] = Counter({name: sum(not may_be_playing(name.lower(), present) for present in ensembles)
-                                       for name in answered.get("instrument", {})})
-    return {dim: Counter({answer: n / max(1, offerable[dim][answer]) for answer, n in counts.items()})
+    wrong_in["instrument"] = {name: offerable(name.lower(), groups) for name in answered.get("instrument", {})}
+    return {dim: Counter({answer: n / max(1, wrong_in[dim][answer]) for answer, n in counts.items()})
             for dim, counts in answered.items()}
 
 

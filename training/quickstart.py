@@ -169,7 +169,8 @@ class Pipeline:
         mixed = self.eval / "muchomusic_kinds"
         for mode in ("audio", "none"):
             if predict(["--checkpoint", str(model), "--questions", str(self.data / "mc_test_muchomusic.csv"),
-                        "--audio-mode", mode, *answer, "--limit", "150", "--out", str(mixed / "predictions" / f"{mode}.jsonl")]):
+                        "--audio-mode", mode, *answer, "--limit", "150",
+                        "--out", str(mixed / "predictions" / f"{mode}.jsonl")]):
                 return 1
         if score([str(mixed / "predictions" / f"{m}.jsonl") for m in ("audio", "none")] +
                  ["--out", str(mixed / "scores.json")]):
@@ -188,8 +189,8 @@ class Pipeline:
         # state the answer, 78% after 800). Stage 1 then trains the projector to make the audio
         # serve as such evidence, with the LLM frozen; stage 2 tunes both on the multiple-choice
         # file read three times (a file listed n times is seen n times as often), captions and
-        # Q&A. Held out, same stages 1 and 2 (200 and 1500 steps): 47% without a reading step, 74% after
-        # one that read 82% right; a reading step that reached only 64% gave 57%.
+        # Q&A. Held out, same stages 1 and 2 (200 and 1500 steps): 47% without a reading step,
+        # 74% after one that read 82% right; a reading step that reached only 64% gave 57%.
         stage2 = ["captions.jsonl", "instructions.jsonl"] + ["mc_train.jsonl"] * 3
         stages = [("pretrain", "pretrain", s.steps[0], ["captions.jsonl", "instructions.jsonl", "mc_train.jsonl"],
                    None, []),
