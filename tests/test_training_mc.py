@@ -90,3 +90,14 @@ def test_cli_writes_reading_conversations(tmp_path, capsys):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 2 and all(r["task"] == "mc_read" for r in rows)
     assert "wrote 2 conversations" in capsys.readouterr().out
+
+
+def test_cli_names_a_missing_caption_or_file_and_keeps_the_old_output(tmp_path, capsys):
+    out = tmp_path / "read.jsonl"
+    out.write_text("kept\n")
+    mc = str(questions(tmp_path))
+    assert main([mc, "--out", str(out), "--read", str(captions_file(tmp_path, {"clip0": ["Calm."]}))]) == 2
+    assert "no caption of clip 'clip1'" in capsys.readouterr().err
+    assert main([mc, "--out", str(out), "--read", str(tmp_path / "missing.jsonl")]) == 2
+    assert "missing.jsonl: no such captions file" in capsys.readouterr().err
+    assert out.read_text() == "kept\n"

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import random
 import re
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -78,6 +79,8 @@ def supporting(captions: list[str], options: list[str], answer: int) -> list[str
 
 def clip_captions(path: str | Path) -> dict[str, list[str]]:
     """clip_id -> the assistant's captions of that clip, from a conversations JSONL."""
+    if not Path(path).is_file():
+        raise ValueError(f"{path}: no such captions file (conversations JSONL, as `musicllm data write` makes)")
     captions = defaultdict(list)
     for record in read_jsonl(path):
         if record.get("task") == "caption" and record.get("clip_id"):
@@ -96,7 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--read", type=Path, metavar="CAPTIONS_JSONL",
                         help="write text-only reading comprehension: each clip's caption instead of its audio")
     args = parser.parse_args(argv)
-    records = conversations(args.questions, args.split, args.orders, args.seed, captions=args.read)
+    try:  # built whole before anything is written: a bad input leaves the old --out as it was
+        records = conversations(args.questions, args.split, args.orders, args.seed, captions=args.read)
+    except (ValueError, OSError) as err:  # QuestionError, FormatError, a missing caption or file
+        print(f"python -m training.multiple_choice: {err}", file=sys.stderr)
+        return 2
     args.out.unlink(missing_ok=True)
     with JsonlWriter(args.out) as writer:
         writer.write_all(records)
