@@ -546,7 +546,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = args.out or args.manifest.parent / "multiple_choice.csv"
     try:
-        everything = list(read_jsonl(args.manifest))
+        # In id order: parallel synthesis writes the manifest in finishing order, which varies
+        everything = sorted(read_jsonl(args.manifest), key=lambda c: c["id"])
         clips = {c["id"]: c for c in everything if args.split == "all" or c.get("split") == args.split}
     except (FormatError, KeyError) as err:
         print(f"musicllm data mc: {args.manifest}: {err}", file=sys.stderr)

@@ -142,6 +142,14 @@ def test_cli_writes_the_test_split_with_audio_beside_the_csv(tmp_path):
                                                       f"{r['dataset_identifier']}.wav").resolve() for r in rows)
     first = out.read_text()
     assert main([str(manifest), "--out", str(out), "--per-clip", "3"]) == 0 and out.read_text() == first
+    # Clips are synthesised in parallel, so the manifest's line order varies from run to run:
+    # the questions must not (every seeded choice follows the clip ids).
+    manifest.write_text("".join(json.dumps(c) + "\n" for c in reversed(clips)))
+    assert main([str(manifest), "--out", str(out), "--per-clip", "3", "--balance-answers"]) == 0
+    balanced = out.read_text()
+    manifest.write_text("".join(json.dumps(c) + "\n" for c in clips))
+    assert main([str(manifest), "--out", str(out), "--per-clip", "3", "--balance-answers"]) == 0
+    assert out.read_text() == balanced
     assert main([str(manifest), "--split", "all"]) == 0
     assert Path(tmp_path / "corpus" / "multiple_choice.csv").exists()
 

@@ -91,7 +91,7 @@ sys.exit(t.main(sys.argv[1:]))
 
 
 def test_resume_after_kill_continues_the_same_loss_curve(dataset, tmp_path):
-    steps = dict(steps=9, files=("captions", "instructions"))
+    steps = dict(steps=9, files=("captions", "instructions"), extra=["--data.group_by_length=2"])
     assert main(args(dataset, tmp_path / "straight", "pretrain", **steps)) == 0
     killed = subprocess.run([sys.executable, "-c", KILL_AT_STEP_6, *args(dataset, tmp_path / "killed", "pretrain", **steps)],
                             capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[1])

@@ -39,10 +39,11 @@ def captions_file(tmp_path, captions=CAPTIONS):
     return path
 
 
-def answered(record) -> tuple[str, str]:
+def answered(record, turn: int = 0) -> tuple[str, str]:
     """(the option text the reply's letter points to in the prompt, the reply's own text)."""
-    letter, text = re.fullmatch(r"\(([ABCD])\) (.*)", record["messages"][1]["content"]).groups()
-    shown = dict(re.findall(r"\(([ABCD])\) (.*?) (?=\([ABCD]\)|\n)", record["messages"][0]["content"]))
+    user, reply = record["messages"][2 * turn: 2 * turn + 2]
+    letter, text = re.fullmatch(r"\(([ABCD])\) (.*)", reply["content"]).groups()
+    shown = dict(re.findall(r"\(([ABCD])\) (.*?) (?=\([ABCD]\)|\n)", user["content"]))
     return shown[letter], text
 
 
@@ -71,11 +72,40 @@ def test_reading_conversations_put_a_caption_of_the_same_clip_where_the_audio_wa
     assert again == records  # seeded
 
 
-def test_reading_context_is_a_caption_that_states_the_answer():
+def test_reading_asks_all_of_a_clips_questions_after_one_caption(tmp_path):
+    path = tmp_path / "mc.csv"
+    (tmp_path / "clip0.flac").write_bytes(b"")
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        for question, answer, wrong in (("Which key?", "D minor", "E major"), ("Which mood?", "calm", "angry"),
+                                        ("Which tempo?", "slow", "fast")):
+            writer.writerow({"question": question, "correct_answer": answer, "distractor_1_answer": wrong,
+                             "distractor_2_answer": "A minor", "distractor_3_answer": "C major",
+                             "dataset": "ours", "dataset_identifier": "clip0", "genre": "rock",
+                             "music_knowledge": "", "music_reasoning": "", "audio": "clip0.flac"})
+    captions = {"clip0": ["A calm piece.", "Slow and calm, in D minor.", "Fast, angry, in E major."]}
+    records = conversations(path, "train", orders=3, captions=captions_file(tmp_path, captions))
+    assert len(records) == 3  # one conversation per option order
+    firsts = set()
+    for r in records:
+        users = [m["content"] for m in r["messages"][::2]]
+        assert len(users) == 3 and users[0].startswith("Slow and calm, in D minor.\nQuestion: ")
+        assert all(u.startswith("Question: ") for u in users[1:])  # the caption is given once
+        assert sorted(answered(r, t)[1] for t in range(3)) == ["D minor", "calm", "slow"]
+        assert all(answered(r, t)[0] == answered(r, t)[1] for t in range(3))
+        firsts.add(users[0].split("Question: ")[1][:10])
+    assert len(firsts) > 1  # no question always comes first
+
+
+def test_reading_context_is_a_caption_that_states_the_answers():
     captions = ["A calm piece with piano.", "It is in D minor, calm.", "It is in E major or D minor?"]
-    options = ["E major", "D minor", "A minor", "C major"]
-    assert supporting(captions, options, answer=1) == ["It is in D minor, calm."]
-    assert supporting(["Calm.", "Quiet."], options, answer=1) == ["Calm.", "Quiet."]  # none says: any
+    key = {"options": ["E major", "D minor", "A minor", "C major"], "answer_index": 1}
+    mood = {"options": ["angry", "calm", "happy", "sad"], "answer_index": 1}
+    assert supporting(captions, [key]) == ["It is in D minor, calm."]
+    assert supporting(captions, [mood]) == captions[:2]
+    assert supporting(captions, [key, mood]) == ["It is in D minor, calm."]
+    assert supporting(["Calm.", "Quiet."], [key]) == ["Calm.", "Quiet."]  # none says: any
 
 
 def test_reading_without_a_caption_of_the_clip_names_the_question_and_clip(tmp_path):

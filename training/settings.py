@@ -44,6 +44,8 @@ class DataSettings:
     # files), so one conversations file can hold every split without leaking test clips.
     splits: list[str] = field(default_factory=lambda: ["train"])
     max_length: int = 512  # tokens; longer conversations are skipped with a count in the log
+    # > 0: batches of similar length, cut from runs of this many batches (less padding; 0 = off)
+    group_by_length: int = 0
     feature_cache: str | None = None  # folder for cached encoder frames (default: OUT/../feature_cache)
 
 

@@ -226,7 +226,8 @@ def train(config: TrainConfig) -> Path:
     log = TrainLog(out, step, accelerator.is_main_process)
 
     sampler = StepSampler(len(train_data), config.batch_size, config.max_steps, step, config.seed,
-                          accelerator.process_index, accelerator.num_processes, config.grad_accum)
+                          accelerator.process_index, accelerator.num_processes, config.grad_accum,
+                          train_data.lengths(), config.data.group_by_length)
     loader = DataLoader(train_data, batch_sampler=sampler, collate_fn=lambda items: collate(items, pad_id))
     model.train()
     progress = tqdm(total=config.max_steps, initial=step, desc=f"{config.stage.value}", unit="step",
