@@ -17,7 +17,8 @@ and each style's metres in shuffled rounds, so even 200 clips hold every key, me
 
 Resumable: ids already in the manifest are skipped, a clip's audio is written under a temporary
 name and renamed before its manifest line is appended, and temporary files a killed run left
-are removed. DIR/synth_config.json records the options that decide what a clip holds; a rerun
+are removed; at the end the manifest is rewritten in id order (workers finish in any order, and
+what is built from the manifest should not depend on it). DIR/synth_config.json records the options that decide what a clip holds; a rerun
 with different ones is refused instead of mixing two corpora under one set of ids.
 """
 
@@ -168,6 +169,16 @@ def _check_args(args: argparse.Namespace) -> str | None:
     return None
 
 
+def sort_manifest(manifest: Path) -> None:
+    """Rewrite the manifest in clip-id order (atomically): workers finish in an order that varies
+    from run to run, and everything downstream (the conversations' line order, the sampler's
+    batches) should not."""
+    records = sorted(formats.read_jsonl(manifest), key=lambda r: r["id"])
+    tmp = manifest.with_name(manifest.name + ".sorting")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    os.replace(tmp, manifest)
+
+
 def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
@@ -209,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
                 tqdm.write(f"musicllm data synth: clip {spec.id} failed: {error}", file=sys.stderr)
                 bar.set_postfix(failed=failures)
             bar.update(1)
+    sort_manifest(manifest)
     print(f"{args.clips - failures} of {args.clips} clips in {manifest}"
           + (f"; {failures} failed (rerun the same command to retry them)" if failures else ""))
     return 1 if failures else 0
