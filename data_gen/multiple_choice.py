@@ -546,7 +546,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = args.out or args.manifest.parent / "multiple_choice.csv"
     try:
-        # In id order: parallel synthesis writes the manifest in finishing order, which varies
+        # In id order: the seeded choices below follow the clips, so any order of the manifest's
+        # lines gives the same questions
         everything = sorted(read_jsonl(args.manifest), key=lambda c: c["id"])
         clips = {c["id"]: c for c in everything if args.split == "all" or c.get("split") == args.split}
     except (FormatError, KeyError) as err:

@@ -122,7 +122,8 @@ class StepSampler(Sampler):
                  rank: int = 0, world: int = 1, accum: int = 1, lengths: list[int] | None = None, group: int = 0):
         self.size, self.batch_size, self.steps, self.start_step = size, batch_size, steps, start_step
         self.seed, self.rank, self.world, self.accum = seed, rank, world, accum
-        self.lengths, self.group = lengths, group if lengths is not None else 0
+        self.lengths = lengths
+        self.group = group if lengths is not None else 0  # grouping needs the lengths
         self._perms: dict[int, torch.Tensor] = {}
         self._chunk: tuple[int, list[list[int]]] = (-1, [])
 

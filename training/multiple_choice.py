@@ -88,7 +88,8 @@ def supporting(captions: list[str], items: list[dict]) -> list[str]:
                    for item in items for i, option in enumerate(item["options"]))
 
     scores = [score(c) for c in captions]
-    return [c for c, s in zip(captions, scores) if s == max(scores)]
+    best = max(scores)
+    return [c for c, s in zip(captions, scores) if s == best]
 
 
 def clip_captions(path: str | Path) -> dict[str, list[str]]:

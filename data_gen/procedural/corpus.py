@@ -18,8 +18,9 @@ and each style's metres in shuffled rounds, so even 200 clips hold every key, me
 Resumable: ids already in the manifest are skipped, a clip's audio is written under a temporary
 name and renamed before its manifest line is appended, and temporary files a killed run left
 are removed; at the end the manifest is rewritten in id order (workers finish in any order, and
-what is built from the manifest should not depend on it). DIR/synth_config.json records the options that decide what a clip holds; a rerun
-with different ones is refused instead of mixing two corpora under one set of ids.
+what is built from the manifest should not depend on it). DIR/synth_config.json records the
+options that decide what a clip holds; a rerun with different ones is refused instead of mixing
+two corpora under one set of ids.
 """
 
 from __future__ import annotations
@@ -175,7 +176,9 @@ def sort_manifest(manifest: Path) -> None:
     batches) should not."""
     records = sorted(formats.read_jsonl(manifest), key=lambda r: r["id"])
     tmp = manifest.with_name(manifest.name + ".sorting")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    tmp.unlink(missing_ok=True)  # JsonlWriter appends
+    with formats.JsonlWriter(tmp) as writer:
+        writer.write_all(records)
     os.replace(tmp, manifest)
 
 
