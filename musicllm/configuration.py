@@ -38,13 +38,18 @@ class MusicFeaturesConfig(PretrainedConfig):
     # minor share and the tonic (major + minor of each pitch class) read off it. 0 keeps the
     # features of checkpoints made before it existed.
     key_sharpness: float = 0.0
+    # True adds the bass's pitch classes (window mean, from power below ~250 Hz) and their 24 key
+    # strengths: bass lines dwell on the tonic, which tells relative keys (C major, A minor) apart.
+    bass_chroma: bool = False
 
     @property
     def hidden_size(self) -> int:
         """Feature dimension per frame (D_enc); encoders.FeaturesEncoder documents the layout."""
         # log-mel + chroma + window-mean chroma + 4 scalars (onset, rms, centroid, flatness)
         # + tempogram + window-mean tempogram + 24 key strengths [+ 24 key posteriors, minor, 12 tonics]
-        return self.n_mels + 12 + 12 + 4 + 2 * self.tempo_bins + 24 + (37 if self.key_sharpness > 0 else 0)
+        # [+ 12 bass pitch classes, 24 bass key strengths]
+        return (self.n_mels + 12 + 12 + 4 + 2 * self.tempo_bins + 24 + (37 if self.key_sharpness > 0 else 0)
+                + (36 if self.bass_chroma else 0))
 
 
 AutoConfig.register(MusicFeaturesConfig.model_type, MusicFeaturesConfig)
@@ -61,6 +66,7 @@ class MusicLLMConfig(PretrainedConfig):
                             over samples (e.g. Wav2Vec2's conv stack, or [[hop, hop, 0]])
       audio_hidden_size     D_enc, the width of one encoder frame
       audio_summary_tokens  extra tokens per window (0 or 1) added by the projector
+      audio_attributes      attribute tokens per window added by the projector (their `slots`)
       max_audio_seconds     longer audio is rejected with an error (never silently truncated)
     """
 
@@ -83,6 +89,11 @@ class MusicLLMConfig(PretrainedConfig):
     # direct path for window-level attributes (key, tempo, style) that a small LLM otherwise has
     # to gather across many frame tokens. 0: frame tokens only.
     audio_summary_tokens: int = 0
+    # Attribute tokens (projector.py): a list of {"name", "classes", "token_ids", "slots",
+    # "multi_label"}: per window, a trained head classifies the window's frames into `classes`
+    # and hands the LLM the class words' own input embeddings (`token_ids`, one list per class),
+    # `slots` tokens per attribute. None: no attribute tokens.
+    audio_attributes: list | None = None
     projector_hidden_size: int | None = None  # default: the LLM's hidden size
     projector_act: str = "gelu"
     # An `hf` encoder's feature extractor settings (`FeatureExtractor.to_dict()`), so that a
@@ -127,6 +138,11 @@ class MusicLLMConfig(PretrainedConfig):
     @property
     def hidden_size(self) -> int:
         return self.text_config.hidden_size
+
+    @property
+    def audio_extra_tokens(self) -> int:
+        """Tokens the projector adds to each window besides its frame tokens."""
+        return self.audio_summary_tokens + sum(a["slots"] for a in self.audio_attributes or [])
 
     def get_text_config(self, decoder=None, encoder=None) -> PretrainedConfig:
         return self.text_config

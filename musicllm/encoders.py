@@ -142,6 +142,10 @@ class FeaturesEncoder(nn.Module):
         [M+52+2B, M+76+2B)   key posterior: softmax(key_sharpness x key strength)  [0, 1]
         M+76+2B              minor share: the posterior's minor half, summed        [0, 1]
         [M+77+2B, M+89+2B)   tonic posterior, C..B: major + minor of each pitch class [0, 1]
+      with bass_chroma, 36 more (after the above), same on every frame:
+        12                   window-mean bass chroma (30-250 Hz weighted around 110 Hz),
+                             divided by its largest bin                          [0, 1]
+        24                   its key strengths, as for the chroma above           [-1, 1]
 
     Chroma is computed from power above 60 Hz; centroid and flatness from the whole spectrum.
     The tempogram's short lags are beat periods (tempo), its long lags bar periods (metre: 3/4
@@ -170,6 +174,7 @@ class FeaturesEncoder(nn.Module):
         self.sample_rate = fc.sample_rate
         self.hidden_size = fc.hidden_size
         self.key_sharpness = float(getattr(fc, "key_sharpness", 0.0))
+        self.bass_chroma = bool(getattr(fc, "bass_chroma", False))
         fps = fc.sample_rate / fc.hop_length
 
         # Constant tables live in numpy and become float32 tensors on first use on each device.
@@ -190,6 +195,7 @@ class FeaturesEncoder(nn.Module):
                 window=window,
                 mel_fb=mel_filterbank(fc.sample_rate, fc.n_fft, fc.n_mels, fc.fmin, fc.fmax),
                 chroma_fb=chroma_filterbank(fc.sample_rate, fc.n_fft),
+                bass_fb=chroma_filterbank(fc.sample_rate, fc.n_fft, fmin=30.0, center_hz=110.0, octave_width=1.0),
                 bin_hz=np.linspace(0.0, fc.sample_rate / 2, fc.n_fft // 2 + 1),
                 parseval=parseval * window.sum() ** 2 / (fc.n_fft * (window**2).sum()),
                 tempo_window=np.hanning(self.context),  # symmetric Hann over the onset context
@@ -246,6 +252,18 @@ class FeaturesEncoder(nn.Module):
         ac = ac / ac[..., :1].clamp_min(self.ONSET_FLOOR)
         return torch.stack([ac[..., low : high + 1].amax(-1) for low, high in self.lag_ranges], dim=-1)
 
+    @staticmethod
+    def _window_chroma(chroma: torch.Tensor, frame_mask: torch.Tensor, num_frames: torch.Tensor) -> torch.Tensor:
+        """(W, F, 12) per-frame chroma -> (W, 12) window mean over real frames, largest bin 1."""
+        mean = (chroma * frame_mask[..., None]).sum(1) / num_frames  # padding never leaks in
+        return mean / mean.amax(-1, keepdim=True).clamp_min(1e-3)
+
+    @staticmethod
+    def _key_strength(chroma: torch.Tensor, table: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(W, 12) -> (W, 24): Pearson correlation with the KK profile of each key."""
+        centred = chroma - chroma.mean(-1, keepdim=True)
+        return (centred @ table["key_profiles"].T) / centred.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+
     @torch.no_grad()
     def forward(self, audio_values: torch.Tensor, audio_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         _check_lens(audio_values, audio_lens)
@@ -264,13 +282,10 @@ class FeaturesEncoder(nn.Module):
 
         chroma = power @ table["chroma_fb"].T  # W, F, 12
         chroma = chroma / chroma.amax(-1, keepdim=True).clamp_min(self.CHROMA_FLOOR)
-        key = (chroma * frame_mask[..., None]).sum(1) / num_frames  # W, 12: padding never leaks in
-        key = key / key.amax(-1, keepdim=True).clamp_min(1e-3)
+        key = self._window_chroma(chroma, frame_mask, num_frames)  # W, 12
         # The key as a listener's tonal hierarchy, not 12 raw energies: a small model learns
         # "which of 24 keys" from a few hundred clips only when it is one readable number each.
-        profiles = table["key_profiles"]  # 24, 12, zero-mean and unit-norm
-        centred = key - key.mean(-1, keepdim=True)
-        key_strength = (centred @ profiles.T) / centred.norm(dim=-1, keepdim=True).clamp_min(1e-6)  # W, 24
+        key_strength = self._key_strength(key, table)  # W, 24
         key_features = [key_strength]
         if self.key_sharpness > 0:
             # Relative keys share their notes, so their strengths differ by a few hundredths: the
@@ -280,7 +295,11 @@ class FeaturesEncoder(nn.Module):
             posterior = torch.softmax(self.key_sharpness * key_strength, dim=-1)  # W, 24
             minor = posterior[:, 12:].sum(-1, keepdim=True)  # W, 1
             key_features += [posterior, minor, posterior[:, :12] + posterior[:, 12:]]
-        key_block = torch.cat(key_features, dim=-1)  # W, 24 [+ 37]
+        if self.bass_chroma:
+            bass = power @ table["bass_fb"].T  # W, F, 12
+            bass = self._window_chroma(bass / bass.amax(-1, keepdim=True).clamp_min(self.CHROMA_FLOOR), frame_mask, num_frames)
+            key_features += [bass, self._key_strength(bass, table)]
+        key_block = torch.cat(key_features, dim=-1)  # W, 24 [+ 37] [+ 36]
 
         flux = (mel_db[:, 1:] - mel_db[:, :-1]).clamp_min(0.0).mean(-1)  # W, F-1, in dB
         onset_db = F.pad(flux, (1, 0)) * frame_mask  # frame 0 has no predecessor in its window

@@ -4,7 +4,7 @@ audio samples (any rate) --resample--> samples at the encoder rate
     --split into windows of `audio_window_seconds`--> per-window samples
     --encoder framing (1-D conv stack)--> per-window frames
     --projector stacks `stack_factor` frames, padding the last stack--> per-window LLM tokens
-      (plus `audio_summary_tokens` per window when the projector adds a summary token)
+      (plus `config.audio_extra_tokens` per window: the projector's summary and attribute tokens)
 
 `num_audio_tokens` is the function the processor, the model's checks, serving and tests call.
 Everything here is pure integer arithmetic on config numbers: no audio, no tensors.
@@ -55,10 +55,10 @@ def window_frames(window_len: int, frame_layers: Sequence[Sequence[int]]) -> int
 
 
 def window_tokens(window_len: int, frame_layers: Sequence[Sequence[int]], stack_factor: int,
-                  summary_tokens: int = 0) -> int:
+                  extra_tokens: int = 0) -> int:
     """LLM tokens of one window: frames stacked `stack_factor` at a time, the last stack padded,
-    plus the window's summary tokens."""
-    return math.ceil(window_frames(window_len, frame_layers) / stack_factor) + summary_tokens
+    plus the window's extra (summary and attribute) tokens."""
+    return math.ceil(window_frames(window_len, frame_layers) / stack_factor) + extra_tokens
 
 
 def num_audio_tokens(num_samples: int, sample_rate: int, config) -> int:
@@ -71,6 +71,6 @@ def num_audio_tokens(num_samples: int, sample_rate: int, config) -> int:
     samples = resampled_length(num_samples, sample_rate, config.audio_sample_rate)
     window = round(config.audio_window_seconds * config.audio_sample_rate)
     return sum(
-        window_tokens(length, config.audio_frame_layers, config.stack_factor, config.audio_summary_tokens)
+        window_tokens(length, config.audio_frame_layers, config.stack_factor, config.audio_extra_tokens)
         for length in window_lengths(samples, window)
     )

@@ -7,6 +7,16 @@ windows or clips; it maps a batch of frame sequences to a batch of token sequenc
 With `audio_summary_tokens=1` each window's tokens start with one more: an MLP of the mean and
 standard deviation of all the window's frames. Attributes of the whole window (key, tempo, style)
 are then one token away instead of spread over every frame token.
+
+With `audio_attributes` each window's tokens start with attribute tokens: a head classifies the
+window's frame mean and spread into each attribute's classes (tempo band, tonic, mode, metre,
+style, mood, instruments...), and the token is the class words' own input embeddings, weighted
+by the class probabilities (single-label), or the `slots` most probable classes' embeddings
+(multi-label). The LLM then reads the audio's attributes as the words it already knows from
+text: what a tiny LLM trained in minutes cannot learn is a new code for "minor" in the audio
+tokens, while matching "minor" in its context to an option it does from reading captions. The
+heads are trained on labels (training/attributes.py) and frozen in later stages; the class
+probabilities reach the LLM, and a wrong head gives a wrong word, not a missing one.
 """
 
 from __future__ import annotations
@@ -34,13 +44,25 @@ class MusicLLMProjector(nn.Module):
         if config.audio_summary_tokens not in (0, 1):
             raise ValueError(f"audio_summary_tokens must be 0 or 1, not {config.audio_summary_tokens}")
         self.summary = None
+        C = config.audio_hidden_size
         if config.audio_summary_tokens:
-            C = config.audio_hidden_size
             self.summary = nn.Sequential(nn.LayerNorm(2 * C), nn.Linear(2 * C, hidden), ACT2FN[config.projector_act],
                                          nn.Linear(hidden, config.text_config.hidden_size))
+        self.attributes = config.audio_attributes or []
+        self.attribute_head = None
+        if self.attributes:
+            classes = sum(len(a["classes"]) for a in self.attributes)
+            # Features on their own scales, standardised per feature (set from the training
+            # clips' statistics, training/attributes.py): a per-window LayerNorm mixes them.
+            self.attribute_scale = nn.Parameter(torch.ones(2 * C))
+            self.attribute_shift = nn.Parameter(torch.zeros(2 * C))
+            self.attribute_head = nn.Sequential(nn.Linear(2 * C, hidden), ACT2FN[config.projector_act],
+                                                nn.Linear(hidden, classes))
 
-    def forward(self, frames: torch.Tensor, frame_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """frames (W, F, C), frame_lens (W,) -> tokens (W, ceil(F/k) [+1], D), token_lens (W,)."""
+    def forward(self, frames: torch.Tensor, frame_lens: torch.Tensor,
+                embeddings: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """frames (W, F, C), frame_lens (W,) -> tokens (W, A + ceil(F/k) [+1], D), token_lens (W,).
+        `embeddings` (V, D): the LLM's input embedding table, needed with attribute tokens."""
         k = self.stack_factor
         W, F, C = frames.shape
         pad = (-F) % k
@@ -49,15 +71,41 @@ class MusicLLMProjector(nn.Module):
         hidden = self.act(self.linear_1(self.norm(stacked)))  # W, T, C*k -> W, T, H
         tokens = self.linear_2(hidden)  # W, T, H -> W, T, D
         token_lens = torch.div(frame_lens + k - 1, k, rounding_mode="floor")  # same as lengths.window_tokens
+        stats = self.window_stats(frames[:, :F], frame_lens) if self.summary is not None or self.attributes else None
         if self.summary is not None:
-            tokens = torch.cat([self.summarize(frames[:, :F], frame_lens), tokens], dim=1)  # W, 1+T, D
-            token_lens = token_lens + 1
-        return tokens, token_lens
+            tokens = torch.cat([self.summary(stats).unsqueeze(1), tokens], dim=1)  # W, 1+T, D
+        if self.attributes:
+            if embeddings is None:
+                raise ValueError("a projector with attribute tokens needs the LLM's input embeddings")
+            tokens = torch.cat([self.attribute_tokens(stats, embeddings).to(tokens.dtype), tokens], dim=1)  # W, A+..., D
+        return tokens, token_lens + self.extra_tokens
 
-    def summarize(self, frames: torch.Tensor, frame_lens: torch.Tensor) -> torch.Tensor:
-        """frames (W, F, C) -> (W, 1, D): the MLP of each window's frame mean and std (padding excluded)."""
+    @property
+    def extra_tokens(self) -> int:
+        return (self.summary is not None) + sum(a["slots"] for a in self.attributes)
+
+    @staticmethod
+    def window_stats(frames: torch.Tensor, frame_lens: torch.Tensor) -> torch.Tensor:
+        """frames (W, F, C) -> (W, 2C): each window's frame mean and std (padding excluded)."""
         valid = (torch.arange(frames.shape[1], device=frames.device)[None, :] < frame_lens[:, None]).unsqueeze(-1)
         count = valid.sum(1).clamp(min=1)  # W, 1
         mean = (frames * valid).sum(1) / count  # W, F, C -> W, C
         std = (((frames - mean[:, None]) ** 2 * valid).sum(1) / count).sqrt()  # W, C
-        return self.summary(torch.cat([mean, std], dim=-1)).unsqueeze(1)  # W, 2C -> W, 1, D
+        return torch.cat([mean, std], dim=-1)
+
+    def attribute_logits(self, stats: torch.Tensor) -> list[torch.Tensor]:
+        """(W, 2C) window stats -> one (W, classes) logit tensor per attribute, in config order."""
+        logits = self.attribute_head(stats * self.attribute_scale + self.attribute_shift)  # W, all classes
+        return list(torch.split(logits, [len(a["classes"]) for a in self.attributes], dim=-1))
+
+    def attribute_tokens(self, stats: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+        """(W, 2C) window stats -> (W, A, D): each attribute's class-word embeddings, by its head."""
+        tokens = []
+        for attribute, logits in zip(self.attributes, self.attribute_logits(stats)):
+            words = torch.stack([embeddings[ids].mean(0) for ids in attribute["token_ids"]])  # classes, D
+            if attribute.get("multi_label"):
+                top = logits.topk(attribute["slots"], dim=-1).indices  # W, slots: the likeliest classes
+                tokens.append(words[top])  # W, slots, D
+            else:
+                tokens.append((logits.softmax(-1).to(words.dtype) @ words).unsqueeze(1))  # W, 1, D
+        return torch.cat(tokens, dim=1)

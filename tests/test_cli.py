@@ -144,8 +144,8 @@ def test_quickstart_then_demo_as_a_new_user_would(tmp_path):
     with socket.socket() as taken, Demo("--size", "small", "--web-port", str(port_of(taken)), env=env) as demo:
         demo.wait_for("Press Ctrl-C to stop.", timeout=900)
         out = demo.output
-        for step in ["synthesise", "write captions", "MIR estimates", "train pretrain", "train read", "train align",
-                     "train instruct", "evaluate"]:
+        for step in ["synthesise", "write captions", "MIR estimates", "train pretrain", "train read",
+                     "train the attribute heads", "train align", "train instruct", "evaluate"]:
             assert f"] {step}" in out or step in out
         assert "building the default model" in out and "starting vLLM" in out and "(vllm engine" in out
         api, web = demo.url("API"), demo.url("web chat")

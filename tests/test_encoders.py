@@ -455,3 +455,20 @@ def test_key_posterior_names_key_mode_and_tonic():
         # the same frame's plain key strengths are untouched by the option
         torch.testing.assert_close(frame[:start], encode_one(build_audio_encoder(
             MusicLLMConfig(audio_config=MusicFeaturesConfig(), text_config=tiny_text_config())), scale(tonic_hz, steps))[0])
+
+
+def test_bass_chroma_names_the_bass_note_under_the_same_chord():
+    """bass_chroma adds 36 features: the bass's 12 pitch classes and their 24 key strengths. A C
+    major triad over an A in the bass (A minor seventh) and over a C give the same upper chroma
+    but other bass pitch classes; the features before them do not change."""
+    config = MusicLLMConfig(audio_config=MusicFeaturesConfig(bass_chroma=True), text_config=tiny_text_config())
+    encoder = build_audio_encoder(config)
+    plain = build_audio_encoder(MusicLLMConfig(audio_config=MusicFeaturesConfig(), text_config=tiny_text_config()))
+    assert config.audio_hidden_size == MusicFeaturesConfig().hidden_size + 36
+    triad = [523.25, 659.26, 783.99]  # C5 E5 G5
+    for bass_hz, pitch_class in ((110.0, 9), (130.81, 0)):  # A2, C3
+        frame = encode_one(encoder, tones(triad + [bass_hz]))[0]
+        bass = frame[-36:-24]
+        assert int(bass.argmax()) == pitch_class and float(bass.max()) == pytest.approx(1.0)
+        assert frame[-24:].abs().max() <= 1.0 + 1e-5
+        torch.testing.assert_close(frame[:-36], encode_one(plain, tones(triad + [bass_hz]))[0])

@@ -30,6 +30,8 @@ class ModelSettings:
     stack_factor: int = 25  # encoder frames per LLM token
     summary_tokens: int = 0  # 1: one more token per window, summarising all its frames (projector.py)
     key_sharpness: float = 0.0  # tiny preset: > 0 adds the key posterior to the features (encoders.py)
+    window_seconds: float = 10.0  # tiny preset: audio is encoded in windows this long (each alone)
+    bass_chroma: bool = False  # tiny preset: adds the bass's pitch classes and key strengths (encoders.py)
     vocab_size: int = 2048  # tiny preset tokenizer size (stage 0)
     text_overrides: dict = field(default_factory=dict)  # tiny preset LLM shape, e.g. {hidden_size: 256}
     dtype: str | None = None  # weights dtype when loading backbones, e.g. "bfloat16"

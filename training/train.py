@@ -70,7 +70,9 @@ def build_model(config: TrainConfig, accelerator: Accelerator, records: list[dic
             texts = [m["content"].replace("<|audio|>", "") for r in records for m in r["messages"]]
             model, processor = build_tiny(texts, settings.vocab_size, stack_factor=settings.stack_factor,
                                           audio_summary_tokens=settings.summary_tokens,
-                                          audio_config=MusicFeaturesConfig(key_sharpness=settings.key_sharpness),
+                                          audio_window_seconds=settings.window_seconds,
+                                          audio_config=MusicFeaturesConfig(key_sharpness=settings.key_sharpness,
+                                                                           bass_chroma=settings.bass_chroma),
                                           text_overrides=settings.text_overrides)
             save_checkpoint(model, processor, init, export=False)
     return load_checkpoint(init)
@@ -85,7 +87,11 @@ def set_trainable(model, config: TrainConfig) -> list[torch.nn.Parameter]:
         if config.stage == Stage.INSTRUCT:
             lora = config.lora
             add_lora(model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=lora.targets or None)
-        model.multi_modal_projector.requires_grad_(True)
+        projector = model.multi_modal_projector
+        projector.requires_grad_(True)
+        if projector.attribute_head is not None:  # trained on labels (training/attributes.py), then kept
+            for param in (projector.attribute_scale, projector.attribute_shift, *projector.attribute_head.parameters()):
+                param.requires_grad_(False)
         if getattr(model.audio_tower, "layer_weights", None) is not None:
             model.audio_tower.layer_weights.requires_grad_(True)
     if config.model.gradient_checkpointing:

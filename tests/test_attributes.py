@@ -1,0 +1,99 @@
+"""Attribute heads: trained on the manifest's labels, handed to the LLM as class words, frozen after.
+
+What users rely on: `python -m training.attributes` turns a checkpoint into one whose audio
+tokens start with attribute tokens, learnt from the train clips and scored on the valid ones;
+the next stage trains the rest of the projector and leaves the heads as they were; a manifest it
+cannot train on is an error that names it.
+"""
+
+import json
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from musicllm.checkpoint import load_checkpoint, save_checkpoint
+from training.attributes import ATTRIBUTES, main as attributes_main
+from training.train import main as train_main
+
+NOTES = {"C": 261.63, "E": 329.63, "G": 392.0, "A": 440.0}
+SMALL_LLM = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "num_key_value_heads": 2}
+
+
+def corpus(root):
+    """Two-second tones: three train clips and one valid clip per note, labelled with the note
+    as the tonic (no other labels: the other heads have nothing to learn from)."""
+    (root / "clips").mkdir(parents=True)
+    rows, t = [], np.arange(32000) / 16000
+    for name, freq in NOTES.items():
+        for index, (split, level) in enumerate((("train", 0.1), ("train", 0.2), ("train", 0.4), ("valid", 0.3))):
+            path = root / "clips" / f"{name}{index}.wav"
+            sf.write(path, (level * np.sin(2 * np.pi * freq * t)).astype(np.float32), 16000)
+            rows.append({"id": f"{name}{index}", "audio": f"clips/{name}{index}.wav", "split": split,
+                         "labels": {"key": name}})
+    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    captions = [{"id": f"{r['id']}:caption", "audio": [r["audio"]], "task": "caption",
+                 "provenance": {"writer": "test", "model": "none", "prompt_version": "0", "seed": 0},
+                 "messages": [{"role": "user", "content": "<|audio|>\nDescribe the music."},
+                              {"role": "assistant", "content": f"A tone on {r['labels']['key']}."}]} for r in rows]
+    (root / "captions.jsonl").write_text("".join(json.dumps(c) + "\n" for c in captions))
+
+
+def test_heads_learn_the_labels_and_stay_frozen_in_the_next_stage(tmp_path):
+    from musicllm.tiny import build_tiny
+
+    corpus(tmp_path)
+    torch.manual_seed(0)
+    texts = ["A tone on C.", "A tone on E.", "A tone on G minor.", "Describe the music."] * 20
+    model, processor = build_tiny(texts, 300, stack_factor=10, text_overrides=SMALL_LLM)
+    save_checkpoint(model, processor, tmp_path / "start", export=False)
+    before = processor.num_audio_tokens(np.zeros(32000, dtype=np.float32))
+
+    assert attributes_main(["--model", str(tmp_path / "start"), "--manifest", str(tmp_path / "manifest.jsonl"),
+                            "--feature-cache", str(tmp_path / "cache"), "--out", str(tmp_path / "heads"),
+                            "--epochs", "200"]) == 0
+    report = json.loads((tmp_path / "heads" / "attributes.json").read_text())
+    assert report["valid_accuracy"]["tonic"] == 1.0  # a pure tone's chroma names it
+    assert report["train_clips"] == 12 and report["valid_clips"] == 4
+    model, processor = load_checkpoint(tmp_path / "heads")
+    names = [a["name"] for a in model.config.audio_attributes]
+    assert names == list(ATTRIBUTES)
+    slots = sum(a["slots"] for a in model.config.audio_attributes)
+    assert processor.num_audio_tokens(np.zeros(32000, dtype=np.float32)) == before + slots
+    # The tonic token of an A tone is (nearly) the embedding of the word " A".
+    tonic = model.config.audio_attributes[names.index("tonic")]
+    frames, frame_lens = model.encode_audio(**processor.audio_windows(
+        [(0.3 * np.sin(2 * np.pi * NOTES["A"] * np.arange(32000) / 16000)).astype(np.float32)]))
+    with torch.no_grad():
+        token = model.project_audio(frames, frame_lens)[names.index("tonic")]
+    embed = model.get_input_embeddings().weight
+    words = torch.stack([embed[ids].mean(0) for ids in tonic["token_ids"]])
+    assert int(torch.cdist(token[None], words).argmin()) == tonic["classes"].index("A")
+
+    # Stage 1 from it: the projector's other parts train, the heads do not.
+    settings = ["--stage=align", f"--out={tmp_path / 'align'}", "--max_steps=3", "--batch_size=2", "--save_every=3",
+                "--optim.warmup_steps=1", "--optim.lr=0.01", f"--model.init_from={tmp_path / 'heads'}",
+                f"--data.train={json.dumps([str(tmp_path / 'captions.jsonl')])}",
+                f"--data.feature_cache={tmp_path / 'cache'}"]
+    assert train_main(settings) == 0
+    aligned, _ = load_checkpoint(tmp_path / "align" / "model")
+    old, new = model.multi_modal_projector, aligned.multi_modal_projector
+    torch.testing.assert_close(new.attribute_head.state_dict(), old.attribute_head.state_dict())
+    torch.testing.assert_close(new.attribute_scale, old.attribute_scale)
+    assert not torch.equal(new.linear_1.weight, old.linear_1.weight)
+
+
+def test_a_manifest_without_train_clips_is_an_error_naming_it(tmp_path, capsys):
+    from musicllm.tiny import build_tiny
+
+    corpus(tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "manifest.jsonl").read_text().splitlines()]
+    (tmp_path / "valid_only.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows if r["split"] == "valid"))
+    model, processor = build_tiny(["A tone on C."] * 20, 300, stack_factor=10, text_overrides=SMALL_LLM)
+    save_checkpoint(model, processor, tmp_path / "start", export=False)
+    assert attributes_main(["--model", str(tmp_path / "start"), "--manifest", str(tmp_path / "valid_only.jsonl"),
+                            "--feature-cache", str(tmp_path / "cache"), "--out", str(tmp_path / "heads")]) == 2
+    error = capsys.readouterr().err
+    assert "valid_only.jsonl" in error and "no clips with split 'train'" in error
+    assert not (tmp_path / "heads").exists()

@@ -1,0 +1,205 @@
+"""Give a model attribute tokens and train their heads on the clips' labels.
+
+    python -m training.attributes --model runs/read/model --manifest corpus/manifest.jsonl \
+        --feature-cache runs/feature_cache --out runs/attributes/model
+
+The projector gets one head per attribute (tempo band, tonic, mode, metre, style, mood,
+instruments) that classifies each window's frame statistics; its tokens are the class words'
+own input embeddings (musicllm/projector.py). The heads train here, on the manifest's `train`
+clips (every window of a clip carries the clip's labels), full batch, and the epoch with the
+best mean accuracy on the `valid` clips is kept; the later stages freeze them. Clips without a
+label for an attribute do not train that attribute's head. Writes the model (with everything
+else it had) and `attributes.json` beside it: the held-out accuracy of each head.
+
+The class words are the ones captions use (" minor", " 3/4", " jazz"), each read by the LLM as
+the mean of its tokens' input embeddings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from data_gen.formats import read_jsonl
+from data_gen.procedural.mood import MOODS
+from data_gen.procedural.styles import INSTRUMENT_NAMES, STYLES
+from data_gen.vocabulary import MODES, PITCH_CLASSES, TEMPO_BANDS, TIME_SIGNATURES, tempo_band
+from musicllm.checkpoint import load_checkpoint, save_checkpoint
+from musicllm.projector import MusicLLMProjector
+from training.features import FeatureCache
+
+# name -> (classes, the clip's class from its labels: None when unlabelled)
+ATTRIBUTES = {
+    "tempo": ([name for _, name in TEMPO_BANDS], lambda labels: tempo_band(labels["tempo_bpm"]) if "tempo_bpm" in labels else None),
+    "tonic": (PITCH_CLASSES, lambda labels: labels.get("key")),
+    "mode": (MODES, lambda labels: labels.get("mode")),
+    "metre": (TIME_SIGNATURES, lambda labels: labels.get("time_signature")),
+    "style": (sorted(STYLES), lambda labels: labels.get("genre")),
+    "mood": (list(MOODS), lambda labels: labels.get("mood")),
+    "instruments": (sorted(set(INSTRUMENT_NAMES.values()) | {"drums"}), lambda labels: labels.get("instruments")),
+}
+INSTRUMENT_SLOTS = 4  # the four likeliest instruments: procedural songs have 2-5 parts
+
+
+def attribute_specs(tokenizer) -> list[dict]:
+    """The config's `audio_attributes`: classes and their words' token ids (as written mid-sentence)."""
+    specs = []
+    for name, (classes, _) in ATTRIBUTES.items():
+        multi = name == "instruments"
+        specs.append({"name": name, "classes": list(classes), "slots": INSTRUMENT_SLOTS if multi else 1,
+                      "multi_label": multi,
+                      "token_ids": [tokenizer.encode(" " + word, add_special_tokens=False) for word in classes]})
+    return specs
+
+
+def targets(rows: list[dict]) -> list[torch.Tensor]:
+    """Per attribute: class index per clip (-1: unlabelled), or a (clips, classes) 0/1 matrix
+    for the multi-label one (a row of -1: unlabelled)."""
+    out = []
+    for name, (classes, label_of) in ATTRIBUTES.items():
+        labels = [label_of(row.get("labels") or {}) for row in rows]
+        if name == "instruments":
+            out.append(torch.tensor([[float(c in lab) for c in classes] if lab else [-1.0] * len(classes) for lab in labels]))
+        else:
+            out.append(torch.tensor([classes.index(lab) if lab in classes else -1 for lab in labels]))
+    return out
+
+
+def window_stats(rows: list[dict], root: Path, cache: FeatureCache) -> tuple[torch.Tensor, torch.Tensor]:
+    """(windows, 2C) statistics of every clip's windows, and each window's clip index."""
+    stats, owner = [], []
+    for index, row in enumerate(tqdm(rows, desc="window statistics", unit="clip")):
+        frames, frame_lens, _ = cache.get(root / row["audio"])
+        stats.append(MusicLLMProjector.window_stats(frames, frame_lens))
+        owner += [index] * len(frame_lens)
+    return torch.cat(stats), torch.tensor(owner)
+
+
+def losses(projector: MusicLLMProjector, stats: torch.Tensor, per_clip: list[torch.Tensor], owner: torch.Tensor,
+           dropout: float = 0.0) -> torch.Tensor:
+    head = projector.attribute_head
+    hidden = head[1](head[0](stats * projector.attribute_scale + projector.attribute_shift))
+    logits = head[2](F.dropout(hidden, dropout, projector.training))
+    total = logits.new_zeros(())
+    for spec, part, target in zip(projector.attributes, logits.split([len(a["classes"]) for a in projector.attributes], -1),
+                                  per_clip):
+        target = target[owner]
+        known = (target[:, 0] if spec["multi_label"] else target) >= 0
+        if not known.any():
+            continue  # no clip says: the head keeps its initial guess
+        if spec["multi_label"]:
+            total = total + F.binary_cross_entropy_with_logits(part[known], target[known]) * len(spec["classes"]) / 8
+        else:
+            total = total + F.cross_entropy(part[known], target[known])
+    return total
+
+
+@torch.no_grad()
+def accuracy(projector: MusicLLMProjector, stats: torch.Tensor, per_clip: list[torch.Tensor],
+             owner: torch.Tensor) -> dict[str, float]:
+    """Per attribute, over labelled windows: the top class is right (single-label), or the top
+    `slots` classes are all present (multi-label: at most as many as the clip has)."""
+    scores = {}
+    for spec, logits, target in zip(projector.attributes, projector.attribute_logits(stats), per_clip):
+        target = target[owner]
+        known = (target[:, 0] if spec["multi_label"] else target) >= 0
+        if not known.any():
+            continue  # unlabelled: no score
+        if spec["multi_label"]:
+            k = torch.minimum(target[known].sum(-1), torch.tensor(float(spec["slots"]))).long()
+            hits = target[known].gather(1, logits[known].topk(spec["slots"], dim=-1).indices)
+            right = torch.stack([hits[i, : k[i]].mean() if k[i] else hits.new_ones(()) for i in range(len(k))])
+        else:
+            right = (logits[known].argmax(-1) == target[known]).float()
+        scores[spec["name"]] = round(float(right.mean()), 4)
+    return scores
+
+
+def train_heads(model, processor, manifest: Path, cache_dir: Path, epochs: int = 600, lr: float = 3e-3,
+                weight_decay: float = 0.05, dropout: float = 0.3, seed: int = 0) -> dict:
+    """Adds attribute tokens to `model` (in place) and trains their heads; returns the report."""
+    torch.manual_seed(seed)
+    config = model.config
+    config.audio_attributes = attribute_specs(processor.tokenizer)
+    projector = MusicLLMProjector(config)
+    missing = projector.load_state_dict(model.multi_modal_projector.state_dict(), strict=False).missing_keys
+    assert all(key.startswith("attribute_") for key in missing), missing
+    model.multi_modal_projector = projector
+
+    rows = list(read_jsonl(manifest))
+    train = [row for row in rows if row.get("split", "train") == "train"]
+    valid = [row for row in rows if row.get("split") == "valid"]
+    if not train:
+        raise ValueError(f"{manifest}: no clips with split 'train' to train the attribute heads on")
+    cache = FeatureCache(cache_dir, model, processor)
+    cache.warm([manifest.parent / row["audio"] for row in train + valid])
+    x_train, own_train = window_stats(train, manifest.parent, cache)
+    y_train = targets(train)
+    if not any(bool(((t[:, 0] if t.dim() == 2 else t) >= 0).any()) for t in y_train):
+        raise ValueError(f"{manifest}: the train clips have none of the labels {', '.join(ATTRIBUTES)} (in 'labels')")
+    x_valid, own_valid = window_stats(valid, manifest.parent, cache) if valid else (x_train, own_train)
+    y_valid = targets(valid) if valid else y_train
+
+    mean, std = x_train.mean(0), x_train.std(0) + 1e-4
+    with torch.no_grad():
+        projector.attribute_scale.copy_(1 / std)
+        projector.attribute_shift.copy_(-mean / std)
+    params = [projector.attribute_scale, projector.attribute_shift, *projector.attribute_head.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    best, best_state, history = -1.0, None, []
+    for epoch in tqdm(range(1, epochs + 1), desc="attribute heads", unit="epoch"):
+        projector.train()
+        loss = losses(projector, x_train, y_train, own_train, dropout)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if epoch % 20 == 0 or epoch == epochs:
+            projector.eval()
+            scores = accuracy(projector, x_valid, y_valid, own_valid)
+            mean_score = sum(scores.values()) / max(len(scores), 1)
+            history.append({"epoch": epoch, "loss": round(loss.item(), 4), "valid": scores})
+            if mean_score > best:
+                best, best_state = mean_score, {k: v.detach().clone() for k, v in projector.state_dict().items()}
+                report = {"epoch": epoch, "valid_accuracy": scores, "train_clips": len(train), "valid_clips": len(valid)}
+    projector.load_state_dict(best_state)
+    projector.eval()
+    report["train_accuracy"] = accuracy(projector, x_train, y_train, own_train)
+    report["history"] = history
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.attributes", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, required=True, help="checkpoint to add attribute tokens to")
+    parser.add_argument("--manifest", type=Path, required=True,
+                        help="corpus manifest JSONL with clip labels and splits (clip paths relative to it)")
+    parser.add_argument("--feature-cache", type=Path, required=True, help="encoder-output cache folder")
+    parser.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
+    parser.add_argument("--epochs", type=int, default=600, help="full-batch epochs (default 600)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        model, processor = load_checkpoint(args.model)
+        if model.config.audio_attributes:
+            raise ValueError(f"{args.model} already has attribute tokens")
+        report = train_heads(model, processor, args.manifest, args.feature_cache, epochs=args.epochs)
+    except (OSError, ValueError, KeyError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    save_checkpoint(model, processor, args.out)
+    (args.out / "attributes.json").write_text(json.dumps(report, indent=1) + "\n")
+    print("held-out accuracy:", json.dumps(report["valid_accuracy"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
