@@ -44,16 +44,15 @@ ATTRIBUTES = {
     "mood": (list(MOODS), lambda labels: labels.get("mood")),
     "instruments": (sorted(set(INSTRUMENT_NAMES.values()) | {"drums"}), lambda labels: labels.get("instruments")),
 }
-INSTRUMENT_SLOTS = 4  # the four likeliest instruments: procedural songs have 2-5 parts
+MULTI_LABEL = {"instruments": 4}  # slots: the four likeliest instruments (procedural songs have 2-5 parts)
 
 
 def attribute_specs(tokenizer) -> list[dict]:
     """The config's `audio_attributes`: classes and their words' token ids (as written mid-sentence)."""
     specs = []
     for name, (classes, _) in ATTRIBUTES.items():
-        multi = name == "instruments"
-        specs.append({"name": name, "classes": list(classes), "slots": INSTRUMENT_SLOTS if multi else 1,
-                      "multi_label": multi,
+        specs.append({"name": name, "classes": list(classes), "slots": MULTI_LABEL.get(name, 1),
+                      "multi_label": name in MULTI_LABEL,
                       "token_ids": [tokenizer.encode(" " + word, add_special_tokens=False) for word in classes]})
     return specs
 
@@ -64,7 +63,7 @@ def targets(rows: list[dict]) -> list[torch.Tensor]:
     out = []
     for name, (classes, label_of) in ATTRIBUTES.items():
         labels = [label_of(row.get("labels") or {}) for row in rows]
-        if name == "instruments":
+        if name in MULTI_LABEL:
             out.append(torch.tensor([[float(c in lab) for c in classes] if lab else [-1.0] * len(classes) for lab in labels]))
         else:
             out.append(torch.tensor([classes.index(lab) if lab in classes else -1 for lab in labels]))
