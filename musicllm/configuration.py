@@ -91,9 +91,8 @@ class MusicLLMConfig(PretrainedConfig):
     audio_summary_tokens: int = 0
     # Attribute tokens (projector.py): a list of {"name", "classes", "token_ids", "slots",
     # "multi_label"}: per window, a trained head classifies the window's frames into `classes`
-    # and hands the LLM the class words' own input embeddings (`token_ids`, one list per class):
-    # `slots` classes (1 unless multi-label), each as many tokens as the longest class word.
-    # None: no attribute tokens.
+    # and hands the LLM the class words' own input embeddings (`token_ids`, one list per class),
+    # `slots` tokens per attribute. None: no attribute tokens.
     audio_attributes: list | None = None
     projector_hidden_size: int | None = None  # default: the LLM's hidden size
     projector_act: str = "gelu"
@@ -143,15 +142,10 @@ class MusicLLMConfig(PretrainedConfig):
     @property
     def audio_extra_tokens(self) -> int:
         """Tokens the projector adds to each window besides its frame tokens."""
-        return self.audio_summary_tokens + sum(map(attribute_tokens, self.audio_attributes or []))
+        return self.audio_summary_tokens + sum(a["slots"] for a in self.audio_attributes or [])
 
     def get_text_config(self, decoder=None, encoder=None) -> PretrainedConfig:
         return self.text_config
-
-
-def attribute_tokens(attribute: dict) -> int:
-    """Tokens one attribute adds to a window: its slots, each as long as its longest class word."""
-    return attribute["slots"] * max(map(len, attribute["token_ids"]))
 
 
 AutoConfig.register(MusicLLMConfig.model_type, MusicLLMConfig)

@@ -10,10 +10,9 @@ are then one token away instead of spread over every frame token.
 
 With `audio_attributes` each window's tokens start with attribute tokens: a head classifies the
 window's frame mean and spread into each attribute's classes (tempo band, tonic, mode, metre,
-style, mood, instruments...), and its tokens are the class words' own input embeddings, token
-by token ("medium-fast" is three, " medium", "-", "fast"; a shorter word repeats its last token),
-weighted by the class probabilities (single-label), or those of the `slots` most probable
-classes (multi-label). Averaging a word's tokens into one would blur "3/4" into "4/4". The LLM then reads the audio's attributes as the words it already knows from
+style, mood, instruments...), and the token is the class words' own input embeddings, weighted
+by the class probabilities (single-label), or the `slots` most probable classes' embeddings
+(multi-label). The LLM then reads the audio's attributes as the words it already knows from
 text: what a tiny LLM trained in minutes cannot learn is a new code for "minor" in the audio
 tokens, while matching "minor" in its context to an option it does from reading captions. The
 heads are trained on labels (training/attributes.py) and frozen in later stages; the class
@@ -26,7 +25,7 @@ import torch
 from torch import nn
 from transformers.activations import ACT2FN
 
-from musicllm.configuration import MusicLLMConfig, attribute_tokens
+from musicllm.configuration import MusicLLMConfig
 
 
 class MusicLLMProjector(nn.Module):
@@ -83,7 +82,7 @@ class MusicLLMProjector(nn.Module):
 
     @property
     def extra_tokens(self) -> int:
-        return (self.summary is not None) + sum(map(attribute_tokens, self.attributes))
+        return (self.summary is not None) + sum(a["slots"] for a in self.attributes)
 
     @staticmethod
     def window_stats(frames: torch.Tensor, frame_lens: torch.Tensor) -> torch.Tensor:
@@ -100,17 +99,13 @@ class MusicLLMProjector(nn.Module):
         return list(torch.split(logits, [len(a["classes"]) for a in self.attributes], dim=-1))
 
     def attribute_tokens(self, stats: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
-        """(W, 2C) window stats -> (W, A, D): each attribute's class words' embeddings, by its head."""
+        """(W, 2C) window stats -> (W, A, D): each attribute's class-word embeddings, by its head."""
         tokens = []
         for attribute, logits in zip(self.attributes, self.attribute_logits(stats)):
-            length = max(map(len, attribute["token_ids"]))
-            ids = torch.tensor([list(i) + [i[-1]] * (length - len(i)) for i in attribute["token_ids"]],
-                               device=embeddings.device)  # classes, L: short words repeat their last token
-            words = embeddings[ids]  # classes, L, D
+            words = torch.stack([embeddings[ids].mean(0) for ids in attribute["token_ids"]])  # classes, D
             if attribute.get("multi_label"):
                 top = logits.topk(attribute["slots"], dim=-1).indices  # W, slots: the likeliest classes
-                tokens.append(words[top].flatten(1, 2))  # W, slots, L, D -> W, slots*L, D
+                tokens.append(words[top])  # W, slots, D
             else:
-                weighted = logits.softmax(-1).to(words.dtype) @ words.flatten(1)  # W, classes @ classes, L*D
-                tokens.append(weighted.unflatten(-1, (length, -1)))  # W, L, D
+                tokens.append((logits.softmax(-1).to(words.dtype) @ words).unsqueeze(1))  # W, 1, D
         return torch.cat(tokens, dim=1)
