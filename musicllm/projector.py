@@ -44,6 +44,7 @@ class MusicLLMProjector(nn.Module):
         if config.audio_summary_tokens not in (0, 1):
             raise ValueError(f"audio_summary_tokens must be 0 or 1, not {config.audio_summary_tokens}")
         self.summary = None
+        self.extra_tokens = config.audio_extra_tokens  # summary and attribute tokens per window
         C = config.audio_hidden_size
         if config.audio_summary_tokens:
             self.summary = nn.Sequential(nn.LayerNorm(2 * C), nn.Linear(2 * C, hidden), ACT2FN[config.projector_act],
@@ -80,10 +81,6 @@ class MusicLLMProjector(nn.Module):
             tokens = torch.cat([self.attribute_tokens(stats, embeddings).to(tokens.dtype), tokens], dim=1)  # W, A+..., D
         return tokens, token_lens + self.extra_tokens
 
-    @property
-    def extra_tokens(self) -> int:
-        return (self.summary is not None) + sum(a["slots"] for a in self.attributes)
-
     @staticmethod
     def window_stats(frames: torch.Tensor, frame_lens: torch.Tensor) -> torch.Tensor:
         """frames (W, F, C) -> (W, 2C): each window's frame mean and std (padding excluded)."""
@@ -93,9 +90,15 @@ class MusicLLMProjector(nn.Module):
         std = (((frames - mean[:, None]) ** 2 * valid).sum(1) / count).sqrt()  # W, C
         return torch.cat([mean, std], dim=-1)
 
-    def attribute_logits(self, stats: torch.Tensor) -> list[torch.Tensor]:
-        """(W, 2C) window stats -> one (W, classes) logit tensor per attribute, in config order."""
-        logits = self.attribute_head(stats * self.attribute_scale + self.attribute_shift)  # W, all classes
+    def attribute_parameters(self) -> list[nn.Parameter]:
+        """What training/attributes.py trains and the later stages keep frozen."""
+        return [self.attribute_scale, self.attribute_shift, *self.attribute_head.parameters()]
+
+    def attribute_logits(self, stats: torch.Tensor, dropout: float = 0.0) -> list[torch.Tensor]:
+        """(W, 2C) window stats -> one (W, classes) logit tensor per attribute, in config order.
+        `dropout` on the hidden layer, in training mode (the heads' own training uses it)."""
+        hidden = self.attribute_head[:-1](stats * self.attribute_scale + self.attribute_shift)  # W, H
+        logits = self.attribute_head[-1](nn.functional.dropout(hidden, dropout, self.training))  # W, all classes
         return list(torch.split(logits, [len(a["classes"]) for a in self.attributes], dim=-1))
 
     def attribute_tokens(self, stats: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:

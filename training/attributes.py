@@ -80,34 +80,32 @@ def window_stats(rows: list[dict], root: Path, cache: FeatureCache) -> tuple[tor
     return torch.cat(stats), torch.tensor(owner)
 
 
-def losses(projector: MusicLLMProjector, stats: torch.Tensor, per_clip: list[torch.Tensor], owner: torch.Tensor,
+def labelled(target: torch.Tensor) -> torch.Tensor:
+    """Mask of the rows of a `targets` tensor that carry a label."""
+    return (target[:, 0] if target.dim() == 2 else target) >= 0
+
+
+def losses(projector: MusicLLMProjector, stats: torch.Tensor, window_targets: list[torch.Tensor],
            dropout: float = 0.0) -> torch.Tensor:
-    head = projector.attribute_head
-    hidden = head[1](head[0](stats * projector.attribute_scale + projector.attribute_shift))
-    logits = head[2](F.dropout(hidden, dropout, projector.training))
-    total = logits.new_zeros(())
-    for spec, part, target in zip(projector.attributes, logits.split([len(a["classes"]) for a in projector.attributes], -1),
-                                  per_clip):
-        target = target[owner]
-        known = (target[:, 0] if spec["multi_label"] else target) >= 0
+    total = stats.new_zeros(())
+    for spec, logits, target in zip(projector.attributes, projector.attribute_logits(stats, dropout), window_targets):
+        known = labelled(target)
         if not known.any():
             continue  # no clip says: the head keeps its initial guess
         if spec["multi_label"]:
-            total = total + F.binary_cross_entropy_with_logits(part[known], target[known]) * len(spec["classes"]) / 8
+            total = total + F.binary_cross_entropy_with_logits(logits[known], target[known]) * len(spec["classes"]) / 8
         else:
-            total = total + F.cross_entropy(part[known], target[known])
+            total = total + F.cross_entropy(logits[known], target[known])
     return total
 
 
 @torch.no_grad()
-def accuracy(projector: MusicLLMProjector, stats: torch.Tensor, per_clip: list[torch.Tensor],
-             owner: torch.Tensor) -> dict[str, float]:
+def accuracy(projector: MusicLLMProjector, stats: torch.Tensor, window_targets: list[torch.Tensor]) -> dict[str, float]:
     """Per attribute, over labelled windows: the top class is right (single-label), or the top
     `slots` classes are all present (multi-label: at most as many as the clip has)."""
     scores = {}
-    for spec, logits, target in zip(projector.attributes, projector.attribute_logits(stats), per_clip):
-        target = target[owner]
-        known = (target[:, 0] if spec["multi_label"] else target) >= 0
+    for spec, logits, target in zip(projector.attributes, projector.attribute_logits(stats), window_targets):
+        known = labelled(target)
         if not known.any():
             continue  # unlabelled: no score
         if spec["multi_label"]:
@@ -138,29 +136,30 @@ def train_heads(model, processor, manifest: Path, cache_dir: Path, epochs: int =
         raise ValueError(f"{manifest}: no clips with split 'train' to train the attribute heads on")
     cache = FeatureCache(cache_dir, model, processor)
     cache.warm([manifest.parent / row["audio"] for row in train + valid])
-    x_train, own_train = window_stats(train, manifest.parent, cache)
-    y_train = targets(train)
-    if not any(bool(((t[:, 0] if t.dim() == 2 else t) >= 0).any()) for t in y_train):
+    x_train, owner = window_stats(train, manifest.parent, cache)
+    y_train = [target[owner] for target in targets(train)]  # every window carries its clip's labels
+    if not any(bool(labelled(target).any()) for target in y_train):
         raise ValueError(f"{manifest}: the train clips have none of the labels {', '.join(ATTRIBUTES)} (in 'labels')")
-    x_valid, own_valid = window_stats(valid, manifest.parent, cache) if valid else (x_train, own_train)
-    y_valid = targets(valid) if valid else y_train
+    x_valid, y_valid = x_train, y_train
+    if valid:
+        x_valid, owner = window_stats(valid, manifest.parent, cache)
+        y_valid = [target[owner] for target in targets(valid)]
 
     mean, std = x_train.mean(0), x_train.std(0) + 1e-4
     with torch.no_grad():
         projector.attribute_scale.copy_(1 / std)
         projector.attribute_shift.copy_(-mean / std)
-    params = [projector.attribute_scale, projector.attribute_shift, *projector.attribute_head.parameters()]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(projector.attribute_parameters(), lr=lr, weight_decay=weight_decay)
     best, best_state, history = -1.0, None, []
     for epoch in tqdm(range(1, epochs + 1), desc="attribute heads", unit="epoch"):
         projector.train()
-        loss = losses(projector, x_train, y_train, own_train, dropout)
+        loss = losses(projector, x_train, y_train, dropout)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         if epoch % 20 == 0 or epoch == epochs:
             projector.eval()
-            scores = accuracy(projector, x_valid, y_valid, own_valid)
+            scores = accuracy(projector, x_valid, y_valid)
             mean_score = sum(scores.values()) / max(len(scores), 1)
             history.append({"epoch": epoch, "loss": round(loss.item(), 4), "valid": scores})
             if mean_score > best:
@@ -168,7 +167,7 @@ def train_heads(model, processor, manifest: Path, cache_dir: Path, epochs: int =
                 report = {"epoch": epoch, "valid_accuracy": scores, "train_clips": len(train), "valid_clips": len(valid)}
     projector.load_state_dict(best_state)
     projector.eval()
-    report["train_accuracy"] = accuracy(projector, x_train, y_train, own_train)
+    report["train_accuracy"] = accuracy(projector, x_train, y_train)
     report["history"] = history
     return report
 

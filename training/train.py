@@ -90,7 +90,7 @@ def set_trainable(model, config: TrainConfig) -> list[torch.nn.Parameter]:
         projector = model.multi_modal_projector
         projector.requires_grad_(True)
         if projector.attribute_head is not None:  # trained on labels (training/attributes.py), then kept
-            for param in (projector.attribute_scale, projector.attribute_shift, *projector.attribute_head.parameters()):
+            for param in projector.attribute_parameters():
                 param.requires_grad_(False)
         if getattr(model.audio_tower, "layer_weights", None) is not None:
             model.audio_tower.layer_weights.requires_grad_(True)
