@@ -105,21 +105,17 @@ class ClipSource:
             raise QuestionError(f"question {item['id']}: no audio file (audio mode {self.mode!r} needs one)")
         return self.swap[item["audio"]] if self.mode == "other" else item["audio"]
 
-    def _loaded(self, path: str) -> np.ndarray:
-        if path not in self._cache:
-            self._cache[path] = self.load(path)
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        return self._cache[path]
-
     def clip(self, item: dict) -> np.ndarray | None:
+        """The question's audio; the questions on one clip get the same array (encoded once a batch)."""
         path = self.shown_path(item)
         if path is None:
             return None
-        clip = self._loaded(path)
-        if self.mode == "noise":
-            return noise_like(clip, stable_seed(self.seed, path), self.noise)
-        return clip
+        if path not in self._cache:
+            clip = self.load(path)
+            self._cache[path] = noise_like(clip, stable_seed(self.seed, path), self.noise) if self.mode == "noise" else clip
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return self._cache[path]
 
 
 def user_turn(prompt: str, with_audio: bool) -> list[dict]:
@@ -170,12 +166,16 @@ def reply_logprobs(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
 @torch.no_grad()
 def encode_clips(model, processor, clips: list[np.ndarray | None]) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Each shown clip's encoder frames (W_k, F_k, C) and frame lengths, in order: computed once
-    per question, though the question's batch rows (its answer, then each option) all hear it."""
-    encoded = []
+    per distinct clip of the batch (a clip's questions come together and share one array), though
+    every batch row of its questions (their answers, then each option) hears it."""
+    encoded, done = [], {}
     for clip in clips:
-        if clip is not None:
+        if clip is None:
+            continue
+        if id(clip) not in done:
             windows = {k: v.to(model.device) for k, v in processor.audio_windows([clip]).items()}
-            encoded.append(model.encode_audio(windows["audio_values"], windows["audio_lens"]))
+            done[id(clip)] = model.encode_audio(windows["audio_values"], windows["audio_lens"])
+        encoded.append(done[id(clip)])
     return encoded
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
-from musicllm.modeling import MusicLLMForConditionalGeneration
+from musicllm.modeling import MusicLLMForConditionalGeneration, fit_attention
 from musicllm.processing import MusicLLMProcessor
 
 LANGUAGE_MODEL_DIR = "language_model"
@@ -102,5 +102,6 @@ def load_checkpoint(
     model = MusicLLMForConditionalGeneration.from_pretrained(directory, dtype=dtype, use_safetensors=True)
     if device:
         model.to(device)
+    fit_attention(model, device or "cpu")
     model.eval()
     return model, MusicLLMProcessor.from_pretrained(directory, config=model.config)

@@ -36,6 +36,21 @@ def adopt_pretrained(module: nn.Module) -> None:
         tensor._is_hf_initialized = True
 
 
+def fit_attention(model: "MusicLLMForConditionalGeneration", device: torch.device | str) -> None:
+    """The language model's attention kernel for where it runs: on CPU the eager one (plain
+    matmuls, softmax in float32), elsewhere the model's default (sdpa).
+
+    PyTorch's CPU flash-attention kernel, where sdpa goes on CPU, is slow for short sequences
+    and small heads: a tiny-preset training step took 1.4x as long with it as with eager
+    attention, forward and backward, at 110 and at 450 tokens (eval/benchmarks/attention.py).
+    The outputs agree to float rounding (tests/test_modeling.py)."""
+    language_model = model.language_model
+    if torch.device(device).type == "cpu":
+        language_model.set_attn_implementation("eager")
+    else:
+        language_model.set_attn_implementation(language_model._check_and_adjust_attn_implementation(None, is_init_check=True))
+
+
 class MusicLLMForConditionalGeneration(PreTrainedModel):
     config_class = MusicLLMConfig
     base_model_prefix = ""

@@ -41,13 +41,14 @@ def small_text_overrides() -> dict:
 @pytest.fixture()
 def tiny_model(tiny_tokenizer):
     """(model, processor) of the tiny architecture with a test-sized LLM, random weights."""
-    from musicllm.modeling import MusicLLMForConditionalGeneration
+    from musicllm.modeling import MusicLLMForConditionalGeneration, fit_attention
     from musicllm.processing import MusicLLMProcessor
     from musicllm.tiny import tiny_config
 
     torch.manual_seed(0)
     config = tiny_config(tiny_tokenizer, text_overrides=small_text_overrides(), stack_factor=10)
     model = MusicLLMForConditionalGeneration(config).eval()
+    fit_attention(model, "cpu")  # as load_checkpoint gives it on this machine
     return model, MusicLLMProcessor(tiny_tokenizer, config)
 
 

@@ -120,6 +120,25 @@ def test_option_logprobs_match_unpadded_rows(setup):
     assert [x for row in rows for x in row["option_logprobs"]] == pytest.approx(expected, abs=1e-3)
 
 
+def test_a_batch_encodes_each_clip_once(setup, monkeypatch):
+    _, model, processor, items = setup
+    chosen = items[:4]  # two questions on clip0, two on clip1
+    for mode in ("audio", "noise"):
+        source = ClipSource(items, mode, processor.load_audio)
+        clips = [source.clip(i) for i in chosen]
+        assert clips[0] is clips[1] and clips[2] is clips[3] and clips[0] is not clips[2]
+    alone = [predict_batch(model, processor, [item], [clip], prompts_of([item]), max_new_tokens=2)[0]
+             for item, clip in zip(chosen, clips)]
+    calls = []
+    encode = model.encode_audio
+    monkeypatch.setattr(model, "encode_audio", lambda *a: calls.append(1) or encode(*a))
+    together = predict_batch(model, processor, chosen, clips, prompts_of(chosen), max_new_tokens=2)
+    assert len(calls) == 2
+    for one, row in zip(alone, together):
+        assert row["output"] == one["output"]
+        assert row["option_logprobs"] == pytest.approx(one["option_logprobs"], abs=1e-3)
+
+
 def read(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 

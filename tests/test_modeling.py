@@ -58,6 +58,22 @@ def test_save_then_load_gives_identical_logits(tiny_model, tmp_path):
     assert loaded_processor.tokenizer.encode("piano in C") == processor.tokenizer.encode("piano in C")
 
 
+def test_cpu_attention_is_eager_and_agrees_with_sdpa(tiny_model, tmp_path):
+    """On CPU the checkpoint loads with eager attention (faster there); a right-padded audio
+    batch and a left-padded generation batch give what sdpa gives, to float rounding."""
+    model, processor = tiny_model
+    save_checkpoint(model, processor, tmp_path / "ckpt")
+    loaded, _ = load_checkpoint(tmp_path / "ckpt")
+    assert loaded.language_model.config._attn_implementation == "eager"
+    loaded.language_model.set_attn_implementation("sdpa")
+    assert loaded.language_model.config._attn_implementation == "sdpa"
+    left = processor([audio_question() for _ in range(2)], [[sine(1.0)], [sine(3.0, freq=330)]],
+                     padding_side="left", add_generation_prompt=True)
+    for batch in (batch_for(processor), left):
+        mask = batch["attention_mask"].bool()
+        torch.testing.assert_close(logits(loaded, batch)[mask], logits(model, batch)[mask], atol=1e-5, rtol=1e-4)
+
+
 def add_visible_lora(model):
     """A LoRA adapter that changes the outputs: a fresh one is a no-op (B = 0)."""
     add_lora(model, r=4, alpha=8, dropout=0.0)

@@ -150,3 +150,22 @@ def test_auto_mixed_precision_follows_the_hardware(monkeypatch):
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
         assert resolve_mixed_precision("auto") == expected
+
+
+def test_a_file_listed_twice_is_seen_twice_and_read_once(dataset, tiny_tokenizer):
+    from training.data import ConversationData, load_conversations
+
+    files = [str(dataset / "captions.jsonl"), str(dataset / "instructions.jsonl"), str(dataset / "captions.jsonl")]
+    records = load_conversations(files)
+    assert [r["id"] for r in records] == [f"{n}:{kind}" for kind in ("caption", "qa", "caption") for n in NOTES]
+    assert all(a is b for a, b in zip(records[:4], records[8:]))  # the same objects, not a second reading
+    assert records[0]["audio"] == [str(dataset / "clips" / "C.wav")]  # made absolute once, not twice
+
+    class Counts:  # the audio token count per clip, without encoding anything
+        def num_tokens(self, path):
+            return 3
+
+    data = ConversationData(records, tiny_tokenizer, Counts(), max_length=200)
+    assert len(data) == 12 and data.lengths()[:4] == data.lengths()[8:]
+    assert [data.examples[i][0] for i in range(4)] == [data.examples[i][0] for i in range(8, 12)]
+    assert data.examples[0][0] != data.examples[4][0]

@@ -21,16 +21,19 @@ AUDIO_TOKEN = "<|audio|>"
 
 def load_conversations(files: list[str], splits: list[str] | None = None) -> list[dict]:
     """Validated records of the given splits (records without a split are always kept); each
-    audio path made absolute (paths are relative to their file)."""
-    records = []
-    for file in files:
+    audio path made absolute (paths are relative to their file). A file listed n times (seen n
+    times as often) is read once: its n copies are the same record objects."""
+    read: dict[str, list[dict]] = {}
+    for file in dict.fromkeys(files):
         base = Path(file).parent
+        read[file] = []
         for number, record in enumerate(read_jsonl(file), 1):
             validate_conversation(record, where=f"{file}:{number}")
             if splits is not None and record.get("split", splits[0]) not in splits:
                 continue
             record["audio"] = [str(p if Path(p).is_absolute() else base / p) for p in record["audio"]]
-            records.append(record)
+            read[file].append(record)
+    records = [record for file in files for record in read[file]]
     if not records:
         raise ValueError(f"no conversations of splits {splits} in {files}")
     return records
@@ -39,16 +42,20 @@ def load_conversations(files: list[str], splits: list[str] | None = None) -> lis
 class ConversationData(Dataset):
     """Items: input_ids, labels (assistant tokens only) and the clips' cached frames.
 
-    Conversations are tokenised once, here; longer than `max_length` ones are left out (never
-    cut: a cut could split a clip's audio tokens) and counted in `skipped`.
+    Conversations are tokenised once, here (a record listed n times too: stage 2 of the default
+    reads its multiple-choice file three times); longer than `max_length` ones are left out
+    (never cut: a cut could split a clip's audio tokens) and counted in `skipped`.
     """
 
     def __init__(self, records: list[dict], tokenizer, cache, max_length: int):
         self.cache = cache
         self.examples, self.skipped = [], 0
+        rendered = {}  # id(record) -> (ids, labels)
         for record in records:
-            counts = [cache.num_tokens(path) for path in record["audio"]]
-            ids, labels = render_conversation(record["messages"], tokenizer, counts)
+            if id(record) not in rendered:
+                counts = [cache.num_tokens(path) for path in record["audio"]]
+                rendered[id(record)] = render_conversation(record["messages"], tokenizer, counts)
+            ids, labels = rendered[id(record)]
             if len(ids) > max_length:
                 self.skipped += 1
                 continue

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from musicllm.checkpoint import add_lora, load_checkpoint, merge_lora, save_checkpoint, save_lora
+from musicllm.modeling import fit_attention
 from musicllm.runconfig import ConfigError, load_run_config, to_dict
 from training.curves import plot_log
 from training.data import ConversationData, StepSampler, TextData, collate, load_conversations
@@ -213,6 +214,7 @@ def train(config: TrainConfig) -> Path:
         (out / "config.json").write_text(json.dumps(to_dict(config), indent=2))
 
     model, processor = build_model(config, accelerator, load_conversations(config.data.train, config.data.splits))
+    fit_attention(model, accelerator.device)
     params = set_trainable(model, config)
     pad_id = processor.tokenizer.pad_token_id or 0
     with accelerator.main_process_first():  # the main process fills the feature cache first
