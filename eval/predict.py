@@ -49,6 +49,7 @@ import torch
 from data_gen.formats import JsonlWriter, read_jsonl
 from eval.questions import LETTERS, ONE_SHOT_EXAMPLE, ORDERS, QuestionError, format_prompt, load_questions
 from musicllm.configuration import AUDIO_TOKEN
+from musicllm.processing import IGNORE_INDEX, render_conversation
 
 AUDIO_MODES = ("audio", "none", "noise", "other")
 NOISE_COLOURS = ("pink", "white")
@@ -133,41 +134,50 @@ def generation_inputs(processor, prompts: list[str], clips: list[np.ndarray | No
     return processor(conversations, audios, add_generation_prompt=True, padding_side="left")
 
 
-def option_inputs(processor, prompts: list[str], clips: list[np.ndarray | None], options: list[list[str]]):
-    """Left-padded batch with labels, one row per (question, option): the reply is the option.
-    Left padding puts every reply at the end of its row, so only the last positions' logits
-    are needed (a vocabulary of 150k x a long audio prompt would not fit otherwise)."""
-    conversations, audios = [], []
-    for prompt, clip, opts in zip(prompts, clips, options):
-        for i, option in enumerate(opts):
-            reply = {"role": "assistant", "content": option_reply(i, option)}
-            conversations.append(user_turn(prompt, clip is not None) + [reply])
-            audios.append([clip] if clip is not None else [])
-    return processor(conversations, audios, add_generation_prompt=False, with_labels=True, padding_side="left")
+def reply_ids(processor, prompt: str, clip: np.ndarray | None, index: int, option: str) -> list[int]:
+    """Token ids of the reply "(B) option text" and its end of turn, as they follow the
+    question's generation prompt (the labelled part of the rendered conversation)."""
+    turn = user_turn(prompt, clip is not None) + [{"role": "assistant", "content": option_reply(index, option)}]
+    counts = [processor.num_audio_tokens(clip)] if clip is not None else []
+    ids, labels = render_conversation(turn, processor.tokenizer, counts)
+    return [t for t, label in zip(ids, labels) if label != IGNORE_INDEX]
 
 
 @torch.no_grad()
-def reply_logprobs(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum of log-probs of the labelled tokens, their count) per row of a left-padded batch."""
-    batch = {k: v.to(model.device) for k, v in batch.items()}
-    labels = batch.pop("labels")
-    learned = labels != -100
-    first = int(learned.float().argmax(dim=1).min())  # earliest labelled position over the batch
-    length = labels.shape[1]
-    keep = min(length, length - first + 1)  # logits at first-1 .. end predict labels at first .. end
-    position_ids = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-    logits = model(**batch, position_ids=position_ids, logits_to_keep=keep).logits.float()  # B, keep, V
-    targets = labels[:, length - keep + 1:]  # B, keep-1
-    logprobs = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    mask = targets != -100
-    return (logprobs * mask).sum(dim=1).cpu(), mask.sum(dim=1).cpu()
+def option_logprobs(model, prefix: dict, replies: list[list[list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of log-probs of the reply's tokens, their count) for every option of every question,
+    in order. `prefix`: the questions as a left-padded generation batch (with their audio, on
+    the model's device); `replies[q]`: question q's options as reply token ids.
+
+    Each question runs once; its options continue from its key/value cache, right-padded
+    (4 options of ~12 tokens after a prompt of ~150: about a third of the tokens of scoring
+    every option as a whole conversation)."""
+    mask = prefix["attention_mask"]
+    out = model(**prefix, position_ids=(mask.cumsum(-1) - 1).clamp(min=0), use_cache=True, logits_to_keep=1)
+    first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # B, V: each reply's first token
+    options = torch.tensor([len(r) for r in replies])
+    rows = torch.repeat_interleave(torch.arange(len(replies)), options).to(mask.device)  # N: each option's question
+    cache = out.past_key_values
+    cache.batch_select_indices(rows)  # B -> N rows: each option gets its question's keys and values
+    flat = [ids for question in replies for ids in question]
+    longest = max(map(len, flat))
+    ids = torch.zeros(len(flat), longest, dtype=torch.long, device=mask.device)
+    real = torch.zeros(len(flat), longest, dtype=torch.long, device=mask.device)
+    for i, reply in enumerate(flat):
+        ids[i, : len(reply)] = torch.tensor(reply)
+        real[i, : len(reply)] = 1
+    positions = mask.sum(-1)[rows, None] + torch.arange(longest, device=mask.device)  # after each question
+    logits = model(input_ids=ids, attention_mask=torch.cat([mask[rows], real], dim=1), position_ids=positions,
+                   past_key_values=cache, use_cache=True).logits.float()  # N, R, V
+    logprobs = torch.cat([first[rows, None], torch.log_softmax(logits[:, :-1], dim=-1)], dim=1)  # token t from t-1
+    token_logprobs = logprobs.gather(-1, ids.unsqueeze(-1)).squeeze(-1) * real
+    return token_logprobs.sum(dim=1).cpu(), real.sum(dim=1).cpu()
 
 
 @torch.no_grad()
 def encode_clips(model, processor, clips: list[np.ndarray | None]) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Each shown clip's encoder frames (W_k, F_k, C) and frame lengths, in order: computed once
-    per distinct clip of the batch (a clip's questions come together and share one array), though
-    every batch row of its questions (their answers, then each option) hears it."""
+    per distinct clip of the batch (a clip's questions come together and share one array)."""
     encoded, done = [], {}
     for clip in clips:
         if clip is None:
@@ -179,15 +189,14 @@ def encode_clips(model, processor, clips: list[np.ndarray | None]) -> list[tuple
     return encoded
 
 
-def with_frames(batch, encoded: list[tuple[torch.Tensor, torch.Tensor]], repeats: list[int]) -> dict:
-    """`batch` with its raw audio replaced by the clips' frames, clip k `repeats[k]` times in a
-    row (the rows of one question are adjacent), zero-padded to one frame count."""
+def with_frames(batch, encoded: list[tuple[torch.Tensor, torch.Tensor]]) -> dict:
+    """`batch` with its raw audio replaced by the clips' frames (one clip per row that has
+    audio, in order), zero-padded to one frame count."""
     batch = {k: v for k, v in batch.items() if k not in ("audio_values", "audio_lens")}
     if encoded:
         longest = max(f.shape[1] for f, _ in encoded)
-        padded = [torch.nn.functional.pad(f, (0, 0, 0, longest - f.shape[1])) for f, _ in encoded]
-        batch["audio_frames"] = torch.cat([f for f, n in zip(padded, repeats) for _ in range(n)])
-        batch["audio_frame_lens"] = torch.cat([lens for (_, lens), n in zip(encoded, repeats) for _ in range(n)])
+        batch["audio_frames"] = torch.cat([torch.nn.functional.pad(f, (0, 0, 0, longest - f.shape[1])) for f, _ in encoded])
+        batch["audio_frame_lens"] = torch.cat([lens for _, lens in encoded])
     return batch
 
 
@@ -195,16 +204,14 @@ def predict_batch(model, processor, items: list[dict], clips: list, prompts: lis
                   max_new_tokens: int) -> list[dict]:
     """Answers and option log-likelihoods for a batch of questions."""
     encoded = encode_clips(model, processor, clips)
-    shown = [clip is not None for clip in clips]
-    gen = with_frames(generation_inputs(processor, prompts, clips), encoded, [1] * sum(shown))
+    gen = with_frames(generation_inputs(processor, prompts, clips), encoded)
     gen = {k: v.to(model.device) for k, v in gen.items()}  # the raw audio, already encoded, stays behind
     new_tokens = model.generate(**gen, max_new_tokens=max_new_tokens, do_sample=False,
                                 pad_token_id=processor.tokenizer.pad_token_id)
     outputs = [processor.decode(row).strip() for row in new_tokens]
-    options = [i["options"] for i in items]
-    repeats = [len(o) for o, s in zip(options, shown) if s]
-    scored = with_frames(option_inputs(processor, prompts, clips, options), encoded, repeats)
-    sums, counts = reply_logprobs(model, scored)
+    replies = [[reply_ids(processor, prompt, clip, k, option) for k, option in enumerate(item["options"])]
+               for item, prompt, clip in zip(items, prompts, clips)]
+    sums, counts = option_logprobs(model, gen, replies)
     rows = []
     for k, (item, prompt, output) in enumerate(zip(items, prompts, outputs)):
         n = len(item["options"])

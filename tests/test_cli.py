@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import openai
@@ -181,19 +182,27 @@ def test_quickstart_then_demo_as_a_new_user_would(tmp_path):
         again.wait_for("Press Ctrl-C to stop.", timeout=180)
         again.stop(signal.SIGTERM)
     assert again.process.returncode == 0 and "building" not in again.output and "(transformers engine" in again.output
-    assert "(72 tracks, complete: reused)" in again.output  # the catalog is not captioned twice
+    assert f"({held_out(home)} tracks, complete: reused)" in again.output  # the catalog is not captioned twice
+
+
+def held_out(home: Path) -> int:
+    """Clips of the default corpus the model did not train on (the demo's catalog)."""
+    splits = [json.loads(line)["split"] for line in (home / "corpus" / "manifest.jsonl").read_text().splitlines()]
+    assert len(splits) == 72 and 0 < splits.count("train") < 72
+    return splits.count("valid") + splits.count("test")
 
 
 def check_recommendations_come_from_the_catalog(client, clip, catalog_path, out: str) -> None:
-    """The demo captioned the default corpus (72 clips at --size small) into its catalog, and
-    "recommend something similar" (POST /v1/recommend, what the web chat sends) names only
-    catalog tracks, each with a reason."""
+    """The demo captioned the held-out clips of the default corpus (72 clips at --size small)
+    into its catalog, and "recommend something similar" (POST /v1/recommend, what the web chat
+    sends) names only catalog tracks, each with a reason."""
     import sqlite3
 
-    assert "catalog: captioning 72 of 72 clips of the default corpus" in out and f"catalog   {catalog_path}" in out
+    n = held_out(catalog_path.parent)
+    assert f"catalog: captioning {n} of {n} clips of the default corpus" in out and f"catalog   {catalog_path}" in out
     with sqlite3.connect(catalog_path) as db:
         done = dict(db.execute("SELECT name, json_extract(metadata, '$.title') FROM tracks WHERE status = 'done'"))
-    assert len(done) == 72
+    assert len(done) == n
     reply = client.post("/recommend", cast_to=object, body={"input_audio": clip_part(clip)["input_audio"], "k": 5})
     picks = reply["data"]
     assert len(picks) == 5 and len({p["name"] for p in picks}) == 5
@@ -237,10 +246,10 @@ def test_demo_catalog_is_built_once_resumed_and_reused(tmp_path, monkeypatch, ca
     for name, clip in clips.items():
         sf.write(corpus / f"{name}.wav", clip, SAMPLE_RATE)
 
-    def manifest(*names):
+    def manifest(*names):  # and a clip the model trained on, which the demo's catalog leaves out
         (corpus / "manifest.jsonl").write_text("".join(
             json.dumps({"id": n, "audio": f"{n}.wav", "labels": {"genre": "test", "tempo_bpm": 100}}) + "\n"
-            for n in names))
+            for n in names) + json.dumps({"id": "trained", "audio": "piano.wav", "split": "train"}) + "\n")
 
     def statuses(path):
         with sqlite3.connect(path) as db:

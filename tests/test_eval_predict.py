@@ -11,8 +11,8 @@ import soundfile as sf
 import torch
 
 from conftest import small_text_overrides
-from eval.predict import (ClipSource, derangement, generation_inputs, main, noise_like, option_inputs, option_reply,
-                          predict_batch, reply_logprobs, user_turn)
+from eval.predict import (ClipSource, derangement, generation_inputs, main, noise_like, option_reply, predict_batch,
+                          reply_ids, user_turn)
 from eval.questions import format_prompt, load_questions
 
 FREQS = [220.0, 330.0, 440.0]
@@ -60,10 +60,10 @@ def test_none_removes_the_audio(setup):
     source = ClipSource(items, "none", processor.load_audio)
     clips = [source.clip(i) for i in items]
     assert clips == [None] * len(items) and source.shown_path(items[0]) is None
-    for batch in (generation_inputs(processor, prompts_of(items), clips),
-                  option_inputs(processor, prompts_of(items), clips, [i["options"] for i in items])):
-        assert int((batch["input_ids"] == processor.audio_token_id).sum()) == 0
-        assert batch["audio_values"].shape[0] == 0 and batch["audio_lens"].numel() == 0
+    batch = generation_inputs(processor, prompts_of(items), clips)
+    assert int((batch["input_ids"] == processor.audio_token_id).sum()) == 0
+    assert batch["audio_values"].shape[0] == 0 and batch["audio_lens"].numel() == 0
+    assert processor.audio_token_id not in reply_ids(processor, prompts_of(items)[0], None, 0, items[0]["options"][0])
     clip = ClipSource(items, "audio", processor.load_audio).clip(items[0])
     with_audio = generation_inputs(processor, prompts_of(items[:1]), [clip])
     assert int((with_audio["input_ids"] == processor.audio_token_id).sum()) > 0
@@ -102,8 +102,7 @@ def test_option_logprobs_match_unpadded_rows(setup):
     source = ClipSource(items, "audio", processor.load_audio)
     chosen = [items[0], items[2], items[4]]  # three clip lengths: the batch is padded
     clips = [source.clip(i) for i in chosen]
-    sums, counts = reply_logprobs(model, option_inputs(processor, prompts_of(chosen), clips, [i["options"] for i in chosen]))
-    expected = []
+    expected, counts = [], []
     with torch.no_grad():
         for prompt, clip, item in zip(prompts_of(chosen), clips, chosen):
             for k, option in enumerate(item["options"]):
@@ -113,11 +112,13 @@ def test_option_logprobs_match_unpadded_rows(setup):
                 logprobs = torch.log_softmax(model(**batch).logits[0, :-1], -1)
                 keep = labels != -100
                 expected.append(float(logprobs[keep].gather(-1, labels[keep, None]).sum()))
-    assert sums.tolist() == pytest.approx(expected, abs=1e-3)
-    assert all(c > 0 for c in counts.tolist())
-    # predict_batch encodes each clip once and reuses its frames for every row: the same numbers
+                counts.append(int(keep.sum()))
+    # predict_batch runs each question once and continues its options from its key/value cache:
+    # the same numbers as each option scored as a whole conversation of its own
     rows = predict_batch(model, processor, chosen, clips, prompts_of(chosen), max_new_tokens=2)
     assert [x for row in rows for x in row["option_logprobs"]] == pytest.approx(expected, abs=1e-3)
+    assert [c for row in rows for c in row["option_token_counts"]] == counts
+    assert len(set(counts)) > 1  # options of different lengths: the continuations were padded
 
 
 def test_a_batch_encodes_each_clip_once(setup, monkeypatch):
