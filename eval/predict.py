@@ -15,7 +15,8 @@ Per question, in one pass over the file:
      sum of the log-probabilities of the reply's tokens (the letter, the text and the end-of-turn
      marker, so an option that is only the start of a likelier reply gains nothing), and their
      count, so the scorer can rank by the sum or by the mean per token. It never depends on the
-     model following the answer format.
+     model following the answer format. The question runs once; its options continue from its
+     key/value cache (the same numbers as scoring each as a conversation of its own).
 The user turn is "<|audio|>\\n" + prompt; with no audio it is the prompt alone.
 
 Audio modes (ablations that show whether the model listens; a model that scores the same

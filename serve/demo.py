@@ -14,10 +14,11 @@ What starts, in order, on 127.0.0.1 unless --host says otherwise:
      caches go to $MUSICLLM_HOME/demo/vllm), checked with a one-token request: if vLLM cannot run
      the model, the transformers engine answers instead (with --engine auto; an error with vllm);
   3. the catalog that "recommend something similar" answers from: with the default model, the
-     default corpus (the clips quickstart synthesised, $MUSICLLM_HOME/default/corpus) captioned into
+     default corpus's held-out clips (those quickstart synthesised, $MUSICLLM_HOME/default/corpus,
+     but did not train on: 292 of 1440) captioned into
      $MUSICLLM_HOME/default/catalog.db by `musicllm caption`'s machinery with the engine just
-     started (a progress bar; measured: the 72 --size small clips in 11 s with vLLM; the default
-     corpus's 720 clips in 4 min 44 s with vLLM while a test suite shared the 2 cores, and about
+     started (a progress bar; measured: the 72 --size small clips in 11 s with vLLM; 720 clips
+     in 4 min 44 s with vLLM while a test suite shared the 2 cores, and about
      1 min more for the search indexes; interrupted, the next start resumes it; complete, it is
      reused), then its search indexes are updated; or --catalog PATH;
   4. the OpenAI-compatible API gateway (`musicllm serve`'s app, with POST /v1/recommend on the
