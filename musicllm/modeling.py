@@ -31,9 +31,14 @@ def adopt_pretrained(module: nn.Module) -> None:
     for sub in module.modules():
         sub._is_hf_initialized = True
         if isinstance(sub, PreTrainedModel) and sub.config._attn_implementation is None:
-            sub.config._attn_implementation_internal = sub._check_and_adjust_attn_implementation(None, is_init_check=True)
+            sub.config._attn_implementation_internal = default_attention(sub)
     for tensor in [*module.parameters(), *module.buffers()]:
         tensor._is_hf_initialized = True
+
+
+def default_attention(model: PreTrainedModel) -> str:
+    """The attention implementation transformers picks for `model` when none is asked for."""
+    return model._check_and_adjust_attn_implementation(None, is_init_check=True)
 
 
 def fit_attention(model: "MusicLLMForConditionalGeneration", device: torch.device | str) -> None:
@@ -48,7 +53,7 @@ def fit_attention(model: "MusicLLMForConditionalGeneration", device: torch.devic
     if torch.device(device).type == "cpu":
         language_model.set_attn_implementation("eager")
     else:
-        language_model.set_attn_implementation(language_model._check_and_adjust_attn_implementation(None, is_init_check=True))
+        language_model.set_attn_implementation(default_attention(language_model))
 
 
 class MusicLLMForConditionalGeneration(PreTrainedModel):
