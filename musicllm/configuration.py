@@ -41,15 +41,25 @@ class MusicFeaturesConfig(PretrainedConfig):
     # True adds the bass's pitch classes (window mean, from power below ~250 Hz) and their 24 key
     # strengths: bass lines dwell on the tonic, which tells relative keys (C major, A minor) apart.
     bass_chroma: bool = False
+    # A pretrained music tagger whose outputs join the features ("MTT_musicnn" or "MSD_musicnn",
+    # musicllm/musicnn.py): its 50 tag probabilities and 200-wide embedding for the 3 s patch each
+    # frame lies in. It hears timbre, instruments, genre and mood as real recordings have them,
+    # which DSP descriptors do not; tempo, key and metre stay with the DSP features. Its weights
+    # live in the checkpoint (the builder loads them from the musicnn package).
+    tagger: str | None = None
+
+    @property
+    def tagger_size(self) -> int:
+        return 50 + 200 if self.tagger else 0
 
     @property
     def hidden_size(self) -> int:
         """Feature dimension per frame (D_enc); encoders.FeaturesEncoder documents the layout."""
         # log-mel + chroma + window-mean chroma + 4 scalars (onset, rms, centroid, flatness)
         # + tempogram + window-mean tempogram + 24 key strengths [+ 24 key posteriors, minor, 12 tonics]
-        # [+ 12 bass pitch classes, 24 bass key strengths]
+        # [+ 12 bass pitch classes, 24 bass key strengths] [+ 50 tags, 200 tagger embedding]
         return (self.n_mels + 12 + 12 + 4 + 2 * self.tempo_bins + 24 + (37 if self.key_sharpness > 0 else 0)
-                + (36 if self.bass_chroma else 0))
+                + (36 if self.bass_chroma else 0) + self.tagger_size)
 
 
 AutoConfig.register(MusicFeaturesConfig.model_type, MusicFeaturesConfig)

@@ -146,6 +146,9 @@ class FeaturesEncoder(nn.Module):
         12                   window-mean bass chroma (30-250 Hz weighted around 110 Hz),
                              divided by its largest bin                          [0, 1]
         24                   its key strengths, as for the chroma above           [-1, 1]
+      with a tagger (musicnn), 250 more, last: for the tagger's 3 s patch that holds the frame
+        50                   tag probabilities (musicnn.MTT_TAGS or MSD_TAGS)     [0, 1]
+        200                  the tagger's penultimate layer (batch-normalised)   ~[-3, 3]
 
     Chroma is computed from power above 60 Hz; centroid and flatness from the whole spectrum.
     The tempogram's short lags are beat periods (tempo), its long lags bar periods (metre: 3/4
@@ -216,6 +219,14 @@ class FeaturesEncoder(nn.Module):
         self.max_lag = max(high for _, high in self.lag_ranges)
         self.ac_size = 1 << (self.context + self.max_lag).bit_length()  # no circular wrap-around
         self.tempo_lag_seconds = lags / fps  # bin centres, for readers of the features
+        self.tagger = None
+        if fc.tagger:
+            from musicllm.musicnn import MODELS, SAMPLE_RATE, Musicnn
+
+            if fc.tagger not in MODELS or fc.sample_rate != SAMPLE_RATE:
+                raise ValueError(f"tagger {fc.tagger!r}: choose one of {sorted(MODELS)}, at {SAMPLE_RATE} Hz "
+                                 f"(the features run at {fc.sample_rate} Hz)")
+            self.tagger = Musicnn(n_tags=len(MODELS[fc.tagger]))  # weights: the checkpoint's, or the builder's
         self.requires_grad_(False)
         self.eval()
 
@@ -326,8 +337,27 @@ class FeaturesEncoder(nn.Module):
             ],
             dim=-1,
         )
+        if self.tagger is not None:
+            features = torch.cat([features, self._tags(audio_values, audio_lens, frame_lens, frames)], dim=-1)
         features = features * frame_mask[..., None]
         return features[:, : int(frame_lens.max())], frame_lens
+
+    def _tags(self, audio_values: torch.Tensor, audio_lens: torch.Tensor, frame_lens: torch.Tensor,
+              frames: int) -> torch.Tensor:
+        """(W, F, 250): each frame's tagger patch outputs. Patches are musicnn's non-overlapping
+        3 s ones; frames past the last whole patch take the last patch (musicnn drops that
+        remainder), and a window shorter than a patch is looped to one (musicnn.tag)."""
+        from musicllm.musicnn import PATCH_SAMPLES, tag
+
+        self.tagger.float()  # float32 whatever the model's dtype: its batch norms are fitted so
+        out = audio_values.new_zeros((len(audio_lens), frames, self.config.audio_config.tagger_size), dtype=torch.float32)
+        for w, (samples, count) in enumerate(zip(audio_lens.tolist(), frame_lens.tolist())):
+            if samples == 0:
+                continue
+            taggram, embedding = tag(self.tagger, audio_values[w, :samples].float())  # P, 50 and P, 200
+            patch = (torch.arange(count, device=out.device) * self.hop // PATCH_SAMPLES).clamp(max=len(taggram) - 1)
+            out[w, :count] = torch.cat([taggram, embedding], dim=-1).to(out.device)[patch]  # count, 250
+        return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ audio samples (any rate) --resample--> samples at the encoder rate
     --split into windows of `audio_window_seconds`--> per-window samples
     --encoder framing (1-D conv stack)--> per-window frames
     --projector stacks `stack_factor` frames, padding the last stack--> per-window LLM tokens
+      (stack_factor 0: no frame tokens at all)
       (plus `config.audio_extra_tokens` per window: the projector's summary and attribute tokens)
 
 `num_audio_tokens` is the function the processor, the model's checks, serving and tests call.
@@ -56,9 +57,10 @@ def window_frames(window_len: int, frame_layers: Sequence[Sequence[int]]) -> int
 
 def window_tokens(window_len: int, frame_layers: Sequence[Sequence[int]], stack_factor: int,
                   extra_tokens: int = 0) -> int:
-    """LLM tokens of one window: frames stacked `stack_factor` at a time, the last stack padded,
-    plus the window's extra (summary and attribute) tokens."""
-    return math.ceil(window_frames(window_len, frame_layers) / stack_factor) + extra_tokens
+    """LLM tokens of one window: frames stacked `stack_factor` at a time, the last stack padded
+    (none with `stack_factor` 0), plus the window's extra (summary and attribute) tokens."""
+    frame_tokens = math.ceil(window_frames(window_len, frame_layers) / stack_factor) if stack_factor else 0
+    return frame_tokens + extra_tokens
 
 
 def num_audio_tokens(num_samples: int, sample_rate: int, config) -> int:

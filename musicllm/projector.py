@@ -36,11 +36,13 @@ class MusicLLMProjector(nn.Module):
         self.stack_factor = config.stack_factor
         stacked = config.audio_hidden_size * config.stack_factor
         hidden = config.projector_hidden_size or config.text_config.hidden_size
-        # LayerNorm first: encoder features arrive on their own scales (dB, ratios, hidden states).
-        self.norm = nn.LayerNorm(stacked)
-        self.linear_1 = nn.Linear(stacked, hidden)
         self.act = ACT2FN[config.projector_act]
-        self.linear_2 = nn.Linear(hidden, config.text_config.hidden_size)
+        self.out_dim = config.text_config.hidden_size
+        if self.stack_factor:  # 0: no frame tokens, the window is its summary and attribute tokens
+            # LayerNorm first: encoder features arrive on their own scales (dB, ratios, hidden states).
+            self.norm = nn.LayerNorm(stacked)
+            self.linear_1 = nn.Linear(stacked, hidden)
+            self.linear_2 = nn.Linear(hidden, config.text_config.hidden_size)
         if config.audio_summary_tokens not in (0, 1):
             raise ValueError(f"audio_summary_tokens must be 0 or 1, not {config.audio_summary_tokens}")
         self.summary = None
@@ -51,8 +53,9 @@ class MusicLLMProjector(nn.Module):
                                          nn.Linear(hidden, config.text_config.hidden_size))
         self.attributes = config.audio_attributes or []
         self.attribute_head = None
-        if self.attributes:
-            classes = sum(len(a["classes"]) for a in self.attributes)
+        trained = [a for a in self.attributes if "feature_index" not in a]
+        if trained:
+            classes = sum(len(a["classes"]) for a in trained)
             # Features on their own scales, standardised per feature (set from the training
             # clips' statistics, training/attributes.py): a per-window LayerNorm mixes them.
             self.attribute_scale = nn.Parameter(torch.ones(2 * C))
@@ -66,13 +69,15 @@ class MusicLLMProjector(nn.Module):
         `embeddings` (V, D): the LLM's input embedding table, needed with attribute tokens."""
         k = self.stack_factor
         W, F, C = frames.shape
-        pad = (-F) % k
-        frames = nn.functional.pad(frames, (0, 0, 0, pad))  # W, F, C -> W, F+pad, C
-        stacked = frames.reshape(W, (F + pad) // k, C * k)  # W, F+pad, C -> W, T, C*k
-        hidden = self.act(self.linear_1(self.norm(stacked)))  # W, T, C*k -> W, T, H
-        tokens = self.linear_2(hidden)  # W, T, H -> W, T, D
-        token_lens = torch.div(frame_lens + k - 1, k, rounding_mode="floor")  # same as lengths.window_tokens
-        stats = self.window_stats(frames[:, :F], frame_lens) if self.summary is not None or self.attributes else None
+        stats = self.window_stats(frames, frame_lens) if self.summary is not None or self.attributes else None
+        if k:
+            pad = (-F) % k
+            stacked = nn.functional.pad(frames, (0, 0, 0, pad)).reshape(W, (F + pad) // k, C * k)  # W, F, C -> W, T, C*k
+            hidden = self.act(self.linear_1(self.norm(stacked)))  # W, T, C*k -> W, T, H
+            tokens = self.linear_2(hidden)  # W, T, H -> W, T, D
+            token_lens = torch.div(frame_lens + k - 1, k, rounding_mode="floor")  # same as lengths.window_tokens
+        else:  # no frame tokens
+            tokens, token_lens = frames.new_zeros((W, 0, self.out_dim)), torch.zeros_like(frame_lens)
         if self.summary is not None:
             tokens = torch.cat([self.summary(stats).unsqueeze(1), tokens], dim=1)  # W, 1+T, D
         if self.attributes:
@@ -92,14 +97,31 @@ class MusicLLMProjector(nn.Module):
 
     def attribute_parameters(self) -> list[nn.Parameter]:
         """What training/attributes.py trains and the later stages keep frozen."""
+        if self.attribute_head is None:
+            return []
         return [self.attribute_scale, self.attribute_shift, *self.attribute_head.parameters()]
 
     def attribute_logits(self, stats: torch.Tensor, dropout: float = 0.0) -> list[torch.Tensor]:
         """(W, 2C) window stats -> one (W, classes) logit tensor per attribute, in config order.
-        `dropout` on the hidden layer, in training mode (the heads' own training uses it)."""
-        hidden = self.attribute_head[:-1](stats * self.attribute_scale + self.attribute_shift)  # W, H
-        logits = self.attribute_head[-1](nn.functional.dropout(hidden, dropout, self.training))  # W, all classes
-        return list(torch.split(logits, [len(a["classes"]) for a in self.attributes], dim=-1))
+        `dropout` on the hidden layer, in training mode (the heads' own training uses it).
+
+        An attribute with a `feature_index` (a list of feature positions) has no head: its
+        classes are features that already are probabilities (a pretrained tagger's tags), and its
+        logits are the logits of their window means."""
+        trained = [a for a in self.attributes if "feature_index" not in a]
+        learned = iter([])
+        if trained:
+            hidden = self.attribute_head[:-1](stats * self.attribute_scale + self.attribute_shift)  # W, H
+            logits = self.attribute_head[-1](nn.functional.dropout(hidden, dropout, self.training))  # W, all classes
+            learned = iter(torch.split(logits, [len(a["classes"]) for a in trained], dim=-1))
+        out = []
+        for attribute in self.attributes:
+            if "feature_index" in attribute:
+                means = stats[:, attribute["feature_index"]].float()  # W, classes: the frames' mean probabilities
+                out.append(torch.logit(means.clamp(1e-4, 1 - 1e-4)))
+            else:
+                out.append(next(learned))
+        return out
 
     def attribute_tokens(self, stats: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
         """(W, 2C) window stats -> (W, A, D): each attribute's class-word embeddings, by its head."""

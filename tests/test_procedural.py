@@ -1,6 +1,7 @@
-"""The procedural corpus: composition, labels, real FluidSynth renders, the `synth` command.
+"""The procedural corpus: composition, labels, real FluidSynth renders, the `synth` command,
+the texture styles, soundfonts per clip, production effects and the OOD corpus.
 
-Renders are short (3-8 s) so the file runs in well under a minute on 2 cores. Tests that need
+Renders are short (2-8 s) so the file runs in about a minute on 2 cores. Tests that need
 the soundfont or libfluidsynth are skipped, with the reason, where they are not installed.
 """
 
@@ -18,7 +19,8 @@ from data_gen.procedural import render
 from data_gen.procedural.composer import compose
 from data_gen.procedural.harmony import allowed_pitch_classes, chord
 from data_gen.procedural.mood import MOODS, mood
-from data_gen.procedural.styles import DRUM_KIT_NAMES, INSTRUMENT_NAMES, STYLES
+from data_gen.procedural.styles import (BAND_STYLES, DRUM_KIT_NAMES, INSTRUMENT_NAMES, OOD_STYLES, STYLES,
+                                        TEXTURE_STYLES, TRAIN_STYLES)
 from data_gen.vocabulary import PITCH_CLASSES
 
 SR = render.SAMPLE_RATE
@@ -137,7 +139,7 @@ def test_a_200_clip_corpus_covers_every_key_metre_and_style(corpus_seed):
     assert len(songs) == 50
     assert len({(s.labels["key"], s.labels["mode"]) for s in songs}) == 24
     assert {s.labels["time_signature"] for s in songs} == {"3/4", "4/4", "6/8"}
-    assert {s.labels["genre"] for s in songs} == set(STYLES)
+    assert {s.labels["genre"] for s in songs} == set(BAND_STYLES)  # the default: the band styles
     lengths = [s.seconds for s in specs]
     assert sum(x == 120.0 for x in lengths) == 4 and all(10 <= x <= 30 for x in lengths if x != 120.0)
 
@@ -212,12 +214,16 @@ def test_stuck_worker_is_stopped_by_the_pool_backstop():
 
 
 # ----------------------------------------------------------------------------- the synth command
+def _synth_argv(out: Path, clips: int, workers: int = 2, *extra: str) -> list[str]:
+    return ["--out", str(out), "--clips", str(clips), "--min-seconds", "3", "--max-seconds", "4",
+            "--long-every", "5", "--long-seconds", "6", "--clips-per-family", "2",
+            "--workers", str(workers), *extra]
+
+
 def _synth(out: Path, clips: int, workers: int = 2, *extra: str) -> int:
     from data_gen.procedural.corpus import main
 
-    return main(["--out", str(out), "--clips", str(clips), "--min-seconds", "3", "--max-seconds", "4",
-                 "--long-every", "5", "--long-seconds", "6", "--clips-per-family", "2",
-                 "--workers", str(workers), *extra])
+    return main(_synth_argv(out, clips, workers, *extra))
 
 
 @needs_fluidsynth
@@ -268,7 +274,8 @@ def test_synth_help_explains_every_option(capsys):
     text = capsys.readouterr().out
     for option in ("--out", "--clips", "--seed", "--min-seconds", "--max-seconds", "--long-every",
                    "--long-seconds", "--workers", "--styles", "--clips-per-family", "--normalize",
-                   "--render-timeout", "--soundfont", "--sample-rate", "Resumable"):
+                   "--render-timeout", "--soundfont", "--sample-rate", "Resumable", "--soundfonts",
+                   "--production", "--ood", "--exclude-styles", "Training and OOD"):
         assert option in text
 
 
@@ -280,3 +287,296 @@ def test_synth_rejects_bad_options(tmp_path, capsys, monkeypatch):
 
     assert main(["--out", str(tmp_path / "y"), "--soundfont", str(tmp_path / "none.sf2")]) == 2
     assert "soundfont" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- texture styles
+FAMILIES = {"violin": "strings", "viola": "strings", "cello": "strings", "contrabass": "strings",
+            "strings": "strings", "flute": "woodwinds", "oboe": "woodwinds", "clarinet": "woodwinds",
+            "bassoon": "woodwinds", "trumpet": "brass", "french horn": "brass", "trombone": "brass",
+            "tuba": "brass", "brass section": "brass", "timpani": "timpani"}
+
+
+def _rms_db(audio: np.ndarray) -> float:
+    return float(20 * np.log10(max(1e-12, np.sqrt(np.mean(audio.astype(np.float64) ** 2)))))
+
+
+def _soundfont_missing(name: str) -> str | None:
+    try:
+        render.soundfont_path(name)
+    except render.RenderError as err:
+        return str(err)
+    return None
+
+
+needs_timgm = pytest.mark.skipif(_soundfont_missing("TimGM6mb.sf2") is not None,
+                                 reason=f"no TimGM6mb: {_soundfont_missing('TimGM6mb.sf2')}")
+needs_musescore = pytest.mark.skipif(_soundfont_missing("MuseScore_General.sf3") is not None,
+                                     reason=f"no MuseScore General: {_soundfont_missing('MuseScore_General.sf3')}")
+
+
+def test_style_groups():
+    assert set(BAND_STYLES) | set(TEXTURE_STYLES) == set(STYLES) and not set(BAND_STYLES) & set(TEXTURE_STYLES)
+    assert set(OOD_STYLES) <= set(TEXTURE_STYLES)
+    assert set(TRAIN_STYLES) == set(STYLES) - set(OOD_STYLES)
+    assert set(TEXTURE_STYLES) == {"unaccompanied", "chorale", "chamber", "orchestral", "solo piano", "choral",
+                                   "brass band"}
+
+
+@pytest.mark.parametrize("style", TEXTURE_STYLES)
+def test_texture_labels_match_the_midi(style):
+    for seed in range(6):
+        for seconds, variation in ((3.0, seed % 4), (12.0, 1)):
+            song = compose(seed, style=style, seconds=seconds, variation=variation)
+            labels, midi = song.labels, song.midi
+            assert labels["genre"] == style
+            (ks,) = midi.key_signature_changes
+            assert (PITCH_CLASSES[ks.key_number % 12], "minor" if ks.key_number >= 12 else "major") == (
+                labels["key"], labels["mode"])
+            pitched = [n.pitch % 12 for i in midi.instruments if not i.is_drum for n in i.notes]
+            assert pitched and set(pitched) <= allowed_pitch_classes(labels["key"], labels["mode"])
+            melodic = [i for i in midi.instruments if not i.is_drum]
+            drums = [i for i in midi.instruments if i.is_drum]
+            assert labels["gm_programs"] == [i.program for i in melodic]
+            assert [p["role"] for p in labels["parts"] if p["role"] != "drums"] == [i.name for i in melodic]
+            names = [INSTRUMENT_NAMES[i.program] for i in melodic] + (["drums"] if drums else [])
+            assert labels["instruments"] == list(dict.fromkeys(names))  # a choir's four voices: one "choir"
+            assert all(sum(n.end - n.start for n in part.notes) >= 1.0 for part in melodic)
+            assert max(n.end for i in midi.instruments for n in i.notes) <= song.seconds + 1e-6
+            assert labels["mood"] == mood(labels["mode"], labels["tempo_bpm"], labels["dynamics"],
+                                          STYLES[style].character)
+
+
+def test_unaccompanied_is_one_melody_alone():
+    for seed in range(8):
+        song = compose(seed, style="unaccompanied", seconds=3.0, variation=seed % 4)
+        (part,) = song.midi.instruments  # it plays from the first bar: no silent intro
+        assert len(song.labels["parts"]) == 1 and len(song.labels["instruments"]) == 1
+        assert not song.labels["drums"]
+        notes = sorted(part.notes, key=lambda n: n.start)
+        assert all(a.end <= b.start + 1e-6 for a, b in zip(notes, notes[1:]))  # one note at a time
+
+
+def test_string_quartet_is_two_violins_viola_and_cello():
+    song = compose(3, style="chamber", seconds=12.0, variation=1)
+    assert song.labels["instruments"] == ["violin", "viola", "cello"]
+    assert [p["role"] for p in song.labels["parts"]] == ["first violin", "second violin", "viola", "cello"]
+    assert song.labels["gm_programs"] == [40, 40, 41, 42]
+    for seed in range(8):
+        assert set(compose(seed, style="chamber", seconds=3.0, variation=seed % 4).labels["instruments"]) <= {
+            "violin", "viola", "cello"}
+
+
+def test_orchestra_has_strings_brass_woodwinds_and_timpani():
+    for seed in range(8):
+        short = compose(seed, style="orchestral", seconds=3.0, variation=seed % 4).labels
+        assert "timpani" in short["instruments"] and 47 in short["gm_programs"]
+        full = compose(seed, style="orchestral", seconds=12.0, variation=1).labels
+        assert {FAMILIES[name] for name in full["instruments"]} == {"strings", "brass", "woodwinds", "timpani"}
+
+
+def test_chorale_is_four_voices_in_one_rhythm():
+    ensembles = set()
+    for seed in range(9):
+        song = compose(seed, style="chorale", seconds=6.0, variation=seed % 4)
+        voices = song.midi.instruments
+        assert [v.name for v in voices] == ["soprano", "alto", "tenor", "bass"]
+        onsets = [[n.start for n in v.notes] for v in voices]
+        assert all(o == onsets[0] for o in onsets)  # homophony
+        for voiced in zip(*[v.notes for v in voices]):
+            s, a, t, b = (n.pitch for n in voiced)
+            assert s > a > t > b and s - a <= 12 and a - t <= 12
+        ensembles.add(tuple(song.labels["instruments"]))
+    assert ("choir",) in ensembles and ("church organ",) in ensembles
+    assert any(set(e) <= {"trumpet", "french horn", "trombone", "tuba"} for e in ensembles)
+
+
+def test_solo_piano_plays_melody_and_accompaniment_in_one_instrument():
+    song = compose(2, style="solo piano", seconds=10.0, variation=1)
+    (piano,) = song.midi.instruments
+    assert song.labels["instruments"] == ["piano"] and song.labels["gm_programs"] == [0]
+    pitches = [n.pitch for n in piano.notes]
+    assert max(pitches) - min(pitches) >= 24  # two hands apart
+    by_pitch = {}
+    for n in sorted(piano.notes, key=lambda n: n.start):
+        assert n.start >= by_pitch.get(n.pitch, -1.0)  # one key is never struck while it sounds
+        by_pitch[n.pitch] = n.end
+    assert any(a.end > b.start for a, b in zip(piano.notes, piano.notes[1:]))  # notes sound together
+
+
+def test_bass_fifths_over_diminished_chords_stay_in_the_key():
+    """The bass's "fifth" over ii° and ii7 (m7b5) in minor is the chord's own diminished fifth
+    (generator version 2); a perfect fifth there was out of the key."""
+    for style in ("classical", "latin"):
+        for seed in range(12):
+            labels_midi = compose(seed, style=style, seconds=40.0, mode="minor")
+            allowed = allowed_pitch_classes(labels_midi.labels["key"], "minor")
+            assert {n.pitch % 12 for i in labels_midi.midi.instruments if not i.is_drum for n in i.notes} <= allowed
+
+
+@needs_fluidsynth
+@pytest.mark.parametrize("style", TEXTURE_STYLES)
+def test_textures_render_audibly(style):
+    song = compose(4, style=style, seconds=2.5)
+    audio = render.render(song.midi, song.seconds)
+    assert _rms_db(audio[: int(song.seconds * SR)]) > -55
+
+
+# ----------------------------------------------------------------------------- soundfonts
+def test_soundfont_per_clip_is_balanced_and_fixed_by_the_seed():
+    from data_gen.procedural.corpus import clip_specs, parser
+
+    argv = ["--out", "unused", "--clips", "40", "--soundfonts", "FluidR3_GM.sf2", "TimGM6mb.sf2"]
+    fonts = [s.soundfont for s in clip_specs(parser().parse_args(argv))]
+    assert fonts == [s.soundfont for s in clip_specs(parser().parse_args(argv))]
+    assert Counter(fonts) == {"FluidR3_GM.sf2": 20, "TimGM6mb.sf2": 20}
+    assert all(fonts[i] != fonts[i + 1] for i in range(0, 40, 2))  # balanced rounds, not chance
+    assert fonts != [s.soundfont for s in clip_specs(parser().parse_args(argv + ["--seed", "1"]))]
+    assert {s.soundfont for s in clip_specs(parser().parse_args(["--out", "unused", "--clips", "4"]))} == {None}
+
+
+@needs_fluidsynth
+@needs_timgm
+def test_synth_records_each_clips_soundfont(tmp_path):
+    from data_gen.procedural.corpus import clip_specs, parser
+
+    argv = _synth_argv(tmp_path / "corpus", 4, 0, "--soundfonts", "FluidR3_GM.sf2", "TimGM6mb.sf2")
+    from data_gen.procedural.corpus import main
+
+    assert main(argv) == 0
+    records = {r["id"]: r for r in formats.read_jsonl(tmp_path / "corpus" / "manifest.jsonl")}
+    specs = clip_specs(parser().parse_args(argv))
+    assert [records[s.id]["generator"]["soundfont"] for s in specs] == [s.soundfont for s in specs]
+    assert {s.soundfont for s in specs} == {"FluidR3_GM.sf2", "TimGM6mb.sf2"}
+    config = json.loads((tmp_path / "corpus" / "synth_config.json").read_text())
+    assert config["soundfonts"] == ["FluidR3_GM.sf2", "TimGM6mb.sf2"]
+
+
+@needs_fluidsynth
+@needs_timgm
+def test_one_midi_two_soundfonts_two_sounds():
+    song = compose(6, seconds=3.0)
+    fluid = render.render(song.midi, 3.0, soundfont_file=render.soundfont_path("FluidR3_GM.sf2"))
+    tim = render.render(song.midi, 3.0, soundfont_file=render.soundfont_path("TimGM6mb.sf2"))
+    assert len(fluid) == len(tim) and _rms_db(tim) > -60
+    similarity = float(np.dot(fluid, tim) / (np.linalg.norm(fluid) * np.linalg.norm(tim)))
+    assert similarity < 0.9  # other samples, not the same sound at another level
+
+
+@needs_fluidsynth
+@needs_musescore
+def test_musescore_sf3_loads_and_renders():
+    """MuseScore General ships as .sf3 (Ogg Vorbis samples): libfluidsynth must decode it (~5 s)."""
+    song = compose(6, seconds=2.0)
+    audio = render.render(song.midi, 2.0, soundfont_file=render.soundfont_path("MuseScore_General.sf3"))
+    assert _rms_db(audio) > -60
+
+
+def test_a_missing_soundfont_names_the_file_and_its_debian_package(tmp_path, monkeypatch, capsys):
+    from data_gen.procedural.corpus import main
+
+    monkeypatch.setitem(render.SOUNDFONTS, "TimGM6mb.sf2", (str(tmp_path / "TimGM6mb.sf2"), "timgm6mb-soundfont"))
+    with pytest.raises(render.RenderError, match=r"TimGM6mb.sf2 not found: install Debian's timgm6mb-soundfont"):
+        render.soundfont_path("TimGM6mb.sf2")
+    assert main(["--out", str(tmp_path / "ood"), "--clips", "1", "--ood"]) == 2  # its default soundfont
+    err = capsys.readouterr().err
+    assert "TimGM6mb.sf2" in err and "apt-get install timgm6mb-soundfont" in err
+    assert main(["--out", str(tmp_path / "x"), "--clips", "1", "--soundfonts", "FluidR3_GM.sf2",
+                 str(tmp_path / "mine.sf2")]) == 2
+    assert "mine.sf2 not found" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "y"), "--soundfont", "a.sf2", "--soundfonts", "b.sf2"]) == 2
+
+
+# ----------------------------------------------------------------------------- production
+def test_production_chains_are_seeded_plain_data():
+    from data_gen.procedural import production
+    from data_gen.procedural.seeds import rng
+
+    chains = [production.draw(rng("production", f"clip-{i}")) for i in range(60)]
+    assert chains[0] == production.draw(rng("production", "clip-0"))
+    assert len({json.dumps(c) for c in chains}) == 60
+    assert json.loads(json.dumps(chains)) == chains  # the manifest keeps them as they are
+    assert {step["effect"] for c in chains for step in c} == {
+        "reverb", "highpass", "low_shelf", "peak", "high_shelf", "lowpass", "compressor", "noise", "gain"}
+
+
+@needs_fluidsynth
+def test_production_changes_the_sound_within_a_sane_level():
+    pytest.importorskip("pedalboard")
+    from data_gen.procedural import production
+    from data_gen.procedural.seeds import rng
+
+    song = compose(9, seconds=3.0)
+    dry = render.render(song.midi, song.seconds)
+    dry_db, ceiling = _rms_db(render.normalize(dry)), 10 ** (render.CEILING_DB / 20)
+    for i in range(8):
+        chain = production.draw(rng("production", f"clip-{i}"))
+        wet = production.apply(dry, chain, SR)
+        assert np.array_equal(wet, production.apply(dry, chain, SR))
+        assert wet.shape == dry.shape and wet.dtype == np.float32
+        out = render.normalize(wet)
+        assert np.abs(out).max() <= ceiling + 1e-6
+        assert abs(_rms_db(out) - dry_db) < 12, chain
+        if len(chain) > 1:  # more than a gain: another sound, not only another level
+            scaled = wet / np.linalg.norm(wet) - dry / np.linalg.norm(dry)
+            assert np.linalg.norm(scaled) > 0.01, chain
+
+
+@needs_fluidsynth
+def test_synth_production_is_recorded_and_reproducible(tmp_path):
+    pytest.importorskip("pedalboard")
+    assert _synth(tmp_path / "a", 2, 0, "--production") == 0
+    assert _synth(tmp_path / "b", 2, 0, "--production") == 0
+    assert _synth(tmp_path / "dry", 2, 0) == 0
+    for record in formats.read_jsonl(tmp_path / "a" / "manifest.jsonl"):
+        chain = record["generator"]["production"]
+        assert chain[-1]["effect"] == "gain" and all("effect" in step for step in chain)
+        audio = record["audio"]
+        assert (tmp_path / "a" / audio).read_bytes() == (tmp_path / "b" / audio).read_bytes()
+        assert (tmp_path / "a" / audio).read_bytes() != (tmp_path / "dry" / audio).read_bytes()
+    assert all("production" not in r["generator"] for r in formats.read_jsonl(tmp_path / "dry" / "manifest.jsonl"))
+    assert _synth(tmp_path / "a", 2, 0) == 2  # a produced corpus is not extended with dry clips
+
+
+# ----------------------------------------------------------------------------- training and OOD corpora
+def test_style_names_and_groups_on_the_command_line(tmp_path, capsys):
+    from data_gen.procedural.corpus import main
+    from data_gen.procedural.styles import resolve_styles
+
+    assert resolve_styles(["solo-piano", "brass_band", "hip-hop"]) == ["solo piano", "brass band", "hip-hop"]
+    assert resolve_styles(["folk", "jazz"]) == ["folk", "jazz"]  # the order given: it decides the songs
+    assert resolve_styles(["ood"]) == list(OOD_STYLES)
+    assert resolve_styles(["train", "jazz"]) == list(TRAIN_STYLES)
+    assert main(["--out", str(tmp_path / "x"), "--clips", "0", "--styles", "polka"]) == 2
+    assert "polka" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "y"), "--clips", "0", "--styles", "jazz", "--exclude-styles", "jazz"]) == 2
+
+
+@pytest.mark.parametrize("extra", [["--styles", "train"], ["--styles", "all", "--exclude-styles", "ood"]])
+def test_a_training_corpus_has_no_held_out_style(extra):
+    from data_gen.procedural.corpus import chosen_styles, clip_specs, parser
+
+    args = parser().parse_args(["--out", "unused", "--clips", "224", *extra])
+    styles = chosen_styles(args)
+    assert styles == list(TRAIN_STYLES)
+    songs = [compose(s.family_seed, seconds=4.0, styles=styles) for s in clip_specs(args) if s.variation == 0]
+    assert {s.labels["genre"] for s in songs} == set(TRAIN_STYLES)  # every training style, no OOD one
+    assert len({(s.labels["key"], s.labels["mode"]) for s in songs}) == 24
+    assert {s.labels["time_signature"] for s in songs} == {"3/4", "4/4", "6/8"}
+
+
+@needs_fluidsynth
+@needs_timgm
+def test_ood_corpus_holds_held_out_styles_with_the_held_out_soundfont(tmp_path):
+    from data_gen.procedural.corpus import OOD_SOUNDFONT, OOD_SPLIT, TRAIN_SOUNDFONTS
+
+    assert OOD_SOUNDFONT not in TRAIN_SOUNDFONTS
+    out = tmp_path / "ood"
+    assert _synth(out, 5, 2, "--ood", "--min-seconds", "2", "--max-seconds", "2.5", "--long-every", "0") == 0
+    records = list(formats.read_jsonl(out / "manifest.jsonl"))
+    assert [r["id"] for r in records] == [f"ood-s0-{i:06d}" for i in range(5)]
+    for r in records:
+        formats.validate_clip(r)
+        assert r["split"] == OOD_SPLIT and r["family"].startswith("ood-")
+        assert r["labels"]["genre"] in OOD_STYLES
+        assert r["generator"]["soundfont"] == OOD_SOUNDFONT
+    assert {r["labels"]["genre"] for r in records} == set(OOD_STYLES)  # 3 families, one per style

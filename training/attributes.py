@@ -47,13 +47,29 @@ ATTRIBUTES = {
 MULTI_LABEL = {"instruments": 4}  # slots: the four likeliest instruments (procedural songs have 2-5 parts)
 
 
-def attribute_specs(tokenizer) -> list[dict]:
-    """The config's `audio_attributes`: classes and their words' token ids (as written mid-sentence)."""
+# The tagger's own tags, as words: the five likeliest per window. Negated tags are left out (the
+# mean of " no" and " vocal" would read as "vocal").
+TAG_SLOTS = 5
+UNSPOKEN_TAGS = {"no vocals", "no vocal", "no voice"}
+
+
+def attribute_specs(tokenizer, audio_config=None) -> list[dict]:
+    """The config's `audio_attributes`: classes and their words' token ids (as written mid-sentence).
+    With a tagger in the features encoder (`audio_config.tagger`), its tags come last, read
+    straight off its outputs (`feature_index`, no head to train)."""
+    words = lambda classes: [tokenizer.encode(" " + word, add_special_tokens=False) for word in classes]  # noqa: E731
     specs = []
     for name, (classes, _) in ATTRIBUTES.items():
         specs.append({"name": name, "classes": list(classes), "slots": MULTI_LABEL.get(name, 1),
-                      "multi_label": name in MULTI_LABEL,
-                      "token_ids": [tokenizer.encode(" " + word, add_special_tokens=False) for word in classes]})
+                      "multi_label": name in MULTI_LABEL, "token_ids": words(classes)})
+    if getattr(audio_config, "tagger", None):
+        from musicllm.musicnn import MODELS
+
+        offset = audio_config.hidden_size - audio_config.tagger_size  # the tag probabilities come first
+        kept = [i for i, tag in enumerate(MODELS[audio_config.tagger]) if tag not in UNSPOKEN_TAGS]
+        classes = [MODELS[audio_config.tagger][i] for i in kept]
+        specs.append({"name": "tags", "classes": classes, "slots": TAG_SLOTS, "multi_label": True,
+                      "feature_index": [offset + i for i in kept], "token_ids": words(classes)})
     return specs
 
 
@@ -85,6 +101,8 @@ def labelled(target: torch.Tensor) -> torch.Tensor:
     return (target[:, 0] if target.dim() == 2 else target) >= 0
 
 
+# The trained attributes come first in the config (attribute_specs), so zipping the projector's
+# attributes with the per-ATTRIBUTES targets below visits exactly the trained ones.
 def losses(projector: MusicLLMProjector, stats: torch.Tensor, window_targets: list[torch.Tensor],
            dropout: float = 0.0) -> torch.Tensor:
     total = stats.new_zeros(())
@@ -123,7 +141,7 @@ def train_heads(model, processor, manifest: Path, cache_dir: Path, epochs: int =
     """Adds attribute tokens to `model` (in place) and trains their heads; returns the report."""
     torch.manual_seed(seed)
     config = model.config
-    config.audio_attributes = attribute_specs(processor.tokenizer)
+    config.audio_attributes = attribute_specs(processor.tokenizer, config.audio_config)
     projector = MusicLLMProjector(config)
     missing = projector.load_state_dict(model.multi_modal_projector.state_dict(), strict=False).missing_keys
     assert all(key.startswith("attribute_") for key in missing), missing

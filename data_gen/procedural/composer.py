@@ -6,12 +6,14 @@
 A seed fixes the song's material (`plan`): style, key, mode, metre, tempo, dynamics, the drum kit
 and a General MIDI program per role, the chord progression of each section kind, and the
 melody's motifs. Consecutive seeds walk through styles, the 24 keys and each style's metres in
-shuffled rounds (`seeds.cycle`): seeds 0-23 (24-47, ...) hold all 24 keys once each. `variation`
+shuffled rounds (`seeds.cycle`): seeds 0-23 (24-47, ...) hold all 24 keys once each; the styles
+walked are `styles` (default: styles.BAND_STYLES, the ten band styles). `variation`
 picks which excerpt of the song a clip is: clips of one family share the material and differ in
 where they start (on the first bar of a chord cycle: the song's start, or one cycle before a
 section change so that the change is heard) and in length.
 
-The MIDI holds one instrument per part, each on its own channel when written or rendered
+Band styles' parts are written here (`_write_parts`), texture styles' in textures.py; either
+way the MIDI holds one instrument per part, each on its own channel when written or rendered
 (drums on channel index 9); its tempo is the quarter-note tempo (in 6/8, 1.5 x the label, whose
 beat is the dotted quarter), and it carries the time and key signatures of the labels. Notes
 sounding at the excerpt's end are cut there; nothing starts at or after `seconds`.
@@ -23,19 +25,19 @@ from dataclasses import dataclass
 
 import pretty_midi
 
-from data_gen.procedural import parts
+from data_gen.procedural import parts, textures
 from data_gen.procedural.harmony import allowed_pitch_classes, progression, scale, tonic_index
 from data_gen.procedural.mood import mood
 from data_gen.procedural.seeds import cycle, rng
-from data_gen.procedural.styles import (BASS_CENTERS, CHORD_CENTERS, DEFAULT_RANGE, DRUM_KIT_NAMES,
-                                        INSTRUMENT_NAMES, INTRO, MELODY_RANGES, OUTRO, STYLES, Style,
-                                        tempo_range)
+from data_gen.procedural.styles import (BAND_STYLES, BASS_CENTERS, CHORD_CENTERS, DEFAULT_RANGE,
+                                        DRUM_KIT_NAMES, INSTRUMENT_NAMES, INTRO, MELODY_RANGES, OUTRO,
+                                        STYLES, TEXTURE_ROLES, Style, tempo_range)
 from data_gen.vocabulary import MODES, PITCH_CLASSES
 
 KEYS = [(tonic, mode) for mode in MODES for tonic in PITCH_CLASSES]
 DYNAMIC_VELOCITY = {"soft": 54, "medium": 76, "loud": 100}
 SECTION_VELOCITY = {"intro": -10, "verse": 0, "chorus": 12, "bridge": -6, "outro": -6}
-ROLES = ("melody", "chords", "pad", "bass")  # label order: the lead first
+ROLES = ("melody", "chords", "pad", "bass")  # label order of band styles: the lead first
 MIN_PART_SECONDS = 1.0  # a part sounding less than this in an excerpt is dropped, not labelled
 
 
@@ -62,6 +64,11 @@ class Plan:
     def quarter_bpm(self) -> float:
         return self.tempo * 1.5 if self.metre == "6/8" else float(self.tempo)
 
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The pitched parts' roles in label order."""
+        return ROLES if self.style.texture == "band" else TEXTURE_ROLES[self.style.texture]
+
 
 @dataclass
 class Song:
@@ -76,7 +83,7 @@ def plan(seed: int, style: str | None = None, styles: list[str] | None = None, *
          key: str | None = None, mode: str | None = None, metre: str | None = None,
          tempo: int | None = None, dynamics: str | None = None) -> Plan:
     """The material of song `seed`; keyword arguments pin a choice instead of drawing it."""
-    names = list(styles or STYLES)
+    names = list(styles or BAND_STYLES)
     for name in names + ([style] if style else []):
         if name not in STYLES:
             raise ValueError(f"unknown style {name!r}, expected one of {sorted(STYLES)}")
@@ -93,11 +100,17 @@ def plan(seed: int, style: str | None = None, styles: list[str] | None = None, *
     stratum = cycle(turn, 6, "tempo:" + chosen.name)  # spread tempi over the range, not by chance
     tempo = tempo or int(round(low + (stratum + r.random()) / 6 * (high - low)))
     dynamics = dynamics or chosen.dynamics[cycle(turn, len(chosen.dynamics), "dyn:" + chosen.name)]
-    programs = {"bass": _pick(chosen.bass, r, ()), "chords": _pick(chosen.chords, r, ())}
-    programs["melody"] = _pick(chosen.melody, r, programs.values())
-    if chosen.pad and (chosen.character == "airy" or r.random() < 0.7):
-        programs["pad"] = _pick(chosen.pad, r, programs.values())
-    kit = _pick(chosen.kits, r, ()) if chosen.kits else None
+    if chosen.ensembles:  # a texture: one ensemble, then a program per role from its pools
+        ensemble = chosen.ensembles[int(r.integers(len(chosen.ensembles)))]
+        programs = {role: pool[int(r.integers(len(pool)))] for role, pool in ensemble}
+    else:
+        programs = {"bass": _pick(chosen.bass, r, ()), "chords": _pick(chosen.chords, r, ())}
+        programs["melody"] = _pick(chosen.melody, r, programs.values())
+        if chosen.pad and (chosen.character == "airy" or r.random() < 0.7):
+            programs["pad"] = _pick(chosen.pad, r, programs.values())
+    # drum_chance 1 draws nothing, so the styles that always have drums draw what they always did
+    drums = chosen.kits and (chosen.drum_chance >= 1 or r.random() < chosen.drum_chance)
+    kit = _pick(chosen.kits, r, ()) if drums else None
     progressions = {kind: options[int(r.integers(len(options)))]
                     for kind, options in chosen.progressions[mode].items()}
     return Plan(seed, chosen, tonic, mode, metre, tempo, dynamics, kit,
@@ -177,13 +190,16 @@ def compose(seed: int, style: str | None = None, seconds: float = 20.0, *, varia
     offset = first * p.bar_seconds
     grid = parts.Grid(p.metre, p.bar_seconds, p.style.swing)
     window = [b for b in bars if first <= b.index < first + clip_bars]
-    hits = _write_parts(p, window, grid, len(bars))
+    if p.style.texture == "band":
+        hits = _write_parts(p, window, grid, len(bars))
+    else:
+        hits = textures.write(p, window, grid, len(bars))
     midi = pretty_midi.PrettyMIDI(initial_tempo=p.quarter_bpm)
     numerator, denominator = map(int, p.metre.split("/"))
     midi.time_signature_changes = [pretty_midi.TimeSignature(numerator, denominator, 0.0)]
     midi.key_signature_changes = [pretty_midi.KeySignature(
         tonic_index(p.tonic) + (12 if p.mode == "minor" else 0), 0.0)]
-    for role in (*ROLES, "drums"):  # the MIDI's instruments in the labels' order
+    for role in (*p.roles, "drums"):  # the MIDI's instruments in the labels' order
         if role not in hits:
             continue
         notes = _cut(hits[role], offset, seconds)
@@ -232,7 +248,7 @@ def _level(velocity: float) -> str:
 def _labels(p: Plan, midi: pretty_midi.PrettyMIDI, bars: list[parts.Bar], first: int,
             clip_bars: int, seconds: float) -> dict:
     present = {i.name: i for i in midi.instruments}
-    melodic = [role for role in ROLES if role in present]
+    melodic = [role for role in p.roles if role in present]
     parts_label = [{"role": role, "instrument": INSTRUMENT_NAMES[p.programs[role]],
                     "program": p.programs[role]} for role in melodic]
     if "drums" in present:

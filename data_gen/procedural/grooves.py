@@ -63,6 +63,11 @@ DRUMS: dict[str, dict[str, dict[int, str]]] = {
         "6/8": {KICK: "X.....X.....", COWBELL: "x...x...x.x.", MARACAS: "x.o.o.x.o.o.",
                 OPEN_CONGA: "....x.x...x.", LOW_CONGA: "......x....."},
     },
+    "march": {  # bass drum on the strong beats, a snare cadence between
+        "4/4": {KICK: "X.......X.......", SNARE: "x..ox.o.x..ox.o."},
+        "3/4": {KICK: "X...........", SNARE: "....x...x..."},
+        "6/8": {KICK: "X.....X.....", SNARE: "X.o.o.X.o.o."},
+    },
 }
 
 BASS: dict[str, dict[str, str]] = {
@@ -90,6 +95,7 @@ COMP: dict[str, dict[str, str]] = {
     "chank": {"4/4": "..x...x.o.x...x.", "3/4": "..x...x...x."},
     "offbeat": {"4/4": "..x...x...x...x."},
     "keys": {"4/4": "X-------..x-----", "3/4": "X-------x---"},
+    "quartet": {"4/4": "X-x-x-x-X-x-x-x-", "3/4": "X-x-x-x-x-x-", "6/8": "X-x-x-X-x-x-"},  # repeated eighths
 }
 
 # How long a comping hit rings, as a fraction of the time to the next onset.

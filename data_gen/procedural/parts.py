@@ -148,7 +148,8 @@ def bass(bars: list[Bar], grid: Grid, pattern: str, center: int, seed: int) -> l
         for step, symbol, length, gap in _gaps(line):
             root = nearest_pitch(bar.chord.root, center)
             third = root + (bar.chord.tones[1] - bar.chord.root) % 12
-            pitch = {"R": root, "5": root + 7, "8": root + 12, "3": third}.get(symbol)
+            fifth = root + (bar.chord.tones[2] - bar.chord.root) % 12  # diminished in ii° and vii°
+            pitch = {"R": root, "5": fifth, "8": root + 12, "3": third}.get(symbol)
             if symbol == "W":
                 pitch = walk[step // grid.beat_steps]
             short = pattern in ("funk", "eighths", "offbeat")  # driving patterns are played short
@@ -229,16 +230,18 @@ BUSIER = {"sparse": "medium", "medium": "busy", "busy": "busy"}
 
 
 def melody(bars: list[Bar], grid: Grid, low: int, high: int, density: str,
-           articulation: float, seed: int, floor: int = 0) -> list[Hit]:
+           articulation: float, seed: int, floor: int = 0, intro: bool = False) -> list[Hit]:
     """Phrases built from a two-bar motif per section kind (every chorus sings the same tune):
     strong beats take chord tones, the notes between move by scale steps along the motif's
     contour, and each four-bar phrase ends on a long chord tone, the song on the tonic.
-    The tune centres above `floor` (the comping's register) where the instrument allows."""
+    The tune centres above `floor` (the comping's register) where the instrument allows.
+    It rests through the intro unless `intro` (a melody alone has no one else to play it),
+    where the intro sings the verse's tune."""
     hits, previous = [], None
     for bar in bars:
-        if bar.section == "intro":
+        if bar.section == "intro" and not intro:
             continue
-        kind = bar.section
+        kind = "verse" if bar.section == "intro" else bar.section
         dens = BUSIER[density] if kind == "chorus" else density
         place = {"verse": 0.35, "chorus": 0.65, "bridge": 0.5, "outro": 0.4}[kind]
         center = min(high - 3, max(low + place * (high - low), floor + 8 * place))

@@ -16,9 +16,14 @@ Bounds, because the fluidsynth command line once rendered a 20 GB file from a ba
     stuck inside the C library.
 
 The soundfont is read once per process (`soundfont`, kept in `_SOUNDFONTS`; FluidR3 takes
-0.1-3 s to load) and lent to a fresh synthesizer for each render, so a render never depends on
-the one before it (see `_Soundfont`); `parallel` loads it in each worker's initializer.
+0.1-3 s to load, MuseScore General's compressed .sf3 about 5 s) and lent to a fresh synthesizer
+for each render, so a render never depends on the one before it (see `_Soundfont`); `parallel`
+loads every soundfont a corpus uses in each worker's initializer.
 Output is float (`fluid_synth_write_float`), so loud passages never clip inside the synth.
+
+Soundfonts: any General MIDI .sf2 or .sf3 by path, or one of SOUNDFONTS by its file name
+("TimGM6mb.sf2"), which is looked up where its Debian package puts it; a missing one is an error
+that names the package to install.
 
 Level: `normalize` applies one fixed gain to every clip and only turns a clip down when its
 peak would pass -1 dBFS. A soft song therefore stays softer than a loud one (the dynamics
@@ -46,6 +51,12 @@ SYNTH_GAIN = 0.5             # fluidsynth's master gain
 OUTPUT_GAIN = 1.6            # fixed gain after synthesis (see `normalize`)
 CEILING_DB = -1.0
 DEFAULT_SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
+# General MIDI soundfonts Debian packages: file name -> (where the package puts it, the package).
+SOUNDFONTS = {
+    "FluidR3_GM.sf2": (DEFAULT_SOUNDFONT, "fluid-soundfont-gm"),
+    "MuseScore_General.sf3": ("/usr/share/sounds/sf3/MuseScore_General.sf3", "musescore-general-soundfont-small"),
+    "TimGM6mb.sf2": ("/usr/share/sounds/sf2/TimGM6mb.sf2", "timgm6mb-soundfont"),
+}
 
 _SOUNDFONTS: dict = {}
 
@@ -59,12 +70,21 @@ class RenderTimeout(RenderError):
 
 
 def soundfont_path(path: str | os.PathLike | None = None) -> str:
-    """The soundfont to use: `path`, else $MUSICLLM_SOUNDFONT, else Debian's FluidR3_GM."""
+    """The soundfont to use: `path` (a file, or a file name of SOUNDFONTS), else
+    $MUSICLLM_SOUNDFONT, else Debian's FluidR3_GM."""
     path = os.fspath(path or os.environ.get("MUSICLLM_SOUNDFONT") or DEFAULT_SOUNDFONT)
-    if not os.path.isfile(path):
-        raise RenderError(f"soundfont {path} not found: install Debian's fluid-soundfont-gm, "
-                          "or pass --soundfont / set MUSICLLM_SOUNDFONT to a General MIDI .sf2")
-    return path
+    if os.path.isfile(path):
+        return path
+    name = os.path.basename(path)
+    if name == path and name in SOUNDFONTS and os.path.isfile(SOUNDFONTS[name][0]):
+        return SOUNDFONTS[name][0]
+    if name in SOUNDFONTS:
+        package = SOUNDFONTS[name][1]
+        raise RenderError(f"soundfont {path} not found: install Debian's {package} "
+                          f"(apt-get install {package}), or pass the path of a General MIDI .sf2/.sf3")
+    raise RenderError(f"soundfont {path} not found: install Debian's fluid-soundfont-gm, or pass "
+                      f"--soundfont / set MUSICLLM_SOUNDFONT to a General MIDI .sf2/.sf3 (known by name: "
+                      f"{', '.join(SOUNDFONTS)})")
 
 
 class _Soundfont:
@@ -226,10 +246,11 @@ def write_flac(path: str | os.PathLike, audio: np.ndarray, sample_rate: int = SA
 
 
 # ----------------------------------------------------------------------------- parallel
-def init_worker(soundfont_file: str | None, sample_rate: int) -> None:
-    """Pool initializer: one thread per worker, the soundfont loaded once, here."""
+def init_worker(soundfont_file: str | list[str] | None, sample_rate: int) -> None:
+    """Pool initializer: one thread per worker, the soundfont(s) loaded once, here."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    soundfont(soundfont_file, sample_rate)
+    for path in soundfont_file if isinstance(soundfont_file, (list, tuple)) else [soundfont_file]:
+        soundfont(path, sample_rate)
 
 
 def _call(packed):
@@ -240,7 +261,7 @@ def _call(packed):
         return task, None, f"{type(err).__name__}: {err}"
 
 
-def parallel(fn: Callable, tasks: Iterable, *, workers: int = 2, soundfont_file: str | None = None,
+def parallel(fn: Callable, tasks: Iterable, *, workers: int = 2, soundfont_file: str | list[str] | None = None,
              sample_rate: int = SAMPLE_RATE, backstop: float = 4 * DEFAULT_TIMEOUT) -> Iterator[tuple]:
     """(task, result, error message or None) for each task, in completion order.
 

@@ -3,7 +3,24 @@
 A `Style` is a table, not code: tempo range, metres, General MIDI programs per role, a drum
 groove, bass and comping patterns (named in `grooves.py`), chord progressions in Roman numerals
 per mode and section, and the dynamics it is played at. Every style has progressions for both
-modes, so every style can be written in all 24 keys.
+modes, so every style can be written in all 24 keys. A style's name is its `genre` label, the
+word captions and the attribute heads use, so it reads as "<name> music".
+
+Textures. The ten "band" styles (BAND_STYLES, the corpus default) are a lead over comping, bass,
+an optional pad and drums. The other styles (TEXTURE_STYLES) are the textures real uploads have
+and the band styles lack; their `texture` names the writer in textures.py, their `ensembles`
+the instruments per role (one ensemble drawn per song):
+
+    unaccompanied   one melody instrument alone (flute, violin, voice, ...)      texture "solo"
+    chorale         four-part SATB homophony: choir, church organ or brass        "chorale"
+    chamber         string quartet: two violins, viola, cello                     "quartet"
+    orchestral      woodwind lead, strings, brass, low strings, timpani           "orchestra"
+    solo piano      melody and accompaniment in one piano                         "piano"
+    choral          a sung lead over a choir, an organ in the chorus              "band" tables
+    brass band      trumpet lead, horns or trombones, tuba, march drums           "band" tables
+
+Splits by style: OOD_STYLES (chorale, chamber, unaccompanied) are held out of training and
+rendered with a soundfont training never uses (corpus.py --ood); TRAIN_STYLES is everything else.
 
 Instrument names are natural lower-case words ("electric bass", "tenor sax"), one per General
 MIDI program; they are what the labels say. Drum kits are General MIDI bank-128 presets on
@@ -32,6 +49,8 @@ INSTRUMENT_NAMES = {
     80: "square synth lead", 81: "sawtooth synth lead", 88: "new age pad", 89: "warm pad",
     90: "polysynth pad", 91: "choir pad", 92: "bowed pad", 94: "halo pad", 95: "sweep pad",
     105: "banjo", 110: "fiddle",
+    # used by the texture styles only
+    19: "church organ", 41: "viola", 47: "timpani", 58: "tuba",
 }
 DRUM_KIT_NAMES = {0: "standard kit", 8: "room kit", 16: "power kit", 24: "electronic kit",
                   25: "808 kit", 32: "jazz kit", 40: "brush kit"}
@@ -43,8 +62,9 @@ MELODY_RANGES = {
     27: (55, 81), 40: (62, 91), 52: (55, 79), 53: (55, 79), 56: (58, 82), 57: (46, 70), 60: (50, 74),
     61: (55, 79), 62: (55, 79), 65: (55, 80), 66: (48, 75), 68: (60, 86), 71: (55, 84), 73: (65, 93),
     74: (67, 91), 75: (62, 88), 110: (62, 90),
+    0: (60, 88), 42: (50, 76), 19: (60, 84),  # leads of the texture styles only
 }
-BASS_CENTERS = {42: 48, 70: 45}  # the rest play around E2 (40)
+BASS_CENTERS = {42: 48, 70: 45, 52: 48, 58: 38}  # the rest play around E2 (40)
 CHORD_CENTERS = {8: 74, 9: 79, 10: 74, 11: 67, 12: 67, 29: 57, 30: 57}  # the rest around E4 (64)
 
 POP = {
@@ -132,7 +152,20 @@ class Style:
     character: str = "plain"           # "plain" | "bouncy" | "airy": feeds mood()
     bars_per_chord: int = 1
     articulation: float = 0.9          # melody note length / time to the next note
+    texture: str = "band"              # the writer: "band" (composer.py) or one of TEXTURE_ROLES
+    ensembles: tuple = ()              # textures: alternatives of ((role, GM programs), ...)
+    drum_chance: float = 1.0           # share of songs with drums (when `kits`)
 
+
+# Roles of each texture, in label order; a texture style's ensembles name exactly these.
+TEXTURE_ROLES = {
+    "solo": ("melody",),
+    "chorale": ("soprano", "alto", "tenor", "bass"),
+    "quartet": ("first violin", "second violin", "viola", "cello"),
+    "orchestra": ("melody", "strings", "brass", "bass", "timpani"),
+    "piano": ("piano",),
+}
+CHOIR, ORGAN, TIMPANI = 52, 19, 47
 
 STYLES = {s.name: s for s in [
     Style("rock", (90, 180), ("4/4", "4/4", "6/8", "3/4"), (0, 16), "rock", (33, 34), "eighths",
@@ -162,7 +195,38 @@ STYLES = {s.name: s for s in [
     Style("hip-hop", (70, 100), ("4/4",), (25, 0), "hiphop", (38, 33), "hiphop",
           (4, 0, 48, 11), "keys", (73, 11, 45, 80), "medium", GROOVE_SEVENTHS, pad=(89, 48),
           swing=0.58, dynamics=("soft", "medium", "loud")),
+    # ---- textures (see the module docstring); the band-style fields they do not use are empty
+    Style("unaccompanied", (60, 126), ("4/4", "3/4", "6/8"), (), None, (), "sustain", (), "pad", (),
+          "medium", CLASSICAL, dynamics=("soft", "medium"), articulation=0.85, texture="solo",
+          ensembles=((("melody", (73, 40, 53, 74, 68, 71, 110, 75, 42, 56)),),)),
+    Style("chorale", (52, 92), ("4/4", "4/4", "3/4"), (), None, (), "sustain", (), "pad", (),
+          "medium", CLASSICAL, texture="chorale", ensembles=(
+              (("soprano", (CHOIR,)), ("alto", (CHOIR,)), ("tenor", (CHOIR,)), ("bass", (CHOIR,))),
+              (("soprano", (ORGAN,)), ("alto", (ORGAN,)), ("tenor", (ORGAN,)), ("bass", (ORGAN,))),
+              (("soprano", (56,)), ("alto", (56, 60)), ("tenor", (57, 60)), ("bass", (58, 57))))),
+    Style("chamber", (56, 150), ("4/4", "3/4", "6/8"), (), None, (), "classical", (), "quartet", (),
+          "medium", CLASSICAL, texture="quartet", articulation=0.85, ensembles=(
+              (("first violin", (40,)), ("second violin", (40,)), ("viola", (41,)), ("cello", (42,))),)),
+    Style("orchestral", (50, 150), ("4/4", "3/4", "6/8"), (), None, (), "classical", (), "quartet", (),
+          "medium", CLASSICAL, texture="orchestra", ensembles=(
+              (("melody", (73, 68, 71)), ("strings", (48,)), ("brass", (60, 61, 57)),
+               ("bass", (42, 43, 70)), ("timpani", (TIMPANI,))),)),
+    Style("solo piano", (60, 140), ("4/4", "3/4", "6/8"), (), None, (), "classical", (), "alberti", (),
+          "medium", CLASSICAL, dynamics=("soft", "medium"), texture="piano",
+          ensembles=((("piano", (0,)),),)),
+    Style("choral", (50, 100), ("4/4", "3/4"), (), None, (CHOIR,), "sustain", (CHOIR,), "pad", (53,),
+          "sparse", SIMPLE, pad=(ORGAN,), dynamics=("soft", "medium"), articulation=0.95),
+    Style("brass band", (84, 126), ("4/4", "6/8", "3/4"), (0,), "march", (58,), "root_fifth",
+          (60, 57, 61), "oompah", (56, 60, 57), "medium", CLASSICAL, dynamics=("medium", "loud"),
+          drum_chance=0.6),
 ]}
+BAND_STYLES = ("rock", "pop", "jazz", "classical", "electronic", "folk", "ambient", "latin", "funk", "hip-hop")
+TEXTURE_STYLES = tuple(name for name in STYLES if name not in BAND_STYLES)
+OOD_STYLES = ("chorale", "chamber", "unaccompanied")   # held out of training: corpus.py --ood
+TRAIN_STYLES = tuple(name for name in STYLES if name not in OOD_STYLES)
+# Names the corpus command accepts for a set of styles (--styles, --exclude-styles).
+STYLE_GROUPS = {"band": BAND_STYLES, "textures": TEXTURE_STYLES, "train": TRAIN_STYLES,
+                "ood": OOD_STYLES, "all": tuple(STYLES)}
 
 
 def tempo_range(style: Style, metre: str) -> tuple[int, int]:
@@ -175,8 +239,31 @@ def tempo_range(style: Style, metre: str) -> tuple[int, int]:
     return low, high
 
 
+def style_programs(style: Style) -> set[int]:
+    """Every General MIDI program `style` may use for a pitched part."""
+    ensembles = {p for ensemble in style.ensembles for _, pool in ensemble for p in pool}
+    return {*style.bass, *style.chords, *style.melody, *style.pad} | ensembles
+
+
 def melodic_programs() -> set[int]:
-    return {p for s in STYLES.values() for p in (*s.bass, *s.chords, *s.melody, *s.pad)}
+    return {p for s in STYLES.values() for p in style_programs(s)}
+
+
+def resolve_styles(names) -> list[str]:
+    """Style names and STYLE_GROUPS names -> style names, each once, in the order given (the
+    order decides which song a seed gets). "solo-piano" and "solo_piano" are read as "solo
+    piano", so names need no quotes on a command line."""
+    chosen: list[str] = []
+    for name in names:
+        spelled = name if name in STYLES or name in STYLE_GROUPS else name.replace("_", " ").replace("-", " ")
+        if spelled in STYLE_GROUPS:
+            chosen += STYLE_GROUPS[spelled]
+        elif spelled in STYLES:
+            chosen.append(spelled)
+        else:
+            raise ValueError(f"unknown style {name!r}: expected one of {sorted(STYLES)} "
+                             f"or a group: {', '.join(STYLE_GROUPS)}")
+    return list(dict.fromkeys(chosen))
 
 
 def _check_styles() -> None:
@@ -184,13 +271,18 @@ def _check_styles() -> None:
     from data_gen.procedural.harmony import progression
 
     for s in STYLES.values():
+        if (s.texture == "band") != (not s.ensembles):
+            raise ValueError(f"style {s.name}: band styles have no ensembles, textures need some")
+        for ensemble in s.ensembles:
+            if tuple(role for role, _ in ensemble) != TEXTURE_ROLES[s.texture]:
+                raise ValueError(f"style {s.name}: an ensemble's roles are not {TEXTURE_ROLES[s.texture]}")
         for metre in s.metres:
             if s.groove is not None and metre not in grooves.DRUMS[s.groove]:
                 raise ValueError(f"style {s.name}: drum groove {s.groove!r} has no {metre}")
             for table, name in ((grooves.BASS, s.bass_pattern), (grooves.COMP, s.comp_pattern)):
                 if metre not in table[name]:
                     raise ValueError(f"style {s.name}: pattern {name!r} has no {metre}")
-        unnamed = {p for p in (*s.bass, *s.chords, *s.melody, *s.pad) if p not in INSTRUMENT_NAMES}
+        unnamed = {p for p in style_programs(s) if p not in INSTRUMENT_NAMES}
         unnamed |= {k for k in s.kits if k not in DRUM_KIT_NAMES}
         if unnamed:
             raise ValueError(f"style {s.name}: programs without a name: {sorted(unnamed)}")
