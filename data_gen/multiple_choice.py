@@ -102,6 +102,11 @@ GENRE_NEIGHBOURS = {
     "folk": ["classical", "rock", "country"], "ambient": ["classical", "electronic", "folk"],
     "latin": ["jazz", "funk", "pop"], "funk": ["jazz", "rock", "latin"], "hip hop": ["funk", "pop", "electronic"],
     "hip-hop": ["funk", "pop", "electronic"],
+    # the corpus's textures (data_gen/procedural/textures.py)
+    "orchestral": ["classical", "ambient", "chamber"], "solo piano": ["classical", "jazz", "ambient"],
+    "choral": ["chorale", "classical", "folk"], "brass band": ["jazz", "orchestral", "folk"],
+    "chorale": ["choral", "classical", "chamber"], "chamber": ["orchestral", "classical", "chorale"],
+    "unaccompanied": ["folk", "chamber", "solo piano"],
 }
 GENRES = sorted(set(GENRE_NEIGHBOURS) | {g for n in GENRE_NEIGHBOURS.values() for g in n})
 # Families for "incorrect but related" instruments; a candidate is used only when

@@ -3,9 +3,9 @@
     musicllm eval report scores.json caps.scores.json --out report/
     python -m eval.report ...                                  # the same
 
-Reads the JSON that `musicllm eval score` (multiple choice) and `musicllm eval captions`
-(captioning) write, and writes into --out:
-    REPORT.md                    accuracy per run and scorer, whether each model listens (its
+Reads the JSON that `musicllm eval score` (multiple choice), `musicllm eval captions`
+(captioning) and `musicllm eval follow --score` (free-text answers) write, and writes into --out:
+    REPORT.md                    free-text answers per question kind, accuracy per run and scorer, whether each model listens (its
                                  accuracy under every audio mode, and the gap to no audio against
                                  its noise), per dimension, genre and question type, flagged
                                  questions apart, captioning metrics and attribute scores
@@ -204,25 +204,47 @@ def plot_confusion(cells: dict[str, int], kind: str, title: str, path: Path) -> 
     plt.close(fig)
 
 
-def load_runs(paths: list[Path]) -> tuple[list[dict], list[dict]]:
-    mc, captions = [], []
+def follow_section(follows: list[dict]) -> str:
+    """Free-text answers (eval/follow.py): does each answer respond to the kind asked, is it right."""
+    if not follows:
+        return ""
+    parts = ["## Free-text answers: does the answer respond to the question asked?",
+             "Each question kind asked once per clip, in wordings the training data does not use; "
+             "rates in %. \"Responds\": the answer states what was asked (a key when asked the key); "
+             "\"right\": against the clip's labels, over gradable answers; \"distinct\": different "
+             "answers over answers; \"repeats\": answers that repeat a sentence or a 4-word phrase."]
+    for scores in follows:
+        rows = [[kind, str(k["n"]), pct(k.get("responds")), pct(k.get("correct")), pct(k.get("distinct")),
+                 pct(k.get("repeats"))] for kind, k in scores["kinds"].items()]
+        o = scores["overall"]
+        rows.append(["**all**", str(o["n"]), pct(o["responds"]), "", "", pct(o["repeats"])])
+        parts.append(f"`{scores.get('file')}`: {o['clips']} clips; two kinds got the same answer on "
+                     f"{o['clips_with_shared_answer']} of them.\n\n"
+                     + md_table(["kind", "n", "responds", "right", "distinct", "repeats"], rows))
+    return "\n\n".join(parts)
+
+
+def load_runs(paths: list[Path]) -> tuple[list[dict], list[dict], list[dict]]:
+    mc, captions, follows = [], [], []
     for path in paths:
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("kind") == "multiple_choice":
             mc += data["runs"]
         elif data.get("kind") == "captioning":
             captions += data["runs"]
+        elif data.get("kind") == "follow":
+            follows.append(data)
         else:
             raise ValueError(f"{path}: not a score file (kind {data.get('kind')!r})")
     mode_rank = {m: i for i, m in enumerate(MODE_ORDER)}
     mc.sort(key=lambda r: (str(r.get("model")), mode_rank.get(r.get("audio_mode"), 9)))
-    return mc, captions
+    return mc, captions, follows
 
 
 def write_report(paths: list[Path], out: Path) -> Path:
-    mc, captions = load_runs(paths)
+    mc, captions, follows = load_runs(paths)
     out.mkdir(parents=True, exist_ok=True)
-    sections = ["# Evaluation report", "Sources: " + ", ".join(f"`{p}`" for p in paths)]
+    sections = ["# Evaluation report", "Sources: " + ", ".join(f"`{p}`" for p in paths), follow_section(follows)]
     if mc:
         sections += [overall_section(mc), listening_section(mc)]
         if plot_dimensions(mc, out / "accuracy_by_dimension.png"):
@@ -249,7 +271,7 @@ def write_report(paths: list[Path], out: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="musicllm eval report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("scores", nargs="+", type=Path, help="score JSON files (eval score / eval captions)")
+    parser.add_argument("scores", nargs="+", type=Path, help="score JSON files (eval score / captions / follow)")
     parser.add_argument("--out", required=True, type=Path, help="folder for REPORT.md and the PNGs")
     args = parser.parse_args(argv)
     try:

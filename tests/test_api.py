@@ -132,6 +132,22 @@ def test_single_turn_answers_about_the_audio(gateway, kind):
 
 
 @pytest.mark.parametrize("kind", ["piano", "drums"])
+def test_each_question_gets_its_own_kind_of_answer(gateway, kind):
+    """An API user asks what is playing, then the key, then the tempo: each answer says what was
+    asked (eval.follow's reading), and no two are the same sentence."""
+    from eval.follow import kinds_mentioned, responds
+
+    key_question = [SYSTEM, {"role": "user", "content": [audio_part(encode(SERVING_CLIPS[kind], "wav"), "wav"),
+                                                         {"type": "text", "text": "What key is this in?"}]}]
+    playing = gateway.answer(ask(kind), max_tokens=32)
+    key = gateway.answer(key_question, max_tokens=32)
+    tempo = gateway.answer(ask(kind, follow_up=True), max_tokens=32)
+    assert responds("instruments", playing) and responds("key", key) and responds("tempo", tempo), (playing, key, tempo)
+    assert "tempo" not in kinds_mentioned(key) and "key" not in kinds_mentioned(tempo)
+    assert len({playing, key, tempo}) == 3
+
+
+@pytest.mark.parametrize("kind", ["piano", "drums"])
 def test_multi_turn_keeps_audio_from_the_first_turn(gateway, kind):
     answer = gateway.answer(ask(kind, follow_up=True), max_completion_tokens=32)
     assert heard(answer, kind, turns=2) and answer == direct(gateway.engine, kind, turns=2)

@@ -76,6 +76,21 @@ def test_chat_in_process_on_a_checkpoint(serving_checkpoint, files, expected, ca
     assert capsys.readouterr().out.strip() == expected
 
 
+def test_chat_answers_what_was_asked(gateway, files):
+    """`musicllm chat` asked two different things about one file: an instrument answer, then a key."""
+    from eval.follow import kinds_mentioned, responds
+
+    answers = {}
+    for kind, question in (("instruments", QUESTION), ("key", "What key is this in?")):
+        done = musicllm("--url", gateway, "--api-key", KEY, "--audio", str(files["piano"]), "--system",
+                        SYSTEM["content"], "--max-tokens", "32", question)
+        assert done.returncode == 0, done.stderr
+        answers[kind] = done.stdout.strip()
+    assert responds("instruments", answers["instruments"]) and "piano" in answers["instruments"], answers
+    assert responds("key", answers["key"]) and "C major" in answers["key"], answers
+    assert "instruments" not in kinds_mentioned(answers["key"])
+
+
 @pytest.mark.parametrize("where", ["gateway", "in-process"])
 def test_a_corrupt_file_gives_one_line_naming_it(gateway, serving_checkpoint, files, where):
     target = ["--url", gateway, "--api-key", KEY] if where == "gateway" else ["--checkpoint", str(serving_checkpoint)]

