@@ -7,7 +7,7 @@ A user asks several things about one song: what is playing, then the key, then w
 suit a party. Each dialogue here takes `--turns` of a clip's written turns (captions, Q&A,
 multiple choice; each record's first question and answer), in a seeded order, with the audio in
 the first user turn only, so later answers must come from the audio heard earlier in the
-conversation. About one dialogue in three also asks something the audio cannot tell (who
+conversation. Every other dialogue also asks, at any turn, something the audio cannot tell (who
 composed it, its title, the year), answered honestly. Questions of several kinds on one clip,
 each answered differently, are what teach a model to answer the question asked rather than
 the clip.
@@ -89,9 +89,9 @@ def dialogue(clip: str, records: list[dict], turns: int, index: int, seed: int, 
     if len(exchanges) < min(2, turns):
         return None
     exchanges = exchanges[:turns]
-    if rng.random() < 1 / 3:
+    if rng.random() < 1 / 2:  # first or later: a user may open with "who wrote this?"
         questions, answers = UNKNOWABLE[rng.choice(sorted(UNKNOWABLE))]
-        exchanges.insert(rng.randrange(1, len(exchanges) + 1), (rng.choice(questions), rng.choice(answers)))
+        exchanges.insert(rng.randrange(0, len(exchanges) + 1), (rng.choice(questions), rng.choice(answers)))
     messages = []
     for number, (question, answer) in enumerate(exchanges):
         messages.append({"role": "user", "content": f"{AUDIO}\n{question}" if number == 0 else question})

@@ -207,9 +207,11 @@ def predict_batch(model, processor, items: list[dict], clips: list, prompts: lis
     encoded = encode_clips(model, processor, clips)
     gen = with_frames(generation_inputs(processor, prompts, clips), encoded)
     gen = {k: v.to(model.device) for k, v in gen.items()}  # the raw audio, already encoded, stays behind
-    new_tokens = model.generate(**gen, max_new_tokens=max_new_tokens, do_sample=False,
-                                pad_token_id=processor.tokenizer.pad_token_id)
-    outputs = [processor.decode(row).strip() for row in new_tokens]
+    outputs = [None] * len(items)  # 0 new tokens: ranked by log-likelihood only, no free-text answer
+    if max_new_tokens:
+        new_tokens = model.generate(**gen, max_new_tokens=max_new_tokens, do_sample=False,
+                                    pad_token_id=processor.tokenizer.pad_token_id)
+        outputs = [processor.decode(row).strip() for row in new_tokens]
     replies = [[reply_ids(processor, prompt, clip, k, option) for k, option in enumerate(item["options"])]
                for item, prompt, clip in zip(items, prompts, clips)]
     sums, counts = option_logprobs(model, gen, replies)
@@ -236,7 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="option order and ablation seed (default 0)")
     parser.add_argument("--order", default="balanced", choices=ORDERS, help="option order (eval.questions)")
     parser.add_argument("--limit", type=int, help="only the first N questions")
-    parser.add_argument("--max-new-tokens", type=int, default=16, help="answer length limit (default 16)")
+    parser.add_argument("--max-new-tokens", type=int, default=16,
+                        help="answer length limit (default 16); 0: no free-text answer, options ranked by "
+                             "log-likelihood only (about half the time)")
     parser.add_argument("--batch-size", type=int, default=8, help="questions per batch (x4 rows for options)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--dtype", default=None, help="weights dtype, e.g. bfloat16 (default: as saved)")

@@ -119,6 +119,10 @@ def test_option_logprobs_match_unpadded_rows(setup):
     assert [x for row in rows for x in row["option_logprobs"]] == pytest.approx(expected, abs=1e-3)
     assert [c for row in rows for c in row["option_token_counts"]] == counts
     assert len(set(counts)) > 1  # options of different lengths: the continuations were padded
+    # no new tokens: no free-text answer (the parsers skip it), the same option scores
+    ranked = predict_batch(model, processor, chosen, clips, prompts_of(chosen), max_new_tokens=0)
+    assert [row["output"] for row in ranked] == [None] * len(chosen)
+    assert [row["option_logprobs"] for row in ranked] == [row["option_logprobs"] for row in rows]
 
 
 def test_a_batch_encodes_each_clip_once(setup, monkeypatch):

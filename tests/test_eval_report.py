@@ -65,3 +65,19 @@ def test_rejects_other_json(tmp_path, capsys):
     (tmp_path / "x.json").write_text("{}")
     assert main([str(tmp_path / "x.json"), "--out", str(tmp_path / "r")]) == 2
     assert "not a score file" in capsys.readouterr().err
+
+
+def test_free_text_answers_get_their_own_section(tmp_path):
+    """eval follow's scores: a table per file of whether the answers respond to the question asked."""
+    from eval.follow import score_rows as score_answers
+
+    labels = {"key": "C", "mode": "major", "tempo_bpm": 72, "instruments": ["piano"]}
+    answers = [("key", "It is in C major."), ("tempo", "It is in C major."), ("instruments", "A solo piano.")]
+    follow = score_answers([{"id": f"c:{kind}", "clip": "c", "kind": kind, "question": "?", "wording": 0,
+                             "answer": answer, "audio": "c.wav", "labels": labels} for kind, answer in answers])
+    (tmp_path / "follow.json").write_text(json.dumps({**follow, "file": "follow.jsonl"}))
+    assert main([str(tmp_path / "follow.json"), "--out", str(tmp_path / "report")]) == 0
+    report = (tmp_path / "report" / "REPORT.md").read_text()
+    assert "does the answer respond to the question asked?" in report
+    assert "| key | 1 | 100.0 | 100.0 |" in report and "| tempo | 1 | 0.0 |" in report  # the key sentence, asked the tempo
+    assert "two kinds got the same answer on 1 of them" in report

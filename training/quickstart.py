@@ -52,10 +52,10 @@ class Size:
 
 
 SIZES = {
-    "default": Size(clips=1440, clips_per_family=1, seconds=(10.0, 16.0), mc_per_clip=6, steps=300,
-                    test_questions=400, ood_clips=96, follow_clips=40, captions=24),
-    "small": Size(clips=72, clips_per_family=1, seconds=(3.0, 5.0), mc_per_clip=3, steps=6, test_questions=20,
-                  ood_clips=6, follow_clips=2, captions=4),
+    "default": Size(clips=1440, clips_per_family=1, seconds=(10.0, 16.0), mc_per_clip=6, steps=200,
+                    test_questions=120, ood_clips=96, follow_clips=16, captions=8),
+    "small": Size(clips=72, clips_per_family=1, seconds=(3.0, 5.0), mc_per_clip=3, steps=40, test_questions=20,
+                  ood_clips=6, follow_clips=2, captions=2),
 }
 # The training corpus: the band styles and the textures not held out, two soundfonts, production
 # effects (data_gen/procedural/corpus.py); the held-out corpus is made with --ood.
@@ -110,7 +110,10 @@ class Pipeline:
 
     def write(self):
         from data_gen.dialogues import write_dialogues
+        from data_gen.general import write_general
         from data_gen.multiple_choice import main as mc
+        from musicllm.runconfig import load_run_config
+        from training.settings import TrainConfig
         from data_gen.write import main as write
         from data_gen.formats import JsonlWriter
         from training.multiple_choice import conversations
@@ -136,6 +139,8 @@ class Pipeline:
             writer.write_all(conversations(self.data / "mc_train.csv", "train", orders=3))
         write_dialogues([self.data / f for f in ("captions.jsonl", "instructions.jsonl", "mc_train.jsonl")],
                         self.data / "dialogues.jsonl", per_clip=2, turns=4)
+        # General music questions, answered by the recipe's own LLM: training keeps its knowledge.
+        write_general(load_run_config(TrainConfig, DEFAULT_CONFIG).model.text, self.data / "general.jsonl")
         (self.data / "DONE").write_text("")
 
     def annotate(self):
@@ -202,12 +207,11 @@ class Pipeline:
         # Out of distribution: textures held out of training, another soundfont, other wordings.
         ood = self.eval / "ood"
         self.report([self.multiple_choice(model, self.data / "mc_ood.csv", ood / "predictions",
-                                          {"audio": asked // 2, "none": asked // 2, "noise": asked // 4}),
+                                          {"audio": asked, "none": asked, "noise": asked // 2}),
                      self.follow(model, self.ood_corpus / "manifest.jsonl", "all", ood / "follow")], ood)
-        # MuChoMusic's distractor kinds, with and without audio: how far wording alone gets.
-        mixed = self.eval / "muchomusic_kinds"
-        self.report([self.multiple_choice(model, self.data / "mc_test_muchomusic.csv", mixed / "predictions",
-                                          {"audio": asked // 2, "none": asked // 2})], mixed)
+        # MuChoMusic's mix of distractor kinds (data/mc_test_muchomusic.csv) is left to `musicllm
+        # eval`: with the 135M LLM every question costs ~0.5 s here, and the same-kind questions
+        # above are the harder test of listening.
 
     def multiple_choice(self, model: Path, questions: Path, preds: Path, modes: dict[str, int], extra=()) -> Path:
         """Predictions for each audio mode (on its first N questions), scored into one file."""
@@ -217,9 +221,9 @@ class Pipeline:
         files = []
         for mode, limit in modes.items():  # the ablations show whether the model listens
             files.append(preds / f"{mode}.jsonl")
-            # "(B) Minor": the parsers need the letter, not a sentence
+            # Options ranked by log-likelihood only: free text is what eval/follow.py reads.
             self.check(predict(["--checkpoint", str(model), "--questions", str(questions), "--audio-mode", mode,
-                                "--max-new-tokens", "8", "--limit", str(limit), "--out", str(files[-1])]), "predict")
+                                "--max-new-tokens", "0", "--limit", str(limit), "--out", str(files[-1])]), "predict")
         for name, make in extra:
             files.append(preds / f"{name}.jsonl")
             self.check(make(files[-1]), name)
@@ -256,9 +260,9 @@ class Pipeline:
         self.step("train the attribute heads", self.runs / "attributes" / "model", self.attributes)
         # The projector's heads are its only trained part (on labels, above): stage 2 tunes LoRA
         # on dialogues (several kinds of question about one clip, each answered in its
-        # own way: captions, Q&A, multiple choice, questions the audio cannot answer) and
-        # single factual questions.
-        stage2 = ["dialogues.jsonl", "instructions.jsonl"]
+        # own way: captions, Q&A, multiple choice, questions the audio cannot answer), single
+        # factual questions, and general questions without audio in the base model's own words.
+        stage2 = ["dialogues.jsonl", "instructions.jsonl"] + ["general.jsonl"] * 20  # 40 answers: ~8% of the mix
         self.step("train instruct", self.runs / "instruct" / "model",
                   lambda: self.train("instruct", "instruct", s.steps, stage2, self.runs / "attributes" / "model"))
         final = self.runs / "instruct" / "model"

@@ -1,0 +1,104 @@
+"""General music questions, answered by the base LLM itself, as text-only training conversations.
+
+    python -m data_gen.general --model SmolLM2-135M-Instruct --out data/general.jsonl
+
+Fine-tuning on questions about clips teaches an LLM to answer from the audio; without text-only
+conversations in the mix it also starts answering "What is a chord?" with a clip's key. These
+are the base model's own greedy answers (a repetition penalty keeps them from looping) to
+general questions about music, so training on them asks the LoRA to keep what the base model
+knew, not to learn anything new. The questions differ from the ones the evaluation asks
+(eval/follow.py's THEORY), which measure whether that general ability survived.
+
+The model is any causal LM folder or packaged name (musicllm/pretrained.py). The answers are
+LLM-written data: provenance names the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from data_gen.formats import JsonlWriter, validate_conversation
+
+QUESTIONS = [
+    "What is a scale in music?", "What is the difference between melody and harmony?", "What is a cadence?",
+    "What is an interval in music?", "What does tempo mean?", "What is a major chord made of?",
+    "What is a minor chord?", "What is rhythm?", "What is a bar in music notation?", "What is a waltz?",
+    "What does an orchestra consist of?", "What is a string quartet?", "What is a chorale?",
+    "What is the role of the bass in a band?", "What is a drum kit?", "What is jazz?", "What is the blues?",
+    "What is a key signature?", "What does 'allegro' mean?", "What does 'adagio' mean?", "What is counterpoint?",
+    "What is a crescendo?", "What are dynamics in music?", "What is timbre?", "What is a tritone?",
+    "What is a pentatonic scale?", "What is a chord progression?", "What is the circle of fifths?",
+    "What instruments are in the brass family?", "What instruments are in the woodwind family?",
+    "What is an arpeggio?", "What is a verse and a chorus in a song?", "What is a metronome used for?",
+    "What is a sonata?", "What is folk music?", "What is a time signature?", "Why do minor keys often sound sad?",
+    "What is a harmonic?", "What is polyphony?", "What is a riff?",
+]
+PROMPT_VERSION = "general-v1"
+
+
+def answer_all(model_name: str, questions: list[str], max_new_tokens: int = 64, batch_size: int = 20,
+               repetition_penalty: float = 1.2) -> list[str]:
+    """The model's greedy answers, in order (its own chat template, no system message)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from musicllm.pretrained import resolve_backbone
+
+    folder = resolve_backbone(model_name)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True).eval()
+    tokenizer.padding_side = "left"
+    answers = []
+    for start in range(0, len(questions), batch_size):
+        prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
+                                                 add_generation_prompt=True) for q in questions[start:start + batch_size]]
+        inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.no_grad():
+            out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                 repetition_penalty=repetition_penalty, pad_token_id=tokenizer.pad_token_id)
+        answers += [tokenizer.decode(row[inputs.input_ids.shape[1]:], skip_special_tokens=True).strip() for row in out]
+    return answers
+
+
+def whole_sentences(text: str) -> str:
+    """An answer cut at its last full sentence (the token limit may stop it mid-sentence)."""
+    end = max(text.rfind(". "), text.rfind(".\n"), len(text) - 1 if text.endswith(".") else -1)
+    return text[: end + 1].strip() if end > 0 else text
+
+
+def write_general(model_name: str, out: Path, questions: list[str] = QUESTIONS, **settings) -> int:
+    """Writes one conversation per question that got an answer; returns how many."""
+    records = []
+    for number, (question, answer) in enumerate(zip(questions, answer_all(model_name, questions, **settings))):
+        answer = whole_sentences(answer)
+        if len(answer.split()) < 3:
+            continue  # nothing worth keeping
+        records.append(validate_conversation({
+            "id": f"general:{number}", "audio": [], "task": "general", "split": "train",
+            "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}],
+            "provenance": {"writer": "llm", "model": model_name, "prompt_version": PROMPT_VERSION, "seed": 0}}))
+    out.unlink(missing_ok=True)
+    with JsonlWriter(out) as writer:
+        return writer.write_all(records)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m data_gen.general", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="SmolLM2-135M-Instruct", help="LLM folder, hub id or packaged name")
+    parser.add_argument("--out", type=Path, required=True, help="conversations JSONL to write (replaced)")
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="answer length limit (default 64)")
+    args = parser.parse_args(argv)
+    try:
+        count = write_general(args.model, args.out, max_new_tokens=args.max_new_tokens)
+    except OSError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{count} general conversations -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
