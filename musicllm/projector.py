@@ -12,7 +12,9 @@ With `audio_attributes` each window's tokens start with attribute tokens: a head
 window's frame mean and spread into each attribute's classes (tempo band, tonic, mode, metre,
 style, mood, instruments...), and the token is the class words' own input embeddings, weighted
 by the class probabilities (single-label), or the `slots` most probable classes' embeddings
-(multi-label). The LLM then reads the audio's attributes as the words it already knows from
+(multi-label). A `spelled` single-label attribute gives each of its word's tokens a slot of its
+own (" 3/4" as " ", "3", "/", "4"): the mean of a word's tokens blurs " 3/4" into " 4/4" and
+" 120" into " 130", which differ in one token of four. The LLM then reads the audio's attributes as the words it already knows from
 text: what a tiny LLM trained in minutes cannot learn is a new code for "minor" in the audio
 tokens, while matching "minor" in its context to an option it does from reading captions. The
 heads are trained on labels (training/attributes.py) and frozen in later stages; the class
@@ -127,6 +129,11 @@ class MusicLLMProjector(nn.Module):
         """(W, 2C) window stats -> (W, A, D): each attribute's class-word embeddings, by its head."""
         tokens = []
         for attribute, logits in zip(self.attributes, self.attribute_logits(stats)):
+            if attribute.get("spelled"):  # the word token by token: " 120" is " ", "1", "2", "0"
+                spelled = torch.stack([embeddings[spell(ids, attribute["slots"])] for ids in attribute["token_ids"]])
+                probs = logits.softmax(-1).to(spelled.dtype)  # W, classes
+                tokens.append(torch.einsum("wc,csd->wsd", probs, spelled))  # W, slots, D
+                continue
             words = torch.stack([embeddings[ids].mean(0) for ids in attribute["token_ids"]])  # classes, D
             if attribute.get("multi_label"):
                 top = logits.topk(attribute["slots"], dim=-1).indices  # W, slots: the likeliest classes
@@ -134,3 +141,8 @@ class MusicLLMProjector(nn.Module):
             else:
                 tokens.append((logits.softmax(-1).to(words.dtype) @ words).unsqueeze(1))  # W, 1, D
         return torch.cat(tokens, dim=1)
+
+
+def spell(ids: list[int], slots: int) -> list[int]:
+    """A class word's token ids in `slots` positions: a shorter word repeats its last token."""
+    return ids[:slots] + [ids[-1]] * (slots - len(ids))

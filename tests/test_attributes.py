@@ -13,6 +13,7 @@ import soundfile as sf
 import torch
 
 from musicllm.checkpoint import load_checkpoint, save_checkpoint
+from musicllm.projector import spell
 from training.attributes import ATTRIBUTES, main as attributes_main
 from training.train import main as train_main
 
@@ -66,10 +67,14 @@ def test_heads_learn_the_labels_and_stay_frozen_in_the_next_stage(tmp_path):
     frames, frame_lens = model.encode_audio(**processor.audio_windows(
         [(0.3 * np.sin(2 * np.pi * NOTES["A"] * np.arange(32000) / 16000)).astype(np.float32)]))
     with torch.no_grad():
-        token = model.project_audio(frames, frame_lens)[names.index("tonic")]
+        position = sum(a["slots"] for a in model.config.audio_attributes[:names.index("tonic")])
+        tokens = model.project_audio(frames, frame_lens)[position:position + tonic["slots"]].flatten()
     embed = model.get_input_embeddings().weight
-    words = torch.stack([embed[ids].mean(0) for ids in tonic["token_ids"]])
-    assert int(torch.cdist(token[None], words).argmin()) == tonic["classes"].index("A")
+    if tonic["spelled"]:  # its word token by token
+        words = torch.stack([embed[spell(ids, tonic["slots"])].flatten() for ids in tonic["token_ids"]])
+    else:
+        words = torch.stack([embed[ids].mean(0) for ids in tonic["token_ids"]])
+    assert int(torch.cdist(tokens[None], words).argmin()) == tonic["classes"].index("A")
 
     # Stage 1 from it: the projector's other parts train, the heads do not.
     settings = ["--stage=align", f"--out={tmp_path / 'align'}", "--max_steps=3", "--batch_size=2", "--save_every=3",
@@ -97,3 +102,59 @@ def test_a_manifest_without_train_clips_is_an_error_naming_it(tmp_path, capsys):
     error = capsys.readouterr().err
     assert "valid_only.jsonl" in error and "no clips with split 'train'" in error
     assert not (tmp_path / "heads").exists()
+
+
+def test_the_default_recipe_shape_tagger_tags_and_no_frame_tokens(tmp_path):
+    """The embedded default's shape on a test-sized LLM: a features encoder with the musicnn tagger,
+    no frame tokens (stack_factor 0), no summary. After the heads step each window is exactly its
+    attribute tokens; the last five are the tagger's likeliest tags, read off its own outputs; and
+    stage 2 with LoRA on the top layer trains nothing below it."""
+    from musicllm.configuration import MusicFeaturesConfig
+    from musicllm.musicnn import MTT_TAGS, load_musicnn
+    from musicllm.tiny import build_tiny
+    from training.attributes import TAG_SLOTS
+
+    corpus(tmp_path)
+    torch.manual_seed(0)
+    texts = ["A tone on C.", "A tone on E.", "classical strings piano drums", "Describe the music."] * 20
+    model, processor = build_tiny(texts, 300, stack_factor=0, audio_window_seconds=30.0, text_overrides=SMALL_LLM,
+                                  audio_config=MusicFeaturesConfig(tagger="MTT_musicnn"))
+    model.audio_tower.tagger.load_state_dict(load_musicnn("MTT_musicnn").state_dict())
+    save_checkpoint(model, processor, tmp_path / "start", export=False)
+    assert processor.num_audio_tokens(np.zeros(32000, dtype=np.float32)) == 0  # nothing but attribute tokens
+    assert attributes_main(["--model", str(tmp_path / "start"), "--manifest", str(tmp_path / "manifest.jsonl"),
+                            "--feature-cache", str(tmp_path / "cache"), "--out", str(tmp_path / "heads"),
+                            "--epochs", "50"]) == 0
+    model, processor = load_checkpoint(tmp_path / "heads")
+    specs = model.config.audio_attributes
+    assert [a["name"] for a in specs] == [*ATTRIBUTES, "tags"] and "no vocal" not in specs[-1]["classes"]
+    slots = sum(a["slots"] for a in specs)
+    clip = (0.3 * np.sin(2 * np.pi * NOTES["A"] * np.arange(32000) / 16000)).astype(np.float32)
+    assert processor.num_audio_tokens(clip) == slots  # one 30 s window
+
+    frames, frame_lens = model.encode_audio(**processor.audio_windows([clip]))
+    with torch.no_grad():
+        tokens = model.project_audio(frames, frame_lens)
+    assert tokens.shape[0] == slots
+    # the tag tokens are the embeddings of the tagger's top tags for this clip
+    from musicllm.musicnn import tag
+
+    taggram, _ = tag(load_musicnn("MTT_musicnn"), torch.from_numpy(clip))
+    scores = taggram.mean(0)
+    kept = [i for i, name in enumerate(MTT_TAGS) if name in specs[-1]["classes"]]
+    top = sorted(kept, key=lambda i: -float(scores[i]))[:TAG_SLOTS]
+    embed = model.get_input_embeddings().weight
+    expected = torch.stack([embed[specs[-1]["token_ids"][specs[-1]["classes"].index(MTT_TAGS[i])]].mean(0) for i in top])
+    torch.testing.assert_close(tokens[-TAG_SLOTS:], expected, atol=1e-5, rtol=1e-4)
+
+    # stage 2, LoRA on the top layer: only adapter weights of that layer train
+    (tmp_path / "convs.jsonl").write_text((tmp_path / "captions.jsonl").read_text())
+    settings = ["--stage=instruct", f"--out={tmp_path / 'instruct'}", "--max_steps=2", "--batch_size=2",
+                "--save_every=2", "--optim.warmup_steps=1", f"--model.init_from={tmp_path / 'heads'}",
+                "--lora.top_layers=1", f"--data.train={json.dumps([str(tmp_path / 'convs.jsonl')])}",
+                f"--data.feature_cache={tmp_path / 'cache'}"]
+    assert train_main(settings) == 0
+    from safetensors.torch import load_file
+
+    trained = load_file(next((tmp_path / "instruct" / "checkpoints").glob("step-*")) / "trainable.safetensors")
+    assert trained and all("lora_" in name and ".layers.1." in name for name in trained), sorted(trained)[:4]

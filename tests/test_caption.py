@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PIANO, DRUMS = SERVING_ANSWERS["piano"][0], SERVING_ANSWERS["drums"][0]
 # The question the serving checkpoint was trained on, so that its captions are readable sentences.
 PROMPT_ARGS = ["--system", SYSTEM["content"], "--prompt", "What is playing?", "--summary-prompt", "What is playing?",
-               "--window-seconds", "3", "--max-tokens", "16", "--threads", "1", "--engine", "transformers"]
+               "--window-seconds", "3", "--max-tokens", "24", "--threads", "1", "--engine", "transformers"]
 GOOD = {"piano-1": chord(3.0), "drums-1": clicks(3.0, 160), "piano-2": chord(3.0) * 0.8, "drums-2": clicks(3.0, 160) * 0.7}
 LONG = np.concatenate([chord(3.0), clicks(3.0, 160), chord(3.5)])  # 9.5 s: windows 0-3, 3-6, 6-9.5
 

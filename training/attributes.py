@@ -3,8 +3,8 @@
     python -m training.attributes --model runs/read/model --manifest corpus/manifest.jsonl \
         --feature-cache runs/feature_cache --out runs/attributes/model
 
-The projector gets one head per attribute (tempo band, tonic, mode, metre, style, mood,
-instruments) that classifies each window's frame statistics; its tokens are the class words'
+The projector gets one head per attribute (tempo band, tempo to 10 BPM, tonic, mode, metre,
+style, mood, instruments) that classifies each window's frame statistics; its tokens are the class words'
 own input embeddings (musicllm/projector.py). The heads train here, on the manifest's `train`
 clips (every window of a clip carries the clip's labels), full batch, and the epoch with the
 best mean accuracy on the `valid` clips is kept; the later stages freeze them. Clips without a
@@ -34,9 +34,20 @@ from musicllm.checkpoint import load_checkpoint, save_checkpoint
 from musicllm.projector import MusicLLMProjector
 from training.features import FeatureCache
 
+BPM_CLASSES = [str(bpm) for bpm in range(50, 210, 10)]
+
+
+def bpm_class(bpm: float) -> str:
+    """The BPM_CLASSES word nearest to `bpm` (the ends take everything beyond them)."""
+    return str(min(200, max(50, int(round(bpm / 10.0)) * 10)))
+
+
 # name -> (classes, the clip's class from its labels: None when unlabelled)
 ATTRIBUTES = {
     "tempo": ([name for _, name in TEMPO_BANDS], lambda labels: tempo_band(labels["tempo_bpm"]) if "tempo_bpm" in labels else None),
+    # the tempo to the nearest 10 BPM as a number word (" 120"): a band alone left the LLM to
+    # invent the number it was asked for ("139 BPM, which is slow")
+    "bpm": (BPM_CLASSES, lambda labels: bpm_class(labels["tempo_bpm"]) if "tempo_bpm" in labels else None),
     "tonic": (PITCH_CLASSES, lambda labels: labels.get("key")),
     "mode": (MODES, lambda labels: labels.get("mode")),
     "metre": (TIME_SIGNATURES, lambda labels: labels.get("time_signature")),
@@ -44,6 +55,8 @@ ATTRIBUTES = {
     "mood": (list(MOODS), lambda labels: labels.get("mood")),
     "instruments": (sorted(set(INSTRUMENT_NAMES.values()) | {"drums"}), lambda labels: labels.get("instruments")),
 }
+# Words the LLM reads token by token (projector.py: a mean of " 3/4"'s tokens is nearly " 4/4"'s).
+SPELLED = {"bpm", "tonic", "metre"}
 MULTI_LABEL = {"instruments": 4}  # slots: the four likeliest instruments (procedural songs have 2-5 parts)
 
 
@@ -60,8 +73,10 @@ def attribute_specs(tokenizer, audio_config=None) -> list[dict]:
     words = lambda classes: [tokenizer.encode(" " + word, add_special_tokens=False) for word in classes]  # noqa: E731
     specs = []
     for name, (classes, _) in ATTRIBUTES.items():
-        specs.append({"name": name, "classes": list(classes), "slots": MULTI_LABEL.get(name, 1),
-                      "multi_label": name in MULTI_LABEL, "token_ids": words(classes)})
+        ids = words(classes)
+        spelled = name in SPELLED and max(map(len, ids)) > 1
+        specs.append({"name": name, "classes": list(classes), "multi_label": name in MULTI_LABEL, "token_ids": ids,
+                      "slots": max(map(len, ids)) if spelled else MULTI_LABEL.get(name, 1), "spelled": spelled})
     if getattr(audio_config, "tagger", None):
         from musicllm.musicnn import MODELS
 

@@ -137,6 +137,8 @@ class Pipeline:
         # Three option orders per question: the answer is the option's content, not its letter.
         with JsonlWriter(self.data / "mc_train.jsonl") as writer:
             writer.write_all(conversations(self.data / "mc_train.csv", "train", orders=3))
+        with JsonlWriter(self.data / "mc_once.jsonl") as writer:  # stage 2's: each question in one option order
+            writer.write_all(conversations(self.data / "mc_train.csv", "train", orders=1))
         write_dialogues([self.data / f for f in ("captions.jsonl", "instructions.jsonl", "mc_train.jsonl")],
                         self.data / "dialogues.jsonl", per_clip=2, turns=4)
         # General music questions, answered by the recipe's own LLM: training keeps its knowledge.
@@ -262,7 +264,10 @@ class Pipeline:
         # on dialogues (several kinds of question about one clip, each answered in its
         # own way: captions, Q&A, multiple choice, questions the audio cannot answer), single
         # factual questions, and general questions without audio in the base model's own words.
-        stage2 = ["dialogues.jsonl", "instructions.jsonl"] + ["general.jsonl"] * 20  # 40 answers: ~8% of the mix
+        # Shares of the draws: dialogues 26%, single questions 39%, multiple choice 31% (a
+        # model trained on it only inside dialogues named the right option with the wrong letter,
+        # "(C) B major" for option D), general 4%.
+        stage2 = ["dialogues.jsonl"] * 2 + ["instructions.jsonl", "mc_once.jsonl"] + ["general.jsonl"] * 20
         self.step("train instruct", self.runs / "instruct" / "model",
                   lambda: self.train("instruct", "instruct", s.steps, stage2, self.runs / "attributes" / "model"))
         final = self.runs / "instruct" / "model"
