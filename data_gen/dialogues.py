@@ -27,10 +27,10 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from data_gen.formats import JsonlWriter, read_jsonl, validate_conversation
+from data_gen.formats import AUDIO_TOKEN as AUDIO, JsonlWriter, read_jsonl, validate_conversation
+from data_gen.writers.base import CAPTION_TASKS
 from data_gen.writers.phrases import seeded_rng
 
-AUDIO = "<|audio|>"
 # Questions a recording does not answer, and honest answers that say so and what can be said.
 UNKNOWABLE = {
     "composer": (["Who composed this?", "Who wrote this piece?", "Do you know who the composer is?"],
@@ -48,7 +48,7 @@ UNKNOWABLE = {
 
 # Turns of one dialogue are of different kinds: one caption-like answer at most (they are long
 # and alike), one multiple-choice question (a clip has many), up to two factual questions.
-TURN_GROUPS = {"caption": "caption", "summary": "caption", "paraphrase": "caption", "attributes": "caption"}
+TURN_GROUPS = dict.fromkeys(CAPTION_TASKS, "caption")
 TURN_LIMITS = {"qa_factual": 2}
 
 

@@ -39,7 +39,7 @@ def build(argv: list[str]) -> int:
     parser.add_argument("--out", required=True, type=Path, help="checkpoint folder to write")
     parser.add_argument("--audio-layer", default="-1", help='hidden layer index of an hf encoder, or "weighted"')
     parser.add_argument("--window-seconds", type=float, default=None, help="audio window length (default: per encoder)")
-    parser.add_argument("--stack-factor", type=int, default=None, help="encoder frames per LLM token")
+    parser.add_argument("--stack-factor", type=int, default=None, help="encoder frames per LLM token (0: none, attribute tokens only)")
     parser.add_argument("--audio-trust-remote-code", action="store_true", help="run the encoder's hub code (MERT needs it)")
     parser.add_argument("--trust-remote-code", action="store_true", help="run the LLM's hub code")
     parser.add_argument("--dtype", default=None, help="weights dtype, e.g. bfloat16 (default: as saved)")
@@ -49,7 +49,7 @@ def build(argv: list[str]) -> int:
     from musicllm.checkpoint import save_checkpoint
 
     layer = args.audio_layer if args.audio_layer == "weighted" else int(args.audio_layer)
-    overrides = {"stack_factor": args.stack_factor} if args.stack_factor else {}
+    overrides = {"stack_factor": args.stack_factor} if args.stack_factor is not None else {}
     model, processor = build_from_backbones(
         args.audio, args.text, audio_layer=layer, audio_window_seconds=args.window_seconds,
         audio_trust_remote_code=args.audio_trust_remote_code, trust_remote_code=args.trust_remote_code,

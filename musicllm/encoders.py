@@ -347,7 +347,7 @@ class FeaturesEncoder(nn.Module):
         """(W, F, 250): each frame's tagger patch outputs. Patches are musicnn's non-overlapping
         3 s ones; frames past the last whole patch take the last patch (musicnn drops that
         remainder), and a window shorter than a patch is looped to one (musicnn.tag)."""
-        from musicllm.musicnn import PATCH_SAMPLES, tag
+        from musicllm.musicnn import HOP, PATCH_FRAMES, tag
 
         self.tagger.float()  # float32 whatever the model's dtype: its batch norms are fitted so
         out = audio_values.new_zeros((len(audio_lens), frames, self.config.audio_config.tagger_size), dtype=torch.float32)
@@ -355,7 +355,8 @@ class FeaturesEncoder(nn.Module):
             if samples == 0:
                 continue
             taggram, embedding = tag(self.tagger, audio_values[w, :samples].float())  # P, 50 and P, 200
-            patch = (torch.arange(count, device=out.device) * self.hop // PATCH_SAMPLES).clamp(max=len(taggram) - 1)
+            # patch p covers mel frames [187p, 187p + 187), i.e. samples from 187 * 256 * p on
+            patch = (torch.arange(count, device=out.device) * self.hop // (PATCH_FRAMES * HOP)).clamp(max=len(taggram) - 1)
             out[w, :count] = torch.cat([taggram, embedding], dim=-1).to(out.device)[patch]  # count, 250
         return out
 

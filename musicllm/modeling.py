@@ -102,7 +102,6 @@ class MusicLLMForConditionalGeneration(PreTrainedModel):
 
     def project_audio(self, frames: torch.Tensor, frame_lens: torch.Tensor) -> torch.Tensor:
         """Frames (W, F, C) -> the windows' audio tokens concatenated in order, (N, D)."""
-        frames = frames.to(self.get_input_embeddings().weight.dtype)  # DSP features are float32; the projector is as the LLM
         tokens, token_lens = self.multi_modal_projector(frames, frame_lens, self.get_input_embeddings().weight)  # W, T, D
         keep = torch.arange(tokens.shape[1], device=tokens.device)[None, :] < token_lens[:, None]
         return tokens[keep]  # N = sum(token_lens), D — padding dropped

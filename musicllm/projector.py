@@ -71,6 +71,8 @@ class MusicLLMProjector(nn.Module):
         `embeddings` (V, D): the LLM's input embedding table, needed with attribute tokens."""
         k = self.stack_factor
         W, F, C = frames.shape
+        weight = next(self.parameters(), None)  # DSP features are float32; the projector may be bf16
+        frames = frames.to(weight.dtype) if weight is not None else frames
         stats = self.window_stats(frames, frame_lens) if self.summary is not None or self.attributes else None
         if k:
             pad = (-F) % k

@@ -77,9 +77,7 @@ class Pipeline:
             return
         print(f"[....] {title}", flush=True)
         started = time.time()
-        result = action()
-        if result not in (None, 0):
-            raise SystemExit(f"quickstart: step '{title}' failed (exit {result})")
+        self.check(action(), f"step '{title}'")
         print(f"[done] {title} in {time.time() - started:.0f} s", flush=True)
 
     def synthesize(self):
@@ -137,6 +135,8 @@ class Pipeline:
                    "--distractors", kind, *test]):
                 return 1
         # Three option orders per question: the answer is the option's content, not its letter.
+        for name in ("mc_train.jsonl", "mc_once.jsonl"):  # made whole here: a rerun must not append twice
+            (self.data / name).unlink(missing_ok=True)
         with JsonlWriter(self.data / "mc_train.jsonl") as writer:
             writer.write_all(conversations(self.data / "mc_train.csv", "train", orders=3))
         with JsonlWriter(self.data / "mc_once.jsonl") as writer:  # stage 2's: each question in one option order
@@ -203,10 +203,9 @@ class Pipeline:
                                             str(self.corpus / "test_manifest.annotated.jsonl"), "--out", str(out)]))])]
         scores.append(self.follow(model, self.manifest, "test", self.eval / "follow"))
         caps = self.eval / "captions.scores.json"
-        if captions(["--checkpoint", str(model), "--manifest", str(self.manifest), "--references",
-                     str(self.data / "captions.jsonl"), "--split", "test", "--limit", str(self.size.captions),
-                     "--out", str(self.eval / "captions.jsonl"), "--scores", str(caps)]):
-            return 1
+        self.check(captions(["--checkpoint", str(model), "--manifest", str(self.manifest), "--references",
+                             str(self.data / "captions.jsonl"), "--split", "test", "--limit", str(self.size.captions),
+                             "--out", str(self.eval / "captions.jsonl"), "--scores", str(caps)]), "captions")
         self.report(scores + [caps], self.eval)
         # Out of distribution: textures held out of training, another soundfont, other wordings.
         ood = self.eval / "ood"
@@ -273,7 +272,7 @@ class Pipeline:
         self.step("train instruct", self.runs / "instruct" / "model",
                   lambda: self.train("instruct", "instruct", s.steps, stage2, self.runs / "attributes" / "model"))
         final = self.runs / "instruct" / "model"
-        self.step("evaluate on held-out clips", self.eval / "REPORT.md", lambda: self.evaluate(final))
+        self.step("evaluate on held-out clips", self.eval / "ood" / "REPORT.md", lambda: self.evaluate(final))
         return final
 
 

@@ -44,6 +44,11 @@ from training.features import FeatureCache
 from training.settings import ModelSettings, Stage, TrainConfig
 
 
+def features_settings(settings: ModelSettings) -> dict:
+    """The features encoder's `MusicFeaturesConfig` fields, from the run settings."""
+    return dict(key_sharpness=settings.key_sharpness, bass_chroma=settings.bass_chroma, tagger=settings.tagger)
+
+
 def build_backbones(settings: ModelSettings):
     """(model, processor) from pretrained backbones (`settings.audio`, `settings.text`), with a
     fresh projector."""
@@ -52,8 +57,7 @@ def build_backbones(settings: ModelSettings):
     layer = settings.audio_layer if settings.audio_layer == "weighted" else int(settings.audio_layer)
     features = window = None
     if settings.audio == "features":
-        features = dict(key_sharpness=settings.key_sharpness, bass_chroma=settings.bass_chroma, tagger=settings.tagger)
-        window = settings.window_seconds
+        features, window = features_settings(settings), settings.window_seconds
     return build_from_backbones(settings.audio, settings.text, audio_layer=layer, dtype=settings.dtype,
                                 audio_trust_remote_code=settings.audio_trust_remote_code,
                                 trust_remote_code=settings.trust_remote_code, stack_factor=settings.stack_factor,
@@ -72,6 +76,8 @@ def build_model(config: TrainConfig, accelerator: Accelerator, records: list[dic
     if config.stage != Stage.PRETRAIN:
         raise ConfigError(f"stage {config.stage.value} needs model.init_from (the previous stage's model folder) "
                           "or model.preset=backbones")
+    if settings.tagger:
+        raise ConfigError("model.tagger needs model.preset=backbones (the builder loads the tagger's weights)")
     # Stage 0 of the tiny preset: the tokenizer is trained on this run's text. The main process
     # builds it once; the others load the same files.
     init = config.out_dir / "init"
@@ -84,8 +90,7 @@ def build_model(config: TrainConfig, accelerator: Accelerator, records: list[dic
             model, processor = build_tiny(texts, settings.vocab_size, stack_factor=settings.stack_factor,
                                           audio_summary_tokens=settings.summary_tokens,
                                           audio_window_seconds=settings.window_seconds,
-                                          audio_config=MusicFeaturesConfig(key_sharpness=settings.key_sharpness,
-                                                                           bass_chroma=settings.bass_chroma),
+                                          audio_config=MusicFeaturesConfig(**features_settings(settings)),
                                           text_overrides=settings.text_overrides,
                                           projector_hidden_size=settings.projector_hidden_size or None)
             save_checkpoint(model, processor, init, export=False)
