@@ -102,7 +102,7 @@ def chroma_filterbank(
 
 # Bumped whenever the features encoder computes something different: caches of its output
 # (training.features) are keyed by it.
-FEATURES_VERSION = 2
+FEATURES_VERSION = 3  # 3: the tagger's frame-to-patch map steps 187 mel frames
 
 # Krumhansl & Kessler (1982) probe-tone ratings, tonic first.
 KK_MAJOR = [6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88]
