@@ -5,6 +5,7 @@
     musicllm eval score    preds/*.jsonl --out scores.json
     musicllm eval captions --checkpoint CKPT --manifest manifest.jsonl --out caps.jsonl
     musicllm eval report   scores.json caps.scores.json --out report/
+    musicllm eval suite    --checkpoint CKPT                 # all of it on the quickstart's held-out sets
     musicllm eval VERB --help
 
 Phase 1 (predict, baseline, captions with --checkpoint) writes predictions JSONL; phase 2
@@ -25,6 +26,7 @@ VERBS = {
     "follow": ("eval.follow", "ask every question kind in free text; score responds / correct / distinct answers"),
     "captions": ("eval.captioning", "caption clips and score BLEU, METEOR (exact), ROUGE-L and attributes"),
     "report": ("eval.report", "REPORT.md with tables and PNG plots from score files"),
+    "suite": ("eval.suite", "all of the above on the quickstart's held-out and out-of-distribution sets"),
 }
 
 

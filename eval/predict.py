@@ -17,6 +17,8 @@ Per question, in one pass over the file:
      count, so the scorer can rank by the sum or by the mean per token. It never depends on the
      model following the answer format. The question runs once; its options continue from its
      key/value cache (the same numbers as scoring each as a conversation of its own).
+  3. the same for the option text alone as the reply, without its letter (the cloze form that
+     lm-evaluation-harness uses): which answer the model would give, whatever letter it has.
 The user turn is "<|audio|>\\n" + prompt; with no audio it is the prompt alone.
 
 Audio modes (ablations that show whether the model listens; a model that scores the same
@@ -29,7 +31,7 @@ without the audio is answering from the text):
             questions share one
 
 Rows: {id, audio_mode, model, prompt, options, option_sources, answer_index, output,
-option_logprobs, option_token_counts, knowledge, reasoning, genre, flags, question_type,
+option_logprobs, option_token_counts, option_text_logprobs, option_text_token_counts, knowledge, reasoning, genre, flags, question_type,
 dataset, dataset_identifier, audio, audio_shown, one_shot, seed, order}. Resumable: ids already
 in --out are skipped, so a rerun after an interruption writes only what is missing.
 
@@ -135,10 +137,10 @@ def generation_inputs(processor, prompts: list[str], clips: list[np.ndarray | No
     return processor(conversations, audios, add_generation_prompt=True, padding_side="left")
 
 
-def reply_ids(processor, prompt: str, clip: np.ndarray | None, index: int, option: str) -> list[int]:
-    """Token ids of the reply "(B) option text" and its end of turn, as they follow the
-    question's generation prompt (the labelled part of the rendered conversation)."""
-    turn = user_turn(prompt, clip is not None) + [{"role": "assistant", "content": option_reply(index, option)}]
+def reply_ids(processor, prompt: str, clip: np.ndarray | None, reply: str) -> list[int]:
+    """Token ids of `reply` and its end of turn, as they follow the question's generation
+    prompt (the labelled part of the rendered conversation)."""
+    turn = user_turn(prompt, clip is not None) + [{"role": "assistant", "content": reply}]
     counts = [processor.num_audio_tokens(clip)] if clip is not None else []
     ids, labels = render_conversation(turn, processor.tokenizer, counts)
     return [t for t, label in zip(ids, labels) if label != IGNORE_INDEX]
@@ -212,15 +214,21 @@ def predict_batch(model, processor, items: list[dict], clips: list, prompts: lis
         new_tokens = model.generate(**gen, max_new_tokens=max_new_tokens, do_sample=False,
                                     pad_token_id=processor.tokenizer.pad_token_id)
         outputs = [processor.decode(row).strip() for row in new_tokens]
-    replies = [[reply_ids(processor, prompt, clip, k, option) for k, option in enumerate(item["options"])]
+    # Each option twice: "(B) option text", then the option text alone (the cloze form).
+    replies = [[reply_ids(processor, prompt, clip, text)
+                for text in [option_reply(k, o) for k, o in enumerate(item["options"])] + item["options"]]
                for item, prompt, clip in zip(items, prompts, clips)]
     sums, counts = option_logprobs(model, gen, replies)
-    rows = []
-    for k, (item, prompt, output) in enumerate(zip(items, prompts, outputs)):
+    rows, at = [], 0
+    for item, prompt, output in zip(items, prompts, outputs):
         n = len(item["options"])
+        letter, text = slice(at, at + n), slice(at + n, at + 2 * n)
+        at += 2 * n
         rows.append({"output": output, "prompt": prompt,
-                     "option_logprobs": [round(float(x), 4) for x in sums[k * n:(k + 1) * n]],
-                     "option_token_counts": [int(x) for x in counts[k * n:(k + 1) * n]]})
+                     "option_logprobs": [round(float(x), 4) for x in sums[letter]],
+                     "option_token_counts": [int(x) for x in counts[letter]],
+                     "option_text_logprobs": [round(float(x), 4) for x in sums[text]],
+                     "option_text_token_counts": [int(x) for x in counts[text]]})
     return rows
 
 

@@ -30,7 +30,7 @@ from data_gen.vocabulary import MODES, PITCH_CLASSES, TEMPO_BANDS
 from eval.score import OTHER, SCORERS, UNANSWERED
 
 SCORER_NAMES = {"muchomusic": "MuChoMusic parser", "robust": "robust parser", "loglik": "log-lik (sum)",
-                "loglik_mean": "log-lik (mean)", "choice": "MIR choice"}
+                "loglik_mean": "log-lik (mean)", "cloze": "cloze (option text)", "choice": "MIR choice"}
 MODE_ORDER = ["audio", "none", "noise", "other"]
 CHANCE = 0.25
 
@@ -67,7 +67,7 @@ def overall_section(runs: list[dict]) -> str:
 
 
 def listening_section(runs: list[dict]) -> str:
-    """Per model and scorer (the primary one, and log-likelihood, which needs no answer format),
+    """Per model and scorer (the primary one, and the log-likelihood ones, which need no answer format),
     the accuracy under each audio mode and the audio − none gap."""
     by_model: dict[str, dict[str, dict]] = {}
     for r in runs:
@@ -77,7 +77,7 @@ def listening_section(runs: list[dict]) -> str:
         if len(modes) < 2 or "audio" not in modes:
             continue
         audio = modes["audio"]
-        for scorer in dict.fromkeys([audio["primary"], "loglik"]):
+        for scorer in dict.fromkeys([audio["primary"], "loglik", "cloze"]):
             if scorer not in audio["scorers"]:
                 continue
             acc = {m: r["scorers"].get(scorer, {}).get("accuracy") for m, r in modes.items()}
@@ -101,9 +101,9 @@ def breakdown_section(runs: list[dict], table: str, title: str, order: list[str]
                     key=lambda g: (order.index(g) if order and g in order else len(order or []), g))
     if not groups:
         return ""
-    # Each run's primary scorer, and log-likelihood beside it where the run has it: a small model
+    # Each run's primary scorer, and the log-likelihood ones beside it where the run has them: a small model
     # that cannot yet write its answer in the format still shows what it knows there.
-    columns = [(r, s) for r in runs for s in dict.fromkeys([r["primary"], "loglik"]) if s in r["scorers"]]
+    columns = [(r, s) for r in runs for s in dict.fromkeys([r["primary"], "loglik", "cloze"]) if s in r["scorers"]]
     rows = []
     for g in groups:
         cells = []
@@ -113,7 +113,7 @@ def breakdown_section(runs: list[dict], table: str, title: str, order: list[str]
         rows.append([g] + cells)
     header = [table] + [f"{r['name']} ({SCORER_NAMES[s]})" for r, s in columns]
     return (f"## {title}\n\nAccuracy (%) with each run's primary scorer, and with log-likelihood ranking "
-            "where the run has it.\n\n" + md_table(header, rows))
+            "(with the letter, and the option text alone: cloze) where the run has it.\n\n" + md_table(header, rows))
 
 
 def captioning_section(runs: list[dict]) -> str:

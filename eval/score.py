@@ -11,6 +11,8 @@ the rows allow it:
     robust       our parser on `output` (eval.parsing.parse_answer)
     loglik       the option with the highest summed log-likelihood (`option_logprobs`)
     loglik_mean  ... the highest mean log-likelihood per token
+    cloze        the option whose text alone, without its letter, is the likeliest reply
+                 (summed log-likelihood, `option_text_logprobs`)
     choice       a choice made by the predictor itself (`choice`, e.g. the MIR baseline)
 Per scorer: accuracy (unanswered counts as wrong, as in MuChoMusic), the answered rate (the
 share of outputs that parse to an option: instruction following; always 1 for loglik), and
@@ -34,7 +36,7 @@ from data_gen.formats import read_jsonl
 from eval.attributes import option_value
 from eval.parsing import parse_answer, parse_muchomusic
 
-SCORERS = ("muchomusic", "robust", "loglik", "loglik_mean", "choice")
+SCORERS = ("muchomusic", "robust", "loglik", "loglik_mean", "cloze", "choice")
 PRIMARY_ORDER = ("choice", "robust", "loglik", "muchomusic")  # the figure of merit the report plots
 CONFUSION_TYPES = ("key", "tempo")
 UNANSWERED, OTHER = "unanswered", "other"
@@ -55,6 +57,8 @@ def choices(row: dict) -> dict[str, int]:
         out["loglik"] = _argmax(logprobs)
         counts = row.get("option_token_counts") or [1] * len(logprobs)
         out["loglik_mean"] = _argmax([lp / max(c, 1) for lp, c in zip(logprobs, counts)])
+    if row.get("option_text_logprobs"):
+        out["cloze"] = _argmax(row["option_text_logprobs"])
     if isinstance(row.get("choice"), int):
         out["choice"] = row["choice"]
     return out

@@ -15,9 +15,9 @@ and `labels`, `metadata`, `source`, `license` kept as the track's labels and met
 What each track gets (serve.catalog documents the tables):
 - one caption per window of `--window-seconds` (default: the model's own window; a tail shorter
   than MIN_TAIL of a window joins the window before it), the model asked `--prompt`;
-- one whole-track summary (window -1): the model asked `--summary-prompt` about the track's opening,
-  as many whole windows as fit `--summary-seconds` and the model's context (its `end` says how
-  much it heard). A one-window track's summary is its window caption (the same audio);
+- one whole-track summary (window -1): the model asked `--summary-prompt` about the whole track,
+  or about as many whole windows as fit `--summary-seconds` and the model's context (its `end`
+  says how much it heard). A one-window track's summary is its window caption (the same audio);
 - MIR estimates (musicllm.analysis) and the `musicllm.embeddings` vector, so search can filter
   by tempo, key, mode and metre and find similar audio.
 
@@ -229,8 +229,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--export", type=Path, default=None, help="also write the catalog to this .jsonl or .csv file")
     parser.add_argument("--window-seconds", type=float, default=None,
                         help="caption window length in seconds (default: the model's audio window)")
-    parser.add_argument("--summary-seconds", type=float, default=30.0,
-                        help="most audio the whole-track summary hears, from the start (also capped by the context)")
+    parser.add_argument("--summary-seconds", type=float, default=None,
+                        help="most audio the whole-track summary hears, from the start (default: the whole track; "
+                             "always capped by the model's context)")
     parser.add_argument("--max-tokens", type=int, default=64, help="longest caption, in tokens")
     parser.add_argument("--prompt", default=CAPTION_PROMPT, help="the question asked about each window")
     parser.add_argument("--summary-prompt", default=SUMMARY_PROMPT, help="the question asked for the whole-track summary")

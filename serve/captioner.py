@@ -9,7 +9,10 @@ or inside a Ray Data actor whose records stream back to the driver (serve.captio
     {"track_id", "error"}                                    the track cannot be captioned
     {"track_id", "content_hash", "duration", "estimates", "embedding": [floats],
      "embedding_kind", "captions": [[window, start, end, text, model], ...]}
-Window -1 is the whole-track summary (serve.catalog_schema).
+Window -1 is the whole-track summary (serve.catalog_schema). Every caption is the model's text
+without the sentences that contradict the track's own facts (its labels, else the MIR estimates
+stored beside it), repeat an earlier sentence or are broken (serve.grounding); a caption with
+nothing left is stored empty.
 
 This module knows nothing about where tracks come from or how the catalog is sharded; only
 `store` touches the catalog.
@@ -26,6 +29,8 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from serve.catalog import Caption, Catalog, file_hash
+from serve.catalog_schema import merged_attributes
+from serve.grounding import checked
 
 CAPTION_PROMPT = "Write a caption for this track."  # caption phrasings the default model was trained on
 SUMMARY_PROMPT = "Describe this music."
@@ -42,6 +47,7 @@ class Prepared:
     summary_end: int | None  # samples the summary hears from the start; None: window 0's caption
     requests: list = field(default_factory=list)  # GenerationRequest per window, then the summary's
     estimates: dict = field(default_factory=dict)
+    attributes: dict = field(default_factory=dict)  # the track's facts (labels, else estimates): captions are checked against them
 
 
 def caption_spans(num_samples: int, window: int) -> list[tuple[int, int]]:
@@ -74,11 +80,14 @@ class Captioner:
                                  max_tokens=self.args.max_tokens)
 
     def summary_end(self, audio: np.ndarray, spans: list) -> int | None:
-        """The longest opening of whole windows, up to --summary-seconds, whose prompt leaves
-        room for the answer in the model's context; None for a one-window track."""
+        """The longest opening of whole windows, up to --summary-seconds (default: the whole
+        track), whose prompt leaves room for the answer in the model's context; None for a
+        one-window track."""
         if len(spans) < 2:
             return None
-        limit = max(1, int(self.args.summary_seconds * self.engine.sample_rate // self.window))
+        limit = len(spans)
+        if self.args.summary_seconds is not None:
+            limit = max(1, int(self.args.summary_seconds * self.engine.sample_rate // self.window))
         for count in range(min(limit, len(spans)), 0, -1):
             end = spans[count - 1][1]
             ids = self.engine.prompt_ids(self.request(audio[:end], self.args.summary_prompt))
@@ -111,6 +120,7 @@ class Captioner:
         except EngineRequestError as error:
             return f"{track.path}: {error}"
         prepared.estimates = self.analyse(audio)
+        prepared.attributes = merged_attributes(getattr(track, "labels", None) or {}, prepared.estimates)
         return prepared
 
     def analyse(self, audio: np.ndarray) -> dict:
@@ -131,7 +141,8 @@ class Captioner:
         vectors = audio_embeddings(self.engine.model, self.engine.processor, [p.audio for p in batch])
         rate, at, records = self.engine.sample_rate, 0, []
         for prepared, vector in zip(batch, vectors):
-            texts = [c.text.strip() for c in completions[at: at + len(prepared.requests)]]
+            # Each caption without the sentences that contradict the track's facts, repeat or break (serve.grounding)
+            texts = [checked(c.text, prepared.attributes) for c in completions[at: at + len(prepared.requests)]]
             at += len(prepared.requests)
             captions = [[i, s / rate, e / rate, text, self.model_name]
                         for i, ((s, e), text) in enumerate(zip(prepared.spans, texts))]

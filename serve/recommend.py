@@ -15,10 +15,10 @@ description, each with a reason.
    from them and nothing else. All picks go to the engine at once (it batches them).
 3. Grounding check: titles, names and ids shown come from the catalog rows, never from the LLM.
    Its text is attached to one pick and kept only sentence by sentence: a sentence that quotes a
-   name, names another track, holds a capitalised multi-word name, or states a tempo or key the
-   pick's facts contradict is dropped; what is left, or a reason written from the stored facts,
-   is the pick's `reason`. So no track outside the
-   catalog is ever named.
+   name, names another track or holds a capitalised multi-word name is dropped, and so is one
+   that states a tempo, key, mode or metre the pick's facts contradict, repeats itself or is
+   broken (serve.grounding); what is left, or a reason written from the stored facts, is the
+   pick's `reason`. So no track outside the catalog is ever named.
 
 The command line (`musicllm recommend`) is serve.recommend_cli.
 
@@ -35,23 +35,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from serve.filters import Filters, parse_key, parse_tempo
+from serve.grounding import checked, sentences
 from serve.search import Hit, Searcher
 
 SYSTEM = ("You are a music assistant. You explain why a track from the user's catalog suits someone who likes "
           "the song they played. Use only the facts given about the track; never mention other songs or artists.")
 DESCRIBED = ("You are a music assistant. You explain why a track from the user's catalog fits the music they "
              "described. Use only the facts given about the track; never mention other songs or artists.")
-_SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _QUOTED = re.compile(r"[\"“”‘’«»]|(?:^|\s)'[^']+'")
 # Two or more capitalised words in a row: how invented titles and artist names look ("Blue Train").
 # (Single letters do not count: "in A minor" is a key, not a name.)
 _PROPER = re.compile(r"\b[A-Z][a-z']+(?:\s+(?:(?:of|the|and|in|on|a)\s+)?[A-Z][a-z']+)+")
-_BPM = re.compile(r"(\d+(?:\.\d+)?)\s*bpm", re.IGNORECASE)
-# A sentence a person would write starts with a capital or a digit; a small model's broken output
-# starts mid-word ("-string guitar, drums.") or stutters ("0:05–0:05–0:05–0:05").
-_SENTENCE_START = re.compile(r"[A-Z0-9]")
-_STUTTER = re.compile(r"(.{4,}?)\1\1")
-_KEY = re.compile(r"\b([A-G])([#b]?)\s+(major|minor)\b")
 MAX_K = 50
 
 
@@ -104,26 +98,13 @@ def fallback_reason(hit: Hit) -> str:
         (f" {hit.summary}" if hit.summary else "")
 
 
-def contradicts(sentence: str, attributes: dict) -> bool:
-    """Whether a sentence states a tempo (more than 10% off) or a key that the pick's facts do not."""
-    tempo = attributes.get("tempo_bpm")
-    for match in _BPM.finditer(sentence):
-        if tempo is None or abs(float(match[1]) - tempo) > 0.1 * tempo:
-            return True
-    stated = {parse_key(m.group()) for m in _KEY.finditer(sentence)}  # flats spelled as the catalog's sharps
-    return bool(stated) and stated != {(attributes.get("key"), attributes.get("mode"))}
-
-
 def grounded(text: str, own_names: set[str], other_names: set[str], attributes: dict | None = None) -> str:
-    """`text` without the sentences that could name a track outside the pick, or (given the
-    pick's `attributes`) that state a tempo or key its facts contradict (module docstring), or
-    that are not sentences at all (broken model output)."""
+    """`text` without the sentences that could name a track outside the pick, or that
+    serve.grounding drops (broken, repeated, or, given the pick's `attributes`, contradicting them)."""
     own = {n.lower() for n in own_names if n}
     others = {n.lower() for n in other_names if n and n.lower() not in own}
     kept = []
-    for sentence in _SENTENCE.split(text.strip()):
-        if not _SENTENCE_START.match(sentence) or _STUTTER.search(sentence):
-            continue
+    for sentence in sentences(checked(text, attributes)):
         lowered = sentence.lower()
         if any(name in lowered for name in others):
             continue
@@ -131,7 +112,7 @@ def grounded(text: str, own_names: set[str], other_names: set[str], attributes: 
         for name in own_names:  # the pick's own title may be quoted and capitalised
             if name:
                 stripped = re.sub(re.escape(name), "it", stripped, flags=re.IGNORECASE)
-        if _QUOTED.search(stripped) or _PROPER.search(stripped) or (attributes and contradicts(sentence, attributes)):
+        if _QUOTED.search(stripped) or _PROPER.search(stripped):
             continue
         kept.append(sentence)
     return " ".join(kept).strip()

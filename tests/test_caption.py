@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from serving_fixtures import SAMPLE_RATE, SERVING_ANSWERS, SYSTEM, chord, clicks
+from serving_fixtures import SAMPLE_RATE, SERVING_ANSWERS, SERVING_KEYS, SYSTEM, chord, clicks
 
-from serve.caption import caption_spans, main
+from serve.caption import caption_spans, main, parse_args
+from serve.captioner import Captioner, open_engine
 from serve.catalog import Catalog
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,6 +108,33 @@ def test_a_long_track_gets_a_caption_per_window_and_a_summary(captioned):
     assert captions[-1].text  # the model heard all 9.5 s for the summary
     assert caption_spans(int(10.5 * SAMPLE_RATE), 3 * SAMPLE_RATE)[-1] == (9 * SAMPLE_RATE, int(10.5 * SAMPLE_RATE))
     assert caption_spans(int(9.5 * SAMPLE_RATE), 3 * SAMPLE_RATE)[-1] == (6 * SAMPLE_RATE, int(9.5 * SAMPLE_RATE))
+
+
+def test_the_summary_hears_the_whole_track_by_default(serving_checkpoint, tmp_path):
+    # 42 s in 3 s windows: the summary is not cut at 30 s unless --summary-seconds says so
+    audio = np.tile(chord(3.0), 14)
+    args = parse_args(["x", "--out", str(tmp_path / "c.db"), "--checkpoint", str(serving_checkpoint), *PROMPT_ARGS])
+    captioner = Captioner(open_engine(args), args)
+    spans = caption_spans(len(audio), captioner.window)
+    assert len(spans) == 14 and captioner.summary_end(audio, spans) == len(audio)
+    args.summary_seconds = 30.0
+    assert captioner.summary_end(audio, spans) == 30 * SAMPLE_RATE
+
+
+def test_a_caption_never_contradicts_the_tracks_own_facts(serving_checkpoint, tmp_path):
+    # Asked the key, the model says "It is in C major." of the piano: kept where the track's
+    # labels agree, dropped (nothing invented in its place) where they say D minor
+    labels = {"right": {"key": "C", "mode": "major"}, "wrong": {"key": "D", "mode": "minor"}}
+    for name in labels:
+        sf.write(tmp_path / f"{name}.wav", chord(3.0), SAMPLE_RATE)
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps({"id": n, "audio": f"{n}.wav", "labels": l}) + "\n"
+                                              for n, l in labels.items()))
+    out = tmp_path / "c.db"
+    assert main([str(tmp_path / "m.jsonl"), "--out", str(out), "--checkpoint", str(serving_checkpoint), *PROMPT_ARGS,
+                 "--prompt", "What key is this in?", "--summary-prompt", "What key is this in?"]) == 0
+    with Catalog(out) as catalog:
+        texts = {t.name: [c.text for c in catalog.captions(t.id)] for t in catalog.tracks()}
+    assert texts == {"right": [SERVING_KEYS["piano"]] * 2, "wrong": ["", ""]}
 
 
 def test_export_and_a_rerun_that_has_nothing_to_do(captioned, serving_checkpoint, capsys):

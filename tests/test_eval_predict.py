@@ -63,7 +63,7 @@ def test_none_removes_the_audio(setup):
     batch = generation_inputs(processor, prompts_of(items), clips)
     assert int((batch["input_ids"] == processor.audio_token_id).sum()) == 0
     assert batch["audio_values"].shape[0] == 0 and batch["audio_lens"].numel() == 0
-    assert processor.audio_token_id not in reply_ids(processor, prompts_of(items)[0], None, 0, items[0]["options"][0])
+    assert processor.audio_token_id not in reply_ids(processor, prompts_of(items)[0], None, option_reply(0, items[0]["options"][0]))
     clip = ClipSource(items, "audio", processor.load_audio).clip(items[0])
     with_audio = generation_inputs(processor, prompts_of(items[:1]), [clip])
     assert int((with_audio["input_ids"] == processor.audio_token_id).sum()) > 0
@@ -102,23 +102,28 @@ def test_option_logprobs_match_unpadded_rows(setup):
     source = ClipSource(items, "audio", processor.load_audio)
     chosen = [items[0], items[2], items[4]]  # three clip lengths: the batch is padded
     clips = [source.clip(i) for i in chosen]
-    expected, counts = [], []
+    expected, counts = {"letter": [], "text": []}, {"letter": [], "text": []}
     with torch.no_grad():
         for prompt, clip, item in zip(prompts_of(chosen), clips, chosen):
-            for k, option in enumerate(item["options"]):
-                turn = user_turn(prompt, True) + [{"role": "assistant", "content": option_reply(k, option)}]
-                batch = processor([turn], [[clip]], add_generation_prompt=False, with_labels=True)
-                labels = batch.pop("labels")[0, 1:]
-                logprobs = torch.log_softmax(model(**batch).logits[0, :-1], -1)
-                keep = labels != -100
-                expected.append(float(logprobs[keep].gather(-1, labels[keep, None]).sum()))
-                counts.append(int(keep.sum()))
+            for form, replies in (("letter", [option_reply(k, o) for k, o in enumerate(item["options"])]),
+                                  ("text", item["options"])):
+                for reply in replies:
+                    turn = user_turn(prompt, True) + [{"role": "assistant", "content": reply}]
+                    batch = processor([turn], [[clip]], add_generation_prompt=False, with_labels=True)
+                    labels = batch.pop("labels")[0, 1:]
+                    logprobs = torch.log_softmax(model(**batch).logits[0, :-1], -1)
+                    keep = labels != -100
+                    expected[form].append(float(logprobs[keep].gather(-1, labels[keep, None]).sum()))
+                    counts[form].append(int(keep.sum()))
     # predict_batch runs each question once and continues its options from its key/value cache:
     # the same numbers as each option scored as a whole conversation of its own
     rows = predict_batch(model, processor, chosen, clips, prompts_of(chosen), max_new_tokens=2)
-    assert [x for row in rows for x in row["option_logprobs"]] == pytest.approx(expected, abs=1e-3)
-    assert [c for row in rows for c in row["option_token_counts"]] == counts
-    assert len(set(counts)) > 1  # options of different lengths: the continuations were padded
+    assert [x for row in rows for x in row["option_logprobs"]] == pytest.approx(expected["letter"], abs=1e-3)
+    assert [c for row in rows for c in row["option_token_counts"]] == counts["letter"]
+    # the cloze form: each option's text alone as the reply, without its letter
+    assert [x for row in rows for x in row["option_text_logprobs"]] == pytest.approx(expected["text"], abs=1e-3)
+    assert [c for row in rows for c in row["option_text_token_counts"]] == counts["text"]
+    assert len(set(counts["letter"])) > 1  # options of different lengths: the continuations were padded
     # no new tokens: no free-text answer (the parsers skip it), the same option scores
     ranked = predict_batch(model, processor, chosen, clips, prompts_of(chosen), max_new_tokens=0)
     assert [row["output"] for row in ranked] == [None] * len(chosen)

@@ -41,6 +41,7 @@ def test_known_accuracies():
     assert s["robust"] == {"accuracy": 0.5, "answered": 0.75, "correct": 2}
     assert s["loglik"]["accuracy"] == 0.75 and s["loglik"]["answered"] == 1.0
     assert s["loglik_mean"]["accuracy"] == 0.5
+    assert "cloze" not in s  # rows without option_text_logprobs
     assert run["primary"] == "robust" and run["n"] == 4 and run["name"] == "ckpt/audio"
     b = run["breakdown"]
     assert b["knowledge"]["harmony"]["robust"]["accuracy"] == 1.0
@@ -50,6 +51,14 @@ def test_known_accuracies():
     assert run["confusion"]["robust"]["key"] == {"C major|C major": 1}
     assert run["confusion"]["robust"]["tempo"] == {"fast|other": 1}  # chose "Calm": no tempo
     assert run["confusion"]["loglik"]["tempo"] == {"fast|fast": 1}
+
+
+def test_cloze_ranks_the_option_texts_without_their_letters():
+    # "(A)" is the likeliest letter, but the answer's own text is the likeliest reply
+    rows = [pred(2, "", [-1.0, -5.0, -4.0, -6.0], option_text_logprobs=[-7.0, -6.0, -2.0, -8.0]),
+            pred(1, "", [-1.0, -5.0, -4.0, -6.0], option_text_logprobs=[-7.0, -6.0, -2.0, -8.0])]
+    s = score_rows(rows)["scorers"]
+    assert s["loglik"]["accuracy"] == 0.0 and s["cloze"] == {"accuracy": 0.5, "answered": 1.0, "correct": 1}
 
 
 def test_score_command(tmp_path, capsys):

@@ -146,6 +146,18 @@ def test_generate_with_audio_returns_new_tokens(tiny_model):
     assert out.tolist() == again.tolist()
 
 
+def test_the_loss_is_the_language_models_own_loss_on_the_labelled_tokens(tiny_model):
+    # the vocabulary projection runs only where a label is: the same number as the LLM's loss
+    model, processor = tiny_model
+    batch = batch_for(processor, seconds=(2.0, 1.0), answer="Piano and drums at 120 BPM.")
+    assert (batch["labels"] == -100).sum() > (batch["labels"] != -100).sum()  # mostly prompt
+    embeds = model.embed_inputs(batch["input_ids"], batch["audio_values"], batch["audio_lens"])
+    with torch.no_grad():
+        full = model.language_model(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
+                                    labels=batch["labels"]).loss
+        assert model(**batch).loss.item() == pytest.approx(full.item(), rel=1e-5)
+
+
 def test_training_steps_fit_one_example_and_leave_the_encoder_frozen(tiny_model):
     model, processor = tiny_model
     model.train()

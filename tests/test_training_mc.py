@@ -58,6 +58,14 @@ def test_audio_conversations_answer_with_the_right_option_in_every_order(tmp_pat
     assert len({r["messages"][1]["content"][:3] for r in first}) > 1  # the letter moves with the order
 
 
+def test_a_share_of_questions_is_answered_with_the_option_text_alone(tmp_path):
+    records = conversations(questions(tmp_path), "train", orders=8, text_share=0.5)
+    replies = [r["messages"][1]["content"] for r in records]
+    bare = [reply for reply in replies if not re.match(r"\([ABCD]\) ", reply)]
+    assert 0 < len(bare) < len(replies) and all(reply.startswith("right ") for reply in bare)
+    assert conversations(questions(tmp_path), "train", orders=8, text_share=0.5) == records  # seeded
+
+
 def test_reading_conversations_put_a_caption_of_the_same_clip_where_the_audio_was(tmp_path):
     records = conversations(questions(tmp_path), "train", orders=2, captions=captions_file(tmp_path))
     assert len(records) == 4

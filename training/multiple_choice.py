@@ -3,7 +3,9 @@
     python -m training.multiple_choice data/mc_train.csv --out data/mc_train.jsonl --orders 2
 
 The user turn is exactly what `musicllm eval predict` shows (MuChoMusic's prompt, after the
-audio); the assistant answers "(B) option text". Each question is written with `--orders`
+audio); the assistant answers "(B) option text", or with `--text-share` of the questions (seeded)
+the option text alone, the answer the cloze scorer ranks (a 135M LLM picks the right option's
+text long before it learns which letter goes with it). Each question is written with `--orders`
 different option orders, so the model cannot learn positions. The prompt and the option orders
 come from `eval.questions`, so training and evaluation cannot drift apart.
 
@@ -36,11 +38,12 @@ WORD = re.compile(r"[a-z0-9#/]+")
 
 
 def conversations(csv_path: str | Path, split: str, orders: int = 2, seed: int = 0,
-                  captions: str | Path | None = None) -> list[dict]:
+                  captions: str | Path | None = None, text_share: float = 0.0) -> list[dict]:
     """Each question `orders` times, options shuffled, after its clip's audio; with `captions`
     (conversations JSONL with clip_id), the text-only reading version instead: per clip and
     order, one conversation that gives a caption of the clip stating the answers (where one
-    does) and then asks all of the clip's questions, one turn each."""
+    does) and then asks all of the clip's questions, one turn each. `text_share`: the share of
+    audio questions answered with the option text alone."""
     context = clip_captions(captions) if captions else None
     rng = random.Random(seed)
     records = []
@@ -48,7 +51,7 @@ def conversations(csv_path: str | Path, split: str, orders: int = 2, seed: int =
         items = load_questions(csv_path, seed=order_seed)
         if context is None:
             records.extend(_record(f"{item['id']}:mc:{order_seed}", [item["audio"]], "<|audio|>", [item], "mc",
-                                   split, order_seed) for item in items)
+                                   split, order_seed, letter=rng.random() >= text_share) for item in items)
             continue
         by_clip = defaultdict(list)
         for item in items:
@@ -63,15 +66,16 @@ def conversations(csv_path: str | Path, split: str, orders: int = 2, seed: int =
 
 
 def _record(record_id: str, audio: list[str], context: str, items: list[dict], task: str, split: str,
-            order_seed: int) -> dict:
+            order_seed: int, letter: bool = True) -> dict:
     """One conversation: `context` (the audio token or a caption), then each question and its
-    answer "(B) option text"."""
+    answer "(B) option text" (or, not `letter`, "option text")."""
     messages = []
     for turn, item in enumerate(items):
         prompt = format_prompt(item["question"], item["options"])
         answer = item["answer_index"]
         messages.append({"role": "user", "content": context + "\n" + prompt if turn == 0 else prompt})
-        messages.append({"role": "assistant", "content": f"({LETTERS[answer]}) {item['options'][answer]}"})
+        text = item["options"][answer]
+        messages.append({"role": "assistant", "content": f"({LETTERS[answer]}) {text}" if letter else text})
     return validate_conversation({
         "id": record_id, "audio": audio, "messages": messages, "task": task, "split": split,
         "provenance": {"writer": "multiple_choice", "model": "rules", "prompt_version": "muchomusic",
@@ -111,11 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="train", help="split recorded on every conversation")
     parser.add_argument("--orders", type=int, default=2, help="option orders per question (default 2)")
     parser.add_argument("--seed", type=int, default=0, help="first option-order seed")
+    parser.add_argument("--text-share", type=float, default=0.0,
+                        help="share of questions answered with the option text alone, without its letter (default 0)")
     parser.add_argument("--read", type=Path, metavar="CAPTIONS_JSONL",
                         help="write text-only reading comprehension: a caption of each clip, then its questions")
     args = parser.parse_args(argv)
     try:  # built whole before anything is written: a bad input leaves the old --out as it was
-        records = conversations(args.questions, args.split, args.orders, args.seed, captions=args.read)
+        records = conversations(args.questions, args.split, args.orders, args.seed, captions=args.read,
+                                text_share=args.text_share)
     except (ValueError, OSError) as err:  # QuestionError, FormatError, a missing caption or file
         print(f"python -m training.multiple_choice: {err}", file=sys.stderr)
         return 2

@@ -16,9 +16,10 @@ Steps, each the same command a user could run by hand, each skipped when its out
     once) and the DSP features encoder with the musicnn tagger, with a fresh projector
  5. train: the projector's attribute heads (on the clips' labels), then stage 2 (LoRA on the
     LLM's top layers, on dialogues about each clip and factual Q&A)
- 6. evaluate on held-out clips and on the out-of-distribution corpus: multiple choice with audio,
-    without audio, with noise; free-text answers to every kind of question (eval/follow.py); the
-    MIR baseline; captions; reports (eval/REPORT.md, eval/ood/REPORT.md)
+ 6. evaluate on held-out clips and on the out-of-distribution corpus (`musicllm eval suite`):
+    multiple choice with audio, without audio, with noise, with another clip; free-text answers
+    to every kind of question (eval/follow.py); the MIR baseline; captions; reports
+    (eval/REPORT.md, eval/ood/REPORT.md)
  7. publish the stage-2 model as the default checkpoint (with its servable language_model/)
 
 Everything lives under $MUSICLLM_HOME/default (default ~/.cache/musicllm/default):
@@ -139,8 +140,10 @@ class Pipeline:
             (self.data / name).unlink(missing_ok=True)
         with JsonlWriter(self.data / "mc_train.jsonl") as writer:
             writer.write_all(conversations(self.data / "mc_train.csv", "train", orders=3))
-        with JsonlWriter(self.data / "mc_once.jsonl") as writer:  # stage 2's: each question in one option order
-            writer.write_all(conversations(self.data / "mc_train.csv", "train", orders=1))
+        # Stage 2's: each question in one option order, half of them answered with the option text
+        # alone (the form the cloze scorer ranks: which answer, whatever its letter).
+        with JsonlWriter(self.data / "mc_once.jsonl") as writer:
+            writer.write_all(conversations(self.data / "mc_train.csv", "train", orders=1, text_share=0.5))
         write_dialogues([self.data / f for f in ("captions.jsonl", "instructions.jsonl", "mc_train.jsonl")],
                         self.data / "dialogues.jsonl", per_clip=2, turns=4)
         # General music questions, answered by the recipe's own LLM: training keeps its knowledge.
@@ -189,64 +192,10 @@ class Pipeline:
                            "--out", str(self.runs / "attributes" / "model")])
 
     def evaluate(self, model: Path):
-        """Held-out clips (test split) and the out-of-distribution corpus: multiple choice with
-        and without audio, free-text answers to each kind of question, captions; REPORT.md."""
-        from eval.baseline import main as baseline
-        from eval.captioning import main as captions
+        """Held-out clips (test split) and the out-of-distribution corpus: `musicllm eval suite`."""
+        from eval.suite import run
 
-        asked = self.size.test_questions
-        questions = self.data / "mc_test.csv"
-        modes = {"audio": asked, "none": asked, "noise": asked // 2, "other": asked // 2}
-        scores = [self.multiple_choice(model, questions, self.eval / "predictions", modes,
-                                       extra=[("mir_baseline", lambda out: baseline(
-                                           ["--questions", str(questions), "--manifest",
-                                            str(self.corpus / "test_manifest.annotated.jsonl"), "--out", str(out)]))])]
-        scores.append(self.follow(model, self.manifest, "test", self.eval / "follow"))
-        caps = self.eval / "captions.scores.json"
-        self.check(captions(["--checkpoint", str(model), "--manifest", str(self.manifest), "--references",
-                             str(self.data / "captions.jsonl"), "--split", "test", "--limit", str(self.size.captions),
-                             "--out", str(self.eval / "captions.jsonl"), "--scores", str(caps)]), "captions")
-        self.report(scores + [caps], self.eval)
-        # Out of distribution: textures held out of training, another soundfont, other wordings.
-        ood = self.eval / "ood"
-        self.report([self.multiple_choice(model, self.data / "mc_ood.csv", ood / "predictions",
-                                          {"audio": asked, "none": asked, "noise": asked // 2}),
-                     self.follow(model, self.ood_corpus / "manifest.jsonl", "all", ood / "follow")], ood)
-        # MuChoMusic's mix of distractor kinds (data/mc_test_muchomusic.csv) is left to `musicllm
-        # eval`: with the 135M LLM every question costs ~0.5 s here, and the same-kind questions
-        # above are the harder test of listening.
-
-    def multiple_choice(self, model: Path, questions: Path, preds: Path, modes: dict[str, int], extra=()) -> Path:
-        """Predictions for each audio mode (on its first N questions), scored into one file."""
-        from eval.predict import main as predict
-        from eval.score import main as score
-
-        files = []
-        for mode, limit in modes.items():  # the ablations show whether the model listens
-            files.append(preds / f"{mode}.jsonl")
-            # Options ranked by log-likelihood only: free text is what eval/follow.py reads.
-            self.check(predict(["--checkpoint", str(model), "--questions", str(questions), "--audio-mode", mode,
-                                "--max-new-tokens", "0", "--limit", str(limit), "--out", str(files[-1])]), "predict")
-        for name, make in extra:
-            files.append(preds / f"{name}.jsonl")
-            self.check(make(files[-1]), name)
-        scores = preds.parent / "scores.json"
-        self.check(score([str(f) for f in files] + ["--out", str(scores)]), "score")
-        return scores
-
-    def follow(self, model: Path, manifest: Path, split: str, out: Path) -> Path:
-        """Free-text answers to every kind of question, asked in other wordings than training's."""
-        from eval.follow import main as follow
-
-        self.check(follow(["--checkpoint", str(model), "--manifest", str(manifest), "--split", split,
-                           "--limit-clips", str(self.size.follow_clips), "--out", str(out / "answers.jsonl")]), "follow")
-        self.check(follow(["--score", str(out / "answers.jsonl"), "--out", str(out / "scores.json")]), "follow --score")
-        return out / "scores.json"
-
-    def report(self, scores: list[Path], out: Path) -> None:
-        from eval.report import main as report
-
-        self.check(report([str(s) for s in scores] + ["--out", str(out)]), "report")
+        run(model, self.root, self.eval, self.size.test_questions, self.size.follow_clips, self.size.captions)
 
     @staticmethod
     def check(result, what: str) -> None:

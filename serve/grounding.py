@@ -1,0 +1,79 @@
+"""What a user reads about a catalog track is checked against the track's own stored facts.
+
+    checked("It is in C major. It is in C major. About 90 BPM.", {"key": "A", "mode": "minor"})
+    # -> "About 90 BPM."  (a key the facts contradict, and a repeat, are dropped)
+
+The model's text is kept sentence by sentence. A sentence is dropped when it
+- is not a sentence at all (a small model's broken output starts mid-word, "-string guitar,
+  drums.", or stutters, "0:05–0:05–0:05–0:05");
+- states a tempo more than 10% off the stored one, a key or a mode the stored key does not have,
+  or a metre other than the stored one (catalog attribute names: tempo_bpm, key, mode,
+  time_signature; an attribute the track has no value for contradicts nothing, except a tempo:
+  a BPM number about a track with no tempo is invented);
+- repeats itself or an earlier sentence (four words in a row said twice: how a looping small
+  model reads; eval.follow's `repeats_itself` uses the same measure).
+Nothing is added: what is left is the model's own words (serve.captioner stores it as the
+caption; serve.recommend as a pick's reason, with its own checks for names).
+"""
+
+from __future__ import annotations
+
+import re
+
+from serve.filters import parse_key
+
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+SENTENCE_START = re.compile(r"[A-Z0-9]")
+STUTTER = re.compile(r"(.{4,}?)\1\1")
+BPM = re.compile(r"(\d+(?:\.\d+)?)\s*bpm", re.IGNORECASE)
+KEY = re.compile(r"\b([A-G])([#b]?)\s+(major|minor)\b")
+MODE = re.compile(r"\b(major|minor)\b", re.IGNORECASE)
+METRE = re.compile(r"\b([2-9]|12)/(4|8)\b")
+TEMPO_TOLERANCE = 0.1
+
+
+def sentences(text: str) -> list[str]:
+    return [s for s in SENTENCE_END.split(text.strip()) if s]
+
+
+def is_sentence(sentence: str) -> bool:
+    return bool(SENTENCE_START.match(sentence)) and not STUTTER.search(sentence)
+
+
+def contradicts(sentence: str, attributes: dict) -> bool:
+    """Whether `sentence` states a tempo, key, mode or metre that the track's facts do not."""
+    tempo = attributes.get("tempo_bpm")
+    for match in BPM.finditer(sentence):
+        if tempo is None or abs(float(match[1]) - tempo) > TEMPO_TOLERANCE * tempo:
+            return True
+    tonics = {parse_key(m.group())[0] for m in KEY.finditer(sentence)}  # flats spelled as the catalog's sharps
+    if attributes.get("key") and tonics and tonics != {attributes["key"]}:
+        return True
+    modes = {m.lower() for m in MODE.findall(sentence)}
+    if attributes.get("mode") and modes and modes != {attributes["mode"]}:
+        return True
+    metres = set(METRE.findall(sentence))
+    metre = attributes.get("time_signature")
+    return bool(metre and metres and metres != {tuple(metre.split("/"))})
+
+
+def _grams(sentence: str) -> list[tuple[str, ...]]:
+    """The sentence's word 4-grams (a sentence under four words: its words as one)."""
+    words = re.findall(r"[a-z0-9#/]+", sentence.lower())
+    return [tuple(words[i:i + 4]) for i in range(len(words) - 3)] or [tuple(words)]
+
+
+def checked(text: str, attributes: dict | None = None) -> str:
+    """`text` without the sentences that are broken, contradict `attributes`, or repeat
+    themselves or an earlier sentence (four words in a row said twice, or the same short
+    sentence) (module docstring)."""
+    kept, said = [], set()
+    for sentence in sentences(text):
+        grams = _grams(sentence)
+        if not is_sentence(sentence) or len(set(grams)) < len(grams) or said & set(grams):
+            continue
+        if attributes and contradicts(sentence, attributes):
+            continue
+        said.update(grams)
+        kept.append(sentence)
+    return " ".join(kept)

@@ -1,0 +1,24 @@
+"""What a user reads about a catalog track never contradicts the track's stored facts, repeats
+itself or shows broken output (serve.grounding: captions and recommendation reasons)."""
+
+from serve.grounding import checked, contradicts
+
+FACTS = {"tempo_bpm": 96.0, "key": "A", "mode": "minor", "time_signature": "3/4"}
+
+
+def test_sentences_that_contradict_the_stored_facts_are_dropped():
+    text = ("A sad waltz in A minor. It is in C major. The tempo is about 140 BPM. About 95 BPM. "
+            "It is in 4/4 time. Three beats to the bar, 3/4. The mood is major and bright.")
+    assert checked(text, FACTS) == "A sad waltz in A minor. About 95 BPM. Three beats to the bar, 3/4."
+    assert contradicts("It is in Bb minor.", {"key": "A#", "mode": "minor"}) is False  # flats as the catalog's sharps
+    assert contradicts("Played at 120 BPM.", {"key": "C"}) is True  # a tempo the track has no estimate of
+    assert contradicts("It is in D major.", {}) is False  # nothing stored: nothing to contradict
+
+
+def test_repeated_and_broken_sentences_are_dropped_and_nothing_is_added():
+    text = ("This dark recording is in A minor and is in A minor. It is in A minor. A sad waltz. "
+            "It is in A minor! -string guitar. Calm strings.")
+    assert checked(text, FACTS) == "It is in A minor. A sad waltz. Calm strings."
+    assert checked("0:05–0:05–0:05–0:05.", FACTS) == ""
+    assert checked("It is in C major.", FACTS) == ""  # everything contradicted: nothing, not the facts
+    assert checked("It is in C major. Lively.") == "It is in C major. Lively."  # no facts given
