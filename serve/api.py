@@ -158,6 +158,8 @@ async def _read_json(request: Request, limit: int):
         return json.loads(b"".join(chunks))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise APIError(400, f"The request body is not valid JSON: {err}.", code="invalid_json") from None
+    except RecursionError:
+        raise APIError(400, "The request body's JSON is nested too deeply to read.", code="invalid_json") from None
 
 
 async def _complete_unless_disconnected(engine, generation, request: Request):

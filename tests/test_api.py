@@ -309,7 +309,8 @@ def test_the_openai_client_raises_on_bad_audio_with_the_message(vllm_gateway):
 
 @pytest.mark.parametrize("raw, words", [(b"{not json", "not valid JSON"), (b"[1, 2]", "JSON object"),
                                         (json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode(),
-                                         "'model'")])
+                                         "'model'"),
+                                        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply")])
 def test_malformed_bodies_get_400(transformers_gateway, raw, words):
     response = httpx.post(f"{transformers_gateway.url}/v1/chat/completions", content=raw, timeout=30,
                           headers={"content-type": "application/json"})
