@@ -18,8 +18,9 @@ asked one question of every kind, in words the template writer never uses in tra
                 without audio), and the clips where two kinds got the same answer
     repeats     answers that repeat a sentence or a 4-word n-gram
 Kinds: instruments, key, mode, tempo, metre, mood, style, caption, and theory (a general music
-question asked WITHOUT audio, graded by keywords of its own). Answers are greedy; the repetition
-penalty (--repetition-penalty) applies to the answer's own tokens, not the prompt's.
+question asked WITHOUT audio, graded by keywords of its own). Answers are greedy and, by default,
+without a repetition penalty, as the servers decode (--repetition-penalty applies one to the
+answer's own tokens, not the prompt's).
 
 Phase 1 rows: {id "<clip>:<kind>", clip, kind, question, wording, answer, audio (None for
 theory), labels, model, max_new_tokens, repetition_penalty}; (clip, kind) pairs already in --out
@@ -487,7 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"question kinds, of {' '.join(KINDS)} (default all)")
     parser.add_argument("--wording-seed", type=int, default=0, help="seed of each question's wording (default 0)")
     parser.add_argument("--max-new-tokens", type=int, default=48, help="answer length limit (default 48)")
-    parser.add_argument("--repetition-penalty", type=float, default=1.1, help="generate()'s (default 1.1; 1 = off)")
+    parser.add_argument("--repetition-penalty", type=float, default=1.0,
+                        help="generate()'s (default 1 = off: what the chat, the API and `caption` decode with)")
     parser.add_argument("--batch-size", type=int, default=8, help="questions per batch (default 8)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--dtype", default=None, help="weights dtype, e.g. bfloat16 (default: as saved)")
