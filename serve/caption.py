@@ -220,7 +220,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--size", default="default", choices=["default", "small"],
                         help="quickstart size if the default model has to be built")
     parser.add_argument("--engine", default="auto", choices=["auto", "transformers", "vllm"],
-                        help="vllm: vLLM offline (in-process vllm.LLM; 3-4x the transformers engine's clips/s "
+                        help="vllm: vLLM offline (in-process vllm.LLM; 2.2x the transformers engine's clips/s "
                              "on 2 CPU cores, eval/benchmarks/captioning.py); transformers: batched generate; "
                              "auto (default): vllm when "
                              "installed and able to load the model, else transformers")
