@@ -120,7 +120,8 @@ class Captioner:
         except EngineRequestError as error:
             return f"{track.path}: {error}"
         prepared.estimates = self.analyse(audio)
-        prepared.attributes = merged_attributes(getattr(track, "labels", None) or {}, prepared.estimates)
+        known = merged_attributes(getattr(track, "labels", None) or {}, prepared.estimates)
+        prepared.attributes = {name: value for name, value in known.items() if value not in (None, [])}
         return prepared
 
     def analyse(self, audio: np.ndarray) -> dict:

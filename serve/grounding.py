@@ -8,8 +8,8 @@ The model's text is kept sentence by sentence. A sentence is dropped when it
   drums.", or stutters, "0:05–0:05–0:05–0:05");
 - states a tempo more than 10% off the stored one, a key or a mode the stored key does not have,
   or a metre other than the stored one (catalog attribute names: tempo_bpm, key, mode,
-  time_signature; an attribute the track has no value for contradicts nothing, except a tempo:
-  a BPM number about a track with no tempo is invented);
+  time_signature; an attribute the facts leave out contradicts nothing, and so does one whose
+  value is None, except a tempo: a BPM number about a track known to have none is invented);
 - repeats itself or an earlier sentence (four words in a row said twice: how a looping small
   model reads; eval.follow's `repeats_itself` uses the same measure).
 Nothing is added: what is left is the model's own words (serve.captioner stores it as the
@@ -42,10 +42,11 @@ def is_sentence(sentence: str) -> bool:
 
 def contradicts(sentence: str, attributes: dict) -> bool:
     """Whether `sentence` states a tempo, key, mode or metre that the track's facts do not."""
-    tempo = attributes.get("tempo_bpm")
-    for match in BPM.finditer(sentence):
-        if tempo is None or abs(float(match[1]) - tempo) > TEMPO_TOLERANCE * tempo:
-            return True
+    if "tempo_bpm" in attributes:  # None: known to have no tempo (a BPM number is invented); absent: unknown
+        tempo = attributes["tempo_bpm"]
+        for match in BPM.finditer(sentence):
+            if tempo is None or abs(float(match[1]) - tempo) > TEMPO_TOLERANCE * tempo:
+                return True
     tonics = {parse_key(m.group())[0] for m in KEY.finditer(sentence)}  # flats spelled as the catalog's sharps
     if attributes.get("key") and tonics and tonics != {attributes["key"]}:
         return True

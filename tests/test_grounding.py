@@ -11,7 +11,8 @@ def test_sentences_that_contradict_the_stored_facts_are_dropped():
             "It is in 4/4 time. Three beats to the bar, 3/4. The mood is major and bright.")
     assert checked(text, FACTS) == "A sad waltz in A minor. About 95 BPM. Three beats to the bar, 3/4."
     assert contradicts("It is in Bb minor.", {"key": "A#", "mode": "minor"}) is False  # flats as the catalog's sharps
-    assert contradicts("Played at 120 BPM.", {"key": "C"}) is True  # a tempo the track has no estimate of
+    assert contradicts("Played at 120 BPM.", {"tempo_bpm": None}) is True  # known to have no tempo: invented
+    assert contradicts("Played at 120 BPM.", {"key": "C"}) is False  # tempo unknown: nothing to check
     assert contradicts("It is in D major.", {}) is False  # nothing stored: nothing to contradict
 
 
