@@ -97,7 +97,11 @@ def test_the_default_llm_builds_through_the_backbones_path(smollm2_home, tmp_pat
     fit_attention(model, "cpu")  # the kernel load_checkpoint picks on CPU: the same sums in the same order
     save_checkpoint(model, processor, tmp_path / "ckpt")
     loaded, loaded_processor = load_checkpoint(tmp_path / "ckpt")
+    # The same weights, bit for bit; the logits equal up to summation order (on some CPUs, oneDNN
+    # blocks a matmul differently for a memory-mapped tensor: 5e-5 apart on an AMD EPYC)
+    saved, reloaded = model.state_dict(), loaded.state_dict()
+    assert saved.keys() == reloaded.keys() and all(torch.equal(saved[k], reloaded[k]) for k in saved)
     with torch.no_grad():
-        torch.testing.assert_close(loaded(**batch).logits, model(**batch).logits, atol=0, rtol=0)
+        torch.testing.assert_close(loaded(**batch).logits, model(**batch).logits, atol=2e-4, rtol=0)
     assert (tmp_path / "ckpt" / "language_model" / "model.safetensors").is_file()
     assert loaded_processor.tokenizer.chat_template == tokenizer.chat_template
