@@ -35,6 +35,8 @@ e.g. no beats in silence):
     spectral_centroid_hz, spectral_bandwidth_hz, spectral_flatness, zero_crossing_rate
                          means over the sounding frames (2048-sample frames at 22.05 kHz)
     onset_rate           detected onsets per second of audio
+Under MIN_MUSICAL_SECONDS (1 s) only loudness and timbre are estimated: tempo, beats, metre, key,
+chords and onset rate are null (a 10 ms click has no key, whatever a profile correlates with).
 
 This module knows nothing about manifests or labels; `data_gen.annotate` runs it over a manifest
 and `eval.benchmarks.mir_agreement` scores it against the labels. librosa compiles its numba
@@ -58,6 +60,8 @@ SAMPLE_RATE = 22050
 HOP = 512  # 23 ms frames for every feature, so beat frames index all of them
 N_FFT = 2048
 DEFAULT_MAX_SECONDS = 1800.0  # longer files are refused (memory grows with length)
+# Shorter audio gets loudness and timbre only: no tempo, beats, metre, key, chords or onset rate.
+MIN_MUSICAL_SECONDS = 1.0
 
 # The same list as data_gen.vocabulary.PITCH_CLASSES (musicllm may not import data_gen):
 # sharps only, so that an estimate and a label compare as plain strings.
@@ -128,6 +132,9 @@ def analyze(audio: np.ndarray, sample_rate: int) -> dict:
         **_timbre(y, spectrum, active),
         "onset_rate": round(len(onsets) / duration, 3),
     }
+    if duration < MIN_MUSICAL_SECONDS:  # a beat tracker and a key profile still answer; nothing backs them
+        estimates.update(tempo_bpm=None, beats=[], time_signature=None, key=None, mode=None, key_confidence=0.0,
+                         chords=[{"start": 0.0, "end": round(duration, 3), "chord": "N"}], onset_rate=None)
     return {name: estimates[name] for name in ESTIMATE_KEYS}
 
 
@@ -400,9 +407,11 @@ def summary(path: str, duration: float, estimates: dict) -> str:
         f"  chords     {shown}  ({len(changes)} segments)",
         f"  loudness   {loudness}, loudness range {e['dynamic_range_db']:.1f} LU",
         f"  timbre     centroid {e['spectral_centroid_hz']:.0f} Hz, bandwidth {e['spectral_bandwidth_hz']:.0f} Hz, "
-        f"flatness {e['spectral_flatness']:.3f}, zero crossings {e['zero_crossing_rate']:.3f}, "
-        f"{e['onset_rate']:.2f} onsets/s",
+        f"flatness {e['spectral_flatness']:.3f}, zero crossings {e['zero_crossing_rate']:.3f}"
+        + (f", {e['onset_rate']:.2f} onsets/s" if e["onset_rate"] is not None else ""),
     ]
+    if duration < MIN_MUSICAL_SECONDS:
+        lines.insert(1, f"  too short for tempo, key, metre and chords (under {MIN_MUSICAL_SECONDS:g} s)")
     return "\n".join(lines)
 
 

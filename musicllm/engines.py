@@ -13,7 +13,8 @@ background thread that collects whatever is waiting into one `generate` call; th
 (`musicllm.vllm_engine`) leave batching to vLLM.
 
 This module knows nothing about HTTP, vLLM or Gradio (none is imported here): the gateway maps
-`EngineRequestError` and `AudioError` to 400s, and vLLM lives behind a lazy import.
+`EngineRequestError` and `AudioError` to 400s and `EngineUnavailable` to 503, and asks
+`engine.problem()` for /health; vLLM lives behind a lazy import.
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ COLLECT_SECONDS = 0.01
 
 class EngineRequestError(ValueError):
     """A request the engine cannot run; the message names the field and the problem."""
+
+
+class EngineUnavailable(RuntimeError):
+    """The engine cannot answer anyone just now (its model server is down or restarting); the
+    message says what is wrong. The request itself may be fine: retry later."""
 
 
 @dataclass
@@ -129,6 +135,10 @@ class Engine:
 
         return list(asyncio.run(everything()))
 
+    async def problem(self) -> str | None:
+        """Why the engine cannot answer now, or None when it can (for a health check: quick)."""
+        return None
+
     async def _leave_loop(self) -> None:
         """Release what belongs to the running event loop (HTTP clients); the engine stays usable."""
 
@@ -213,10 +223,10 @@ class TransformersEngine(LocalModelEngine):
         model, processor = load_checkpoint(Path(directory).expanduser())
         return cls(model, processor, max_batch_size=max_batch_size, model_id=model_id)
 
-    def submit(self, request: GenerationRequest, emit: Callable[[Delta | BaseException], None]) -> _Job:
+    def submit(self, request: GenerationRequest, ids: list[int], emit: Callable[[Delta | BaseException], None]) -> _Job:
         if not self._worker.is_alive():
             raise RuntimeError("the transformers engine is closed")
-        job = _Job(request, self.prompt_ids(request), emit)
+        job = _Job(request, ids, emit)
         self._queue.put(job)
         return job
 
@@ -227,7 +237,9 @@ class TransformersEngine(LocalModelEngine):
             if not loop.is_closed():
                 loop.call_soon_threadsafe(deltas.put_nowait, item)
 
-        job = self.submit(request, emit)
+        # Rendering and tokenising take CPU time in proportion to the prompt: off the event loop.
+        ids = await asyncio.to_thread(self.prompt_ids, request)
+        job = self.submit(request, ids, emit)
         try:
             while True:
                 item = await deltas.get()
@@ -238,6 +250,9 @@ class TransformersEngine(LocalModelEngine):
                     return
         finally:
             job.cancelled = True  # a no-op when finished; otherwise the row stops at the next step
+
+    async def problem(self) -> str | None:
+        return None if self._worker.is_alive() else "the transformers engine's generation thread has stopped"
 
     def close(self) -> None:
         if self._worker.is_alive():
@@ -378,10 +393,11 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def load_engine(kind: str, checkpoint, vllm_url: str | None = None, **kwargs) -> Engine:
+def load_engine(kind: str, checkpoint, vllm_url: str | None = None, vllm_api_key: str | None = None,
+                **kwargs) -> Engine:
     """kind "transformers", "vllm" (needs `vllm_url`: a server started with
-    `musicllm.vllm_engine.start_vllm_server` or any vLLM serving the checkpoint's language_model/)
-    or "auto" (vLLM when a URL is given, else transformers)."""
+    `musicllm.vllm_engine.start_vllm_server` or any vLLM serving the checkpoint's language_model/,
+    and its key if it has one) or "auto" (vLLM when a URL is given, else transformers)."""
     if kind not in ("auto", "transformers", "vllm"):
         raise ValueError(f"engine kind must be auto, transformers or vllm, got {kind!r}")
     if kind == "vllm" or (kind == "auto" and vllm_url):
@@ -389,5 +405,5 @@ def load_engine(kind: str, checkpoint, vllm_url: str | None = None, **kwargs) ->
             raise ValueError("the vllm engine needs vllm_url (start a server with musicllm.vllm_engine.start_vllm_server)")
         from musicllm.vllm_engine import VLLMServerEngine
 
-        return VLLMServerEngine(checkpoint, vllm_url, **kwargs)
+        return VLLMServerEngine(checkpoint, vllm_url, api_key=vllm_api_key, **kwargs)
     return TransformersEngine.from_checkpoint(checkpoint, **kwargs)

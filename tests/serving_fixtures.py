@@ -10,7 +10,8 @@ Registered for every test file by tests/conftest.py, and built at most once per 
   answer, which the journey tests check by what it says (about 10 s to build).
 - `transformers_engine`: `TransformersEngine` on it.
 - `vllm_url`: a real vLLM OpenAI server (`--enable-prompt-embeds`) on its `language_model/`,
-  "http://127.0.0.1:PORT/v1", served as DEFAULT_MODEL_ID; about 40-60 s to start on 2 cores.
+  "http://127.0.0.1:PORT/v1", served as DEFAULT_MODEL_ID with the API key VLLM_KEY; about
+  40-60 s to start on 2 cores.
 """
 
 from __future__ import annotations
@@ -114,10 +115,13 @@ def transformers_engine(serving_checkpoint):
     engine.close()
 
 
+VLLM_KEY = "serving-fixture-vllm-key"  # as the gateway does: the vLLM server it starts has its own key
+
+
 @pytest.fixture(scope="session")
 def vllm_url(serving_checkpoint, tmp_path_factory):
     from musicllm.vllm_engine import start_vllm_server
 
     with start_vllm_server(serving_checkpoint, tmp_path_factory.mktemp("vllm-serving"), max_model_len=CONTEXT,
-                           start_timeout=240.0) as base_url:
+                           start_timeout=240.0, api_key=VLLM_KEY) as base_url:
         yield base_url

@@ -148,6 +148,20 @@ def test_loudness_follows_gain_and_matches_bs1770():
     assert analyze(np.sin(2 * np.pi * 1000 * t).astype(np.float32), 44100)["loudness_db"] == pytest.approx(-3.01, abs=0.1)
 
 
+def test_a_clip_too_short_for_music_gets_loudness_and_timbre_only():
+    """`analyze` on a 10 ms clip reported a key and "100.23 onsets/s"."""
+    from musicllm.analysis import summary
+
+    t = np.arange(int(0.01 * SR)) / SR
+    blip = analyze((0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), SR)
+    assert blip["key"] is None and blip["mode"] is None and blip["tempo_bpm"] is None and blip["beats"] == []
+    assert blip["time_signature"] is None and blip["onset_rate"] is None and [c["chord"] for c in blip["chords"]] == ["N"]
+    assert blip["spectral_centroid_hz"] > 0  # what 10 ms does tell
+    text = summary("blip.wav", 0.01, blip)
+    assert "too short for tempo, key, metre and chords" in text and "key        unknown" in text
+    assert "onsets/s" not in text
+
+
 def test_noise_is_flatter_and_brighter_than_a_sine():
     t = np.arange(3 * SR) / SR
     sine = analyze((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), SR)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import os
@@ -25,13 +26,15 @@ import pytest
 import soundfile as sf
 
 from musicllm.engines import GenerationRequest
-from serving_fixtures import FOLLOW_UP, SERVING_ANSWERS, SERVING_CLIPS, SYSTEM, serving_conversation
+from eval.benchmarks.gateway import flac_claiming
+from serving_fixtures import CONTEXT, FOLLOW_UP, SERVING_ANSWERS, SERVING_CLIPS, SYSTEM, VLLM_KEY, serving_conversation
 from vllm_server import free_port
 
 MODEL = "musicllm"
 KEY = "test-secret"
 # Small limits, so that refusing too large / too long input costs little.
-LIMITS = dict(max_clip_bytes=1024 * 1024, max_request_bytes=2 * 1024 * 1024, max_audio_seconds=10.0, max_clips=4)
+LIMITS = dict(max_clip_bytes=1024 * 1024, max_request_bytes=2 * 1024 * 1024, max_audio_seconds=10.0, max_clips=4,
+              max_text_chars=50_000)
 SUBTYPES = {"wav": "PCM_16", "flac": "PCM_16", "ogg": "VORBIS", "mp3": "MPEG_LAYER_III"}
 
 
@@ -91,7 +94,7 @@ class Gateway:
 def vllm_engine(serving_checkpoint, vllm_url):
     from musicllm.vllm_engine import VLLMServerEngine
 
-    engine = VLLMServerEngine(serving_checkpoint, vllm_url)
+    engine = VLLMServerEngine(serving_checkpoint, vllm_url, api_key=VLLM_KEY)
     yield engine
     engine.close()
 
@@ -228,7 +231,7 @@ BAD_REQUESTS = {  # name -> (request keyword arguments, status, error code, word
     "corrupt audio": (dict(messages=with_part(audio_part(base64.b64encode(b"RIFF" + bytes(300)).decode()))),
                       400, "invalid_audio", "corrupt audio"),
     "not audio": (dict(messages=with_part(audio_part(base64.b64encode(b"hello, world! " * 30).decode(), "mp3"))),
-                  400, "invalid_audio", "unsupported audio format"),
+                  400, "invalid_audio", "a text file, not audio"),
     "unsupported format": (dict(messages=with_part(audio_part(encode(silence(1)), "aac"))),
                            400, "unsupported_audio_format", "'aac'"),
     "not base64": (dict(messages=with_part(audio_part("not base64!!"))), 400, "invalid_base64", "base64"),
@@ -249,6 +252,16 @@ BAD_REQUESTS = {  # name -> (request keyword arguments, status, error code, word
                                        400, "invalid_request", "context"),
     "request body too large": (dict(messages=[{"role": "user", "content": "x" * (3 * 1024 * 1024)}]),
                                413, "request_too_large", "2 MiB"),
+    "text too long": (dict(messages=[{"role": "user", "content": "piano " * 9000}, {"role": "user", "content": "hi"}]),
+                      400, "text_too_long", "longer than the 50,000 characters allowed (passed at messages[0])"),
+    "empty audio data": (dict(messages=with_part(audio_part(""))), 400, "empty_audio", "has no audio in it"),
+    "audio data not a string": (dict(messages=with_part({"type": "input_audio", "input_audio": {"data": 12345,
+                                                                                                "format": "wav"}})),
+                                400, "invalid_type", "must be a string of base64 audio, got int"),
+    # 4 channels x 96 kHz x 590 s, in a few kB: refused from the header, before any decoding.
+    "audio that decodes to gigabytes": (dict(messages=with_part(audio_part(
+        base64.b64encode(flac_claiming(4, 96000, 590)).decode(), "flac"))),
+        400, "invalid_audio", "226,560,000 samples (4 channels x 96000 Hz x 590.0 s)"),
 }
 
 
@@ -281,6 +294,9 @@ class BreaksMidway:
 
     def load_audio(self, source, name=None):
         return self.engine.load_audio(source, name=name)
+
+    async def problem(self):
+        return await self.engine.problem()
 
     async def stream(self, request):
         count = 0
@@ -352,6 +368,9 @@ class SlowStream:
     def load_audio(self, source, name=None):
         return self.engine.load_audio(source, name=name)
 
+    async def problem(self):
+        return await self.engine.problem()
+
     async def stream(self, request):
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
@@ -396,6 +415,113 @@ def test_streams_run_side_by_side_not_one_after_another(transformers_engine):
             thread.join(timeout=60)
     assert sorted(answers) == sorted(direct(transformers_engine, k) for k in ("piano", "drums", "piano", "drums"))
     assert slow.most_in_flight == 4 and slow.ended == ["finished"] * 4
+
+
+def test_more_requests_than_the_limit_get_503_with_retry_after_and_health_still_answers(transformers_engine):
+    from serve.api import create_app, serve_in_thread
+    from serve.openai_format import Limits
+
+    slow = SlowStream(transformers_engine, pause=0.4)
+    body = {"model": MODEL, "messages": ask("piano"), "max_tokens": 6, "stream": True}
+    with serve_in_thread(create_app(slow, limits=Limits(max_concurrent=1))) as url:
+        first: list[str] = []
+
+        def hold_the_only_slot():
+            with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=60) as response:
+                first.extend(response.iter_lines())
+
+        holder = threading.Thread(target=hold_the_only_slot)
+        holder.start()
+        deadline = time.monotonic() + 30
+        while slow.in_flight == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        busy = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=10)
+        assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+        assert busy.json()["error"]["code"] == "server_busy" and "retry" in busy.json()["error"]["message"]
+        assert httpx.get(f"{url}/health", timeout=5).status_code == 200  # a busy server is not a dead one
+        holder.join(timeout=60)
+        assert "data: [DONE]" in first  # the admitted stream finished
+        again = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60)
+        assert again.status_code == 200 and "data: [DONE]" in again.text  # the slot is free again
+
+
+def test_a_huge_text_request_is_refused_at_once_while_health_keeps_answering(transformers_engine):
+    """20 MB of text used to be tokenised on the event loop: /health waited 17.9 s, and 60 MB
+    grew the gateway by 7 GB. Now the characters are counted first, and CPU work is off the loop."""
+    from serve.api import create_app, serve_in_thread
+
+    huge = {"model": MODEL, "messages": [{"role": "user", "content": "la " * (7 * 1024 * 1024)}]}  # 21 MB
+    with serve_in_thread(create_app(transformers_engine)) as url:  # the default limits
+        outcome = {}
+
+        def send():
+            started = time.monotonic()
+            outcome["response"] = httpx.post(f"{url}/v1/chat/completions", json=huge, timeout=60)
+            outcome["seconds"] = time.monotonic() - started
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        worst = 0.0
+        while sender.is_alive():
+            started = time.monotonic()
+            assert httpx.get(f"{url}/health", timeout=10).status_code == 200
+            worst = max(worst, time.monotonic() - started)
+            time.sleep(0.1)
+        sender.join()
+    response = outcome["response"]
+    assert response.status_code == 400 and response.json()["error"]["code"] == "text_too_long"
+    assert "200,000 characters" in response.json()["error"]["message"]
+    assert outcome["seconds"] < 5 and worst < 1.0, (outcome["seconds"], worst)
+
+
+def vllm_processes() -> list:
+    import psutil
+
+    found = []
+    for process in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if "vllm.entrypoints.openai.api_server" in " ".join(process.cmdline()):
+                found.append(process)
+    return found
+
+
+@pytest.mark.timeout(900)
+def test_when_vllm_dies_the_gateway_answers_503_says_so_on_health_and_recovers(serving_checkpoint, tmp_path):
+    """Fault injection: the vLLM server under the gateway is killed. Requests get a clear 503
+    (not a 500), /health reports it, the server is started again, and answers come back the same;
+    leaving stops everything."""
+    from musicllm.vllm_engine import VLLMServerEngine, new_api_key, start_vllm_server
+
+    key = new_api_key()
+    with start_vllm_server(serving_checkpoint, tmp_path / "vllm", max_model_len=CONTEXT, start_timeout=240.0,
+                           api_key=key, restarts=1) as url:
+        engine = VLLMServerEngine(serving_checkpoint, url, api_key=key)
+        try:
+            with _running(engine) as gateway_url:
+                gateway = Gateway(gateway_url, engine)
+                before = gateway.answer(ask("piano"), max_tokens=32)
+                port = url.rsplit(":", 1)[1].split("/")[0]
+                (server,) = [p for p in vllm_processes() if port in p.cmdline()]
+                server.kill()  # a crash: no chance to clean up
+                server.wait(timeout=30)
+
+                body = {"model": MODEL, "messages": ask("piano"), "max_tokens": 8}
+                down = httpx.post(f"{gateway_url}/v1/chat/completions", json=body, timeout=60)
+                assert down.status_code == 503 and down.headers["retry-after"] == "5", down.text
+                error = down.json()["error"]
+                assert error["code"] == "engine_unavailable" and "vLLM server" in error["message"]
+                health = httpx.get(f"{gateway_url}/health", timeout=10)
+                assert health.status_code == 503 and health.json()["status"] == "unavailable"
+                assert "vLLM server" in health.json()["error"]
+
+                deadline = time.monotonic() + 300
+                while httpx.get(f"{gateway_url}/health", timeout=10).status_code != 200:
+                    assert time.monotonic() < deadline, (tmp_path / "vllm" / "vllm.log").read_text()[-3000:]
+                    time.sleep(2)
+                assert gateway.answer(ask("piano"), max_tokens=32) == before  # back, and the same model
+        finally:
+            engine.close()
+    assert [p for p in vllm_processes() if port in p.cmdline()] == []  # the restarted server is stopped too
 
 
 def test_musicllm_serve_answers_and_stops_on_ctrl_c(serving_checkpoint, tmp_path):

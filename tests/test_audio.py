@@ -12,6 +12,8 @@ import soundfile as sf
 from musicllm.audio import AudioError, audio_duration, load_audio, split_windows
 from musicllm.lengths import resampled_length, window_lengths
 
+from eval.benchmarks.gateway import flac_claiming
+
 SR = 44100
 TARGET_SR = 16000
 
@@ -165,11 +167,23 @@ def test_empty_file_and_empty_bytes(tmp_path):
 
 
 def test_unknown_format(tmp_path):
-    path = tmp_path / "notes.txt"
-    path.write_text("this is not audio\n" * 50)
-    err = expect_error(path, "unsupported", "format", name_in_message="notes.txt")
+    path = tmp_path / "notes.bin"
+    path.write_bytes(bytes(range(256)) * 8)
+    err = expect_error(path, "unsupported", "format", name_in_message="notes.bin")
     assert isinstance(err.__cause__, sf.LibsndfileError)
-    expect_error(b"plain text, no audio" * 20, "format", name_in_message="<bytes>")
+
+
+def test_a_text_file_is_called_a_text_file_whatever_its_name(tmp_path, capfd):
+    for name in ("notes.txt", "song.mp3", "song.wav"):
+        path = tmp_path / name
+        path.write_text("this is not audio\n" * 50)
+        expect_error(path, "a text file, not audio", "'this is not audio'", name_in_message=name)
+        with pytest.raises(AudioError, match="a text file"):
+            audio_duration(path)
+    expect_error(b"plain text, no audio" * 20, "a text file", name_in_message="<bytes>")
+    # libsndfile said "File does not exist or is not a regular file (possibly a pipe?)" for the
+    # .mp3, and mpg123 printed "Note: Illegal Audio-MPEG-Header" lines to the terminal.
+    assert "Note:" not in "".join(capfd.readouterr())
 
 
 def random_bytes(n: int = 4096) -> bytes:
@@ -182,7 +196,7 @@ def test_random_bytes_with_an_audio_name_are_corrupt(tmp_path):
     path = tmp_path / "noise.wav"
     path.write_bytes(random_bytes())
     expect_error(path, "corrupt", name_in_message="noise.wav")
-    expect_error(random_bytes(), "corrupt", name_in_message="upload.mp3", name="upload.mp3")
+    expect_error(random_bytes(), "not an MP3 file", name_in_message="upload.mp3", name="upload.mp3")
 
 
 def test_truncated_header_is_corrupt(tmp_path):
@@ -231,6 +245,37 @@ def test_max_seconds_is_checked_before_decoding(tmp_path, monkeypatch):
 
     monkeypatch.setattr(sf.SoundFile, "read", no_decoding)
     expect_error(path, "longer than", name_in_message="long.flac", max_seconds=1.0)
+
+
+def test_a_file_that_would_decode_to_gigabytes_is_refused_from_its_header(tmp_path, monkeypatch):
+    # The gateway's case: 4 channels at 96 kHz for 590 s of silence (0.3 MB as FLAC) was decoded
+    # whole: +1.1 GB and 7 s per request. 8 channels at 192 kHz would be ~4 GB.
+    path = tmp_path / "wide.flac"
+    path.write_bytes(flac_claiming(channels=4, rate=96000, seconds=590))
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded a file the header already refused")
+
+    monkeypatch.setattr(sf.SoundFile, "read", no_decoding)
+    for check in (lambda: load_audio(path, TARGET_SR), lambda: audio_duration(path)):
+        with pytest.raises(AudioError) as err:
+            check()
+        message = str(err.value)
+        assert "wide.flac" in message and "226,560,000 samples" in message
+        assert "4 channels x 96000 Hz x 590.0 s" in message and "115,200,000" in message
+    monkeypatch.undo()
+    # Ten minutes of 96 kHz stereo is the limit; within it a file is read (here its 0.1 s of data).
+    assert audio_duration(flac_claiming(channels=2, rate=96000, seconds=600), name="ok.flac") == 600
+
+
+def test_decoding_downmixes_block_by_block_to_the_same_mono(tmp_path):
+    rng = np.random.default_rng(0)
+    stereo = rng.uniform(-0.5, 0.5, size=(200_000, 3)).astype(np.float32)  # more than one block
+    path = tmp_path / "three.wav"
+    sf.write(path, stereo, TARGET_SR, subtype="FLOAT")
+    np.testing.assert_array_equal(load_audio(path, TARGET_SR), stereo.mean(axis=1, dtype=np.float32))
+    with pytest.raises(AudioError, match="600,000 samples"):
+        load_audio(path, TARGET_SR, max_samples=599_999)
 
 
 def test_mp3_max_seconds_allows_header_slack(tmp_path):

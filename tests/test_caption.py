@@ -80,7 +80,7 @@ def test_every_readable_track_is_captioned_and_bad_files_are_skipped_with_reason
     assert "audio is silent" in failed["silent.wav"]
     assert "corrupt audio" in failed["corrupt.wav"] and "corrupt.wav" in failed["corrupt.wav"]
     assert "file is empty" in failed["empty.flac"]
-    assert "unknown or unsupported audio format" in failed["notes.txt"]
+    assert "a text file, not audio" in failed["notes.txt"]
     assert "file not found" in failed["missing.wav"]
     assert catalog.counts() == {"pending": 0, "done": 5, "failed": 5}
     # Each track's own caption (not a neighbour's in the batch), a summary, estimates, an embedding.

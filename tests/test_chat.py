@@ -99,6 +99,25 @@ def test_a_corrupt_file_gives_one_line_naming_it(gateway, serving_checkpoint, fi
     assert done.stderr.count("\n") == 1 and done.stderr.startswith(f"error: {files['corrupt']}: corrupt audio")
 
 
+def test_unusable_files_are_refused_before_any_model_is_loaded(tmp_path):
+    """NaN samples, an over-long file and a text file named .mp3 are refused by name, in one line,
+    before the checkpoint is even looked at (this one does not exist), not after a 6 s load."""
+    from eval.benchmarks.gateway import flac_claiming
+
+    nan = SERVING_CLIPS["piano"].copy()
+    nan[100] = np.nan
+    sf.write(tmp_path / "nan.wav", nan, 16000, subtype="FLOAT")
+    (tmp_path / "long.flac").write_bytes(flac_claiming(1, 16000, 700))
+    (tmp_path / "notes.mp3").write_text("liner notes, not audio\n" * 20)
+    expected = {"nan.wav": "audio contains NaN or infinite samples", "long.flac": "700.0 s long; the limit is 600 s",
+                "notes.mp3": "a text file, not audio"}
+    for name, words in expected.items():
+        done = musicllm("--checkpoint", str(tmp_path / "no-such-model"), "--audio", str(tmp_path / name), QUESTION)
+        assert done.returncode == 1 and done.stdout == "", done.stderr
+        assert done.stderr.startswith(f"error: {tmp_path / name}: ") and words in done.stderr, done.stderr
+        assert done.stderr.count("\n") == 1 and "Note:" not in done.stderr  # no mpg123 chatter either
+
+
 def test_gateway_refusals_are_one_line_naming_the_file(gateway, files):
     too_long = musicllm("--url", gateway, "--api-key", KEY, "--audio", str(files["long"]), QUESTION)
     assert too_long.returncode == 1

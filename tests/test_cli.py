@@ -12,6 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import httpx
 import numpy as np
 import openai
 import psutil
@@ -156,6 +157,11 @@ def test_quickstart_then_demo_as_a_new_user_would(tmp_path):
         taken_port = port_of(taken)  # someone else's server held the web port: the demo moved aside
         assert f"port {taken_port} is in use; the web chat takes port" in out and f":{taken_port}" not in web
 
+        assert "access    this machine only; no key: anyone who can connect may use them" in out
+        # The vLLM server behind the gateway has a key of its own: its port is no back door.
+        vllm = re.search(r"vLLM ready at (http://\S+)", out).group(1)
+        assert vllm != api and httpx.get(f"{vllm}/models", timeout=30).status_code == 401
+
         clip = tmp_path / "clip.wav"
         sf.write(clip, test_clip(sample_rate=22050), 22050)
         client = openai.OpenAI(base_url=api, api_key="none")
@@ -233,13 +239,19 @@ def ignore_sigint() -> None:
 @pytest.mark.timeout(300)
 def test_ctrl_c_stops_the_demo_even_when_started_with_sigint_ignored(serving_checkpoint, tmp_path):
     """A job put in the background of a script (`nohup make demo &`, CI) inherits SIGINT ignored,
-    and Python then installs no KeyboardInterrupt handler: the demo installs its own."""
+    and Python then installs no KeyboardInterrupt handler: the demo installs its own. With
+    --api-key, the web chat asks for the key as the API does."""
     env = {"MUSICLLM_HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
     from musicllm.vllm_engine import free_port
 
     with Demo("--checkpoint", str(serving_checkpoint), "--engine", "transformers", "--api-port", str(free_port()),
-              "--web-port", str(free_port()), env=env, preexec_fn=ignore_sigint) as demo:
+              "--web-port", str(free_port()), "--api-key", "demo-secret", env=env, preexec_fn=ignore_sigint) as demo:
         demo.wait_for("Press Ctrl-C to stop.", timeout=240)
+        # With a key, the banner says what it protects, and it protects both doors.
+        assert "(sign in with the API key as the password)" in demo.output and "(API key required)" in demo.output
+        assert "access    this machine only; the web chat and the API need the key" in demo.output
+        assert httpx.get(demo.url("web chat") + "/config", timeout=30).status_code == 401
+        assert httpx.get(demo.url("API") + "/models", timeout=30).status_code == 401
         demo.stop(signal.SIGINT, timeout=60)
         assert demo.process.returncode == 0 and "stopped." in demo.output, demo.output[-2000:]
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from musicllm.engines import EngineRequestError, GenerationRequest
-from serving_fixtures import CONTEXT, KEY_QUESTION, SERVING_ANSWERS, SERVING_CLIPS, serving_conversation
+from serving_fixtures import CONTEXT, KEY_QUESTION, SERVING_ANSWERS, SERVING_CLIPS, VLLM_KEY, serving_conversation
 
 CASES = [(kind, turns) for kind in SERVING_CLIPS for turns in (1, 2)]  # turn 2: audio only in turn 1
 
@@ -144,7 +144,7 @@ def test_cancelling_a_stream_stops_its_work(rambling_engine):
 def vllm_engine(serving_checkpoint, vllm_url):
     from musicllm.vllm_engine import VLLMServerEngine
 
-    engine = VLLMServerEngine(serving_checkpoint, vllm_url)
+    engine = VLLMServerEngine(serving_checkpoint, vllm_url, api_key=VLLM_KEY)
     yield engine
     engine.close()
 
@@ -157,6 +157,18 @@ def test_vllm_server_engine_gives_the_transformers_greedy_answers(vllm_engine, t
         assert theirs == ours  # text, finish reason and usage
         assert theirs.text == expected(kind, turns)
     assert vllm_engine.context == CONTEXT  # asked from the server
+
+
+def test_the_vllm_server_refuses_requests_without_its_own_key(vllm_url):
+    """The gateway's key and limits are not bypassed by asking the vLLM port directly."""
+    import httpx
+
+    body = {"model": "musicllm", "prompt": "Hello", "max_tokens": 1}
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        assert httpx.post(f"{vllm_url}/completions", json=body, headers=headers, timeout=30).status_code == 401
+        assert httpx.get(f"{vllm_url}/models", headers=headers, timeout=30).status_code == 401
+    keyed = httpx.get(f"{vllm_url}/models", headers={"Authorization": f"Bearer {VLLM_KEY}"}, timeout=30)
+    assert keyed.status_code == 200 and keyed.json()["data"][0]["id"] == "musicllm"
 
 
 def test_vllm_server_engine_answers_each_question_in_its_own_kind(vllm_engine):

@@ -259,14 +259,18 @@ def test_route_recommends_catalog_tracks_with_reasons(gateway):
     ({"track": "music/moonlit-study.wav", "k": 0}, 400, "k", "'k' must be an integer between 1 and 50"),
     ({"track": "music/moonlit-study.wav", "filters": {"colour": "blue"}}, 400, "filters.colour", "unknown filter"),
     ({"track": "music/moonlit-study.wav", "filters": {"tempo": "fast"}}, 400, "filters", "expected a BPM range"),
-    ({"track": "nope"}, 404, "track", "no track named 'nope'"),
+    ({"track": "nope"}, 404, "track", "no track named 'nope' in the catalog"),
+    ({"query": "calm piano " * 200_000}, 400, "query", "'query' is 2,200,000 characters long; the limit is 2,000"),
+    ({"track": "x" * 5000}, 400, "track", "the limit is 2,000"),
     ([1, 2], 400, None, "must be a JSON object"),
 ])
-def test_route_refuses_bad_input_with_openai_errors(gateway, body, status, param, fragment):
+def test_route_refuses_bad_input_with_openai_errors(gateway, catalog_path, body, status, param, fragment):
     reply = gateway.post("/v1/recommend", json=body)
     assert reply.status_code == status, reply.text
     error = reply.json()["error"]
     assert fragment in error["message"] and error["type"] == "invalid_request_error"
+    assert str(catalog_path.parent) not in error["message"]  # the server's files are nobody's business
+    assert "messages" not in error["message"]  # fields this client never sent
     if param:
         assert error["param"] == param
 

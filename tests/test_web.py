@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 
 import httpx
 
@@ -173,6 +174,10 @@ def test_a_corrupt_file_gets_a_visible_error_naming_it(page, clips):
     expect(toast.first).to_contain_text("broken.wav")
     expect(page.locator("#analysis")).to_contain_text("Cannot use this clip")
     expect(page.locator("#analysis")).to_contain_text("broken.wav")
+    # No red "Error" badge over the panels (a gr.Error marks every output of the event).
+    for panel in ("#waveform", "#chroma"):
+        expect(page.locator(panel).last).not_to_contain_text("Error")  # .last: the Audio player has a #waveform too
+    expect(page.locator("#analysis")).to_have_text(re.compile(r"^\s*Cannot use this clip\. broken\.wav: [^\n]*\)\s*$"))
     ask(page, "What is playing?")
     expect(toast.last).to_contain_text("broken.wav")
     expect(page.locator("#chat [data-testid=bot]")).to_have_count(0)
@@ -202,6 +207,62 @@ def test_an_upload_over_the_size_limit_is_refused_in_the_page(page, clips):
     expect(toast).to_contain_text("big.wav")
     page.wait_for_timeout(1000)
     expect(page.locator("#analysis")).not_to_contain_text("big.wav")
+
+
+def test_with_an_api_key_the_page_and_its_gradio_api_need_the_key(gateway_url, browser):
+    """The page holds the gateway's key: whoever reaches it must show the key too, in the browser
+    and through gradio_client (which used to call /ask with no credentials at all)."""
+    from gradio_client import Client
+
+    app = build_app(gateway_url, api_key="page-secret")
+    url = launch(app, "127.0.0.1", free_port(), max_file_size=MAX_UPLOAD, api_key="page-secret")
+    try:
+        for route in ("/config", "/gradio_api/info"):
+            assert httpx.get(url + route, timeout=30).status_code == 401
+        assert httpx.post(url + "/gradio_api/call/ask", json={"data": []}, timeout=30).status_code == 401
+        with pytest.raises(Exception, match="credentials were not provided"):
+            Client(url, verbose=False)
+        with pytest.raises(ValueError, match="Could not login"):
+            Client(url, auth=("someone", "wrong"), verbose=False)
+        assert "/ask" in Client(url, auth=("someone", "page-secret"), verbose=False).view_api(
+            print_info=False, return_format="dict")["named_endpoints"]
+
+        page = browser.new_page()
+        page.goto(url)
+        expect(page.get_by_text("sign in with any user name and the key as the password")).to_be_visible(timeout=WAIT_MS)
+        page.locator("input[type=text]").first.fill("someone")
+        page.locator("input[type=password]").fill("page-secret")
+        page.get_by_role("button", name="Login").click()
+        expect(page.get_by_role("button", name="Caption this")).to_be_visible(timeout=WAIT_MS)
+        page.close()
+    finally:
+        app.close()
+
+
+def test_the_page_alone_stops_on_ctrl_c_even_started_with_sigint_ignored(gateway_url):
+    """`python -m serve.web &` in a script inherits SIGINT ignored; it used to run on after Ctrl-C."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "serve.web", "--gateway", gateway_url, "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=30) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
 
 
 def test_clips_go_as_they_are_unless_too_big_or_in_a_format_the_gateway_does_not_read(tmp_path):

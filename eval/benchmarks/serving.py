@@ -79,15 +79,16 @@ def run_engine(kind: str, checkpoint: Path, args, workdir: Path) -> dict:
     import contextlib
 
     from musicllm.engines import TransformersEngine
-    from musicllm.vllm_engine import VLLMServerEngine, start_vllm_server
+    from musicllm.vllm_engine import VLLMServerEngine, new_api_key, start_vllm_server
 
     with contextlib.ExitStack() as stack:
         if kind == "vllm":
             started = time.perf_counter()
+            key = new_api_key()  # as the gateway starts it
             url = stack.enter_context(start_vllm_server(checkpoint, workdir / "vllm", threads=args.threads,
-                                                        start_timeout=args.start_timeout))
+                                                        start_timeout=args.start_timeout, api_key=key))
             print(f"vllm: server ready in {time.perf_counter() - started:.0f} s", flush=True)
-            engine = VLLMServerEngine(checkpoint, url)
+            engine = VLLMServerEngine(checkpoint, url, api_key=key)
         else:
             engine = TransformersEngine.from_checkpoint(checkpoint, max_batch_size=args.users)
         try:
