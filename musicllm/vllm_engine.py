@@ -356,9 +356,11 @@ class VLLMServerEngine(LocalModelEngine):
         import json
 
         body = await self._body(request)
-        # Leaving this block early (the caller stopped listening) closes the connection, and
-        # vLLM aborts a request whose client has gone.
-        async with self._reaching(), self._client().stream("POST", "/completions", json=body) as response:
+        async with self._reaching():
+            response = await self._send(self._client().build_request("POST", "/completions", json=body))
+        # Leaving early (the caller stopped listening) closes the connection, and vLLM aborts a
+        # request whose client has gone.
+        async with self._reaching(), contextlib.aclosing(response):
             if response.status_code != 200:
                 raise _server_error(response.status_code, await response.aread())
             last = None
@@ -379,6 +381,17 @@ class VLLMServerEngine(LocalModelEngine):
         if last is None:
             raise RuntimeError("vLLM ended the stream without a finish reason")
         yield last
+
+    async def _send(self, request):
+        """The streamed response's headers. A pooled keep-alive connection that the server closed
+        just as the request went out fails before any answer; that is retried once, on a fresh
+        connection (64 users for 2 minutes met it once). A refused connection is not retried."""
+        import httpx
+
+        try:
+            return await self._client().send(request, stream=True)
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+            return await self._client().send(request, stream=True)
 
     async def _leave_loop(self) -> None:
         with contextlib.suppress(RuntimeError):
