@@ -1,6 +1,7 @@
-"""General music questions, answered by the base LLM itself, as text-only training conversations.
+"""General music questions, answered by the base LLM itself, as training conversations.
 
     python -m data_gen.general --model SmolLM2-135M-Instruct --out data/general.jsonl
+    python -m data_gen.general --out data/general.jsonl --manifest corpus/manifest.jsonl
 
 Fine-tuning on questions about clips teaches an LLM to answer from the audio; without text-only
 conversations in the mix it also starts answering "What is a chord?" with a clip's key. These
@@ -9,6 +10,10 @@ general questions about music, so training on them asks the LoRA to keep what th
 knew, not to learn anything new. The questions differ from the ones the evaluation asks
 (eval/follow.py's THEORY), which measure whether that general ability survived.
 
+With --manifest, each question is also asked once with a training clip attached, with the same
+answer: a user who has uploaded a song and asks "What is a cadence?" wants the general answer,
+not the clip's key.
+
 The model is any causal LM folder or packaged name (musicllm/pretrained.py). The answers are
 LLM-written data: provenance names the model.
 """
@@ -16,10 +21,12 @@ LLM-written data: provenance names the model.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from data_gen.formats import JsonlWriter, validate_conversation
+from data_gen.formats import AUDIO_TOKEN, JsonlWriter, read_jsonl, validate_conversation
+from data_gen.writers.phrases import seeded_rng
 
 QUESTIONS = [
     "What is a scale in music?", "What is the difference between melody and harmony?", "What is a cadence?",
@@ -34,6 +41,16 @@ QUESTIONS = [
     "What is an arpeggio?", "What is a verse and a chorus in a song?", "What is a metronome used for?",
     "What is a sonata?", "What is folk music?", "What is a time signature?", "Why do minor keys often sound sad?",
     "What is a harmonic?", "What is polyphony?", "What is a riff?",
+    "What is a melody?", "What is a note?", "What is pitch?", "What is a sharp?", "What is a flat in music?",
+    "What is a rest in music?", "What is a staff in music notation?", "What is a treble clef?",
+    "What is a bass clef?", "What is a fugue?", "What is a symphony?", "What is a concerto?", "What is an opera?",
+    "What is a choir?", "What is a soprano?", "What does a conductor do?", "What is improvisation?",
+    "What is swing in jazz?", "What is reggae?", "What is hip-hop?", "What is rock music?", "What is funk?",
+    "What is a ballad?", "What is a lullaby?", "What is a march?", "What is staccato?", "What is legato?",
+    "What does 'forte' mean?", "What does 'piano' mean as a dynamic marking?", "What is a dominant chord?",
+    "What is a seventh chord?", "What is a modulation?", "What is a bridge in a song?", "What is a hook in pop music?",
+    "What is harmony?", "What is a drone?", "What is a glissando?", "What is vibrato?", "What is a downbeat?",
+    "What is a drum fill?",
 ]
 PROMPT_VERSION = "general-v1"
 
@@ -68,17 +85,33 @@ def whole_sentences(text: str) -> str:
     return text[: end + 1].strip() if end > 0 else text
 
 
-def write_general(model_name: str, out: Path, questions: list[str] = QUESTIONS, **settings) -> int:
-    """Writes one conversation per question that got an answer; returns how many."""
+def training_clips(manifest: Path) -> list[Path]:
+    """The train split's audio files of a corpus manifest, as absolute paths."""
+    return [(manifest.parent / r["audio"]).resolve() for r in read_jsonl(manifest) if r.get("split") == "train"]
+
+
+def write_general(model_name: str, out: Path, questions: list[str] = QUESTIONS, clips: list[Path] = (),
+                  seed: int = 0, **settings) -> int:
+    """Writes one conversation per question that got an answer, and one more with a clip attached
+    when `clips` are given (chosen by `seed`); returns how many."""
     records = []
     for number, (question, answer) in enumerate(zip(questions, answer_all(model_name, questions, **settings))):
         answer = whole_sentences(answer)
         if len(answer.split()) < 3:
             continue  # nothing worth keeping
+        provenance = {"writer": "llm", "model": model_name, "prompt_version": PROMPT_VERSION, "seed": seed}
         records.append(validate_conversation({
             "id": f"general:{number}", "audio": [], "task": "general", "split": "train",
             "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}],
-            "provenance": {"writer": "llm", "model": model_name, "prompt_version": PROMPT_VERSION, "seed": 0}}))
+            "provenance": provenance}))
+        if clips:
+            clip = seeded_rng(seed, question, "general").choice(clips)
+            records.append(validate_conversation({
+                "id": f"general:{number}:audio", "audio": [os.path.relpath(clip, out.parent.resolve())],
+                "task": "general", "split": "train",
+                "messages": [{"role": "user", "content": f"{AUDIO_TOKEN}\n{question}"},
+                             {"role": "assistant", "content": answer}],
+                "provenance": provenance}))
     out.unlink(missing_ok=True)
     with JsonlWriter(out) as writer:
         return writer.write_all(records)
@@ -89,10 +122,16 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="SmolLM2-135M-Instruct", help="LLM folder, hub id or packaged name")
     parser.add_argument("--out", type=Path, required=True, help="conversations JSONL to write (replaced)")
+    parser.add_argument("--manifest", type=Path, help="corpus manifest: also ask each question with one of its "
+                        "training clips attached")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="answer length limit (default 64)")
     args = parser.parse_args(argv)
     try:
-        count = write_general(args.model, args.out, max_new_tokens=args.max_new_tokens)
+        clips = training_clips(args.manifest) if args.manifest else []
+        if args.manifest and not clips:
+            print(f"error: {args.manifest} lists no train-split clips", file=sys.stderr)
+            return 2
+        count = write_general(args.model, args.out, clips=clips, max_new_tokens=args.max_new_tokens)
     except OSError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

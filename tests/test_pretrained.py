@@ -2,6 +2,7 @@
 plain folder that loads like a hub model, with the same logits, its own chat template and the
 `<|audio|>` token."""
 
+import json
 import os
 
 import pytest
@@ -105,3 +106,32 @@ def test_the_default_llm_builds_through_the_backbones_path(smollm2_home, tmp_pat
         torch.testing.assert_close(loaded(**batch).logits, model(**batch).logits, atol=2e-4, rtol=0)
     assert (tmp_path / "ckpt" / "language_model" / "model.safetensors").is_file()
     assert loaded_processor.tokenizer.chat_template == tokenizer.chat_template
+
+
+def test_general_answers_are_the_base_llms_own_and_are_also_asked_beside_a_clip(smollm2_home, tmp_path):
+    from data_gen.formats import AUDIO_TOKEN as DATA_AUDIO_TOKEN, read_jsonl
+    from data_gen.general import training_clips, write_general
+
+    corpus = tmp_path / "corpus"
+    (corpus / "clips").mkdir(parents=True)
+    rows = [{"id": f"c{i}", "audio": f"clips/c{i}.flac", "split": split} for i, split in enumerate(["train", "test"])]
+    (corpus / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    clips = training_clips(corpus / "manifest.jsonl")
+    assert clips == [(corpus / "clips" / "c0.flac").resolve()]  # the test split's clip is never attached
+
+    out = tmp_path / "data" / "general.jsonl"
+    out.parent.mkdir()
+    questions = ["What does tempo mean?", "What is a waltz?"]
+    assert write_general(pretrained.SMOLLM2, out, questions, clips=clips, max_new_tokens=48) == 4
+    records = list(read_jsonl(out))
+    plain = [r for r in records if not r["audio"]]
+    heard = [r for r in records if r["audio"]]
+    assert [r["messages"][0]["content"] for r in plain] == questions
+    assert [r["messages"][0]["content"] for r in heard] == [f"{DATA_AUDIO_TOKEN}\n{q}" for q in questions]
+    assert all(r["audio"] == ["../corpus/clips/c0.flac"] for r in heard)  # relative to the data folder
+    for text_only, with_clip in zip(plain, heard):
+        answer = text_only["messages"][1]["content"]
+        assert with_clip["messages"][1]["content"] == answer  # the same general answer, clip or not
+        assert answer.endswith(".") and len(answer.split()) >= 3  # cut at its last whole sentence
+    assert "tempo" in plain[0]["messages"][1]["content"].lower() or "speed" in plain[0]["messages"][1]["content"]
+    assert {r["provenance"]["writer"] for r in records} == {"llm"}

@@ -149,6 +149,9 @@ class Pipeline:
         write_dialogues([self.data / f for f in ("captions.jsonl", "instructions.jsonl", "mc_train.jsonl")],
                         self.data / "dialogues.jsonl", per_clip=2, turns=4)
         # General music questions, answered by the recipe's own LLM: training keeps its knowledge.
+        # Not also asked beside a clip (data_gen.general --manifest): at 15% of the draws that
+        # taught the model generic answers to questions about the clip ("a diverse range of
+        # instruments") and cost 7-8 points of multiple choice (README).
         write_general(load_run_config(TrainConfig, DEFAULT_CONFIG).model.text, self.data / "general.jsonl")
         (self.data / "DONE").write_text("")
 
@@ -215,11 +218,10 @@ class Pipeline:
         # The projector's heads are its only trained part (on labels, above): stage 2 tunes LoRA
         # on dialogues (several kinds of question about one clip, each answered in its
         # own way: captions, Q&A, multiple choice, questions the audio cannot answer), single
-        # factual questions, and general questions without audio in the base model's own words.
-        # Shares of the draws: dialogues 26%, single questions 39%, multiple choice 31% (half of
-        # it answered with the option text alone: ranked by that text, held-out questions scored
-        # 52% with audio and 28% without; ranked with the letter, 35% and 33%), general 4%.
-        stage2 = ["dialogues.jsonl"] * 2 + ["instructions.jsonl", "mc_once.jsonl"] + ["general.jsonl"] * 20
+        # factual questions, multiple choice (half of it answered with the option text alone),
+        # and general music questions without audio in the base model's own words. Shares of the
+        # draws: dialogues 26%, single questions 39%, multiple choice 31%, general 4%.
+        stage2 = ["dialogues.jsonl"] * 2 + ["instructions.jsonl", "mc_once.jsonl"] + ["general.jsonl"] * 10
         self.step("train instruct", self.runs / "instruct" / "model",
                   lambda: self.train("instruct", "instruct", s.steps, stage2, self.runs / "attributes" / "model"))
         final = self.runs / "instruct" / "model"

@@ -6,7 +6,7 @@ every answer states the facts it rests on, and nothing else.
 from __future__ import annotations
 
 from data_gen.writers.phrases import (
-    ASKABLE_INSTRUMENTS, METRE_WORDS, article, caption, clock, join_list,
+    ASKABLE_INSTRUMENTS, METRE_CLASSES, METRE_WORDS, article, caption, clock, join_list,
     may_be_playing, plural,
 )
 
@@ -48,12 +48,13 @@ def _mode(say):
 
 def _metre(say):
     ts = say.f["time_signature"]
-    words = METRE_WORDS.get(ts)
+    words, beat = METRE_WORDS.get(ts), METRE_CLASSES.get(ts)
     q = say.pick(["What is the time signature?", "What metre is this in?", "What time signature is this in?",
                   "What's the meter of this song?", "How is the rhythm grouped into bars?",
-                  "What is the metre of this track?"] +
-                 (["How many beats are there in each bar?"] if words else []))
-    detail = f", with {words}." if words else "."
+                  "What is the metre of this track?", "Does this move in twos, threes or fours?",
+                  "How are the beats grouped here?", "Is this in common time or in three?"] +
+                 (["How many beats are there in each bar?", "How many beats to a bar does this have?"] if words else []))
+    detail = f", {beat}, with {words}." if words and beat else f", with {words}." if words else "."
     return q, say.maybe(("time_signature",), [f"It is in {ts}{detail}"], [f"It seems to be in {ts}{detail}"])
 
 
