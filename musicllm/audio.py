@@ -198,15 +198,7 @@ def _mpeg_sync(head: bytes) -> bool:
 
 def _looks_like_audio(readable, label: str) -> bool:
     """Whether the name or the first bytes claim a format we read (so a failure means damage)."""
-    if label.lower().endswith(AUDIO_SUFFIXES):
-        return True
-    if isinstance(readable, str):
-        with open(readable, "rb") as f:
-            head = f.read(4)
-    else:
-        readable.seek(0)
-        head = readable.read(4)
-    return head.startswith(_AUDIO_MAGIC)
+    return label.lower().endswith(AUDIO_SUFFIXES) or _head(readable, 4).startswith(_AUDIO_MAGIC)
 
 
 def _decode_mono(snd: sf.SoundFile, label: str) -> np.ndarray:

@@ -28,7 +28,6 @@ from musicllm.audio import AudioError, audio_duration
 
 DEFAULT_QUESTION = "What instruments are playing, and what is the tempo?"
 API_KEY_ENV = "MUSICLLM_API_KEY"
-MAX_AUDIO_SECONDS = 600.0  # the gateway's and the model's default per-clip limit
 
 
 def test_clip(seconds: float = 6.0, sample_rate: int = 16000, bpm: float = 120.0) -> np.ndarray:
@@ -162,12 +161,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def check_audio(path: Path, max_seconds: float = MAX_AUDIO_SECONDS) -> None:
+def check_audio(path: Path, max_seconds: float | None = None) -> None:
     """Refuse a file that cannot be used before any model is loaded or built (seconds to
-    minutes): its header first (cheap), then one decode at its own rate (NaNs, real length)."""
+    minutes): its header first (cheap), then one decode at its own rate (NaNs, real length).
+    `max_seconds` defaults to the gateway's per-clip limit."""
     import soundfile as sf
 
     from musicllm.audio import load_audio
+    from serve.openai_format import Limits
+
+    max_seconds = max_seconds or Limits.max_audio_seconds
 
     seconds = audio_duration(path)
     if seconds > max_seconds:
