@@ -34,7 +34,7 @@ demo: $(STAMP)
 	$(BIN)/musicllm demo
 
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest -q -rs -p no:cacheprovider
+	$(BIN)/python -m pytest -q -rs -p no:cacheprovider --durations=25
 
 install: $(STAMP)
 

@@ -39,6 +39,10 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"
 AHEAD_PER_WORKER = 4
 
 
+class WorkerCrashed(RuntimeError):
+    """An analysis process died while analysing a clip; the clips before it are written."""
+
+
 def default_output(manifest: Path) -> Path:
     return manifest.with_name(f"{manifest.stem}.annotated.jsonl")
 
@@ -75,6 +79,7 @@ def estimate_all(records: list[dict], base_dir: Path, workers: int, max_seconds:
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     # spawn, not fork: the parent runs tqdm's monitor thread, and forking a threaded process can
     # deadlock; spawned workers also start with the thread limits set by _init_worker.
@@ -84,17 +89,23 @@ def estimate_all(records: list[dict], base_dir: Path, workers: int, max_seconds:
         upcoming = iter(paths)
         try:
             for path in upcoming:
-                pending.append(pool.submit(annotate_clip, path, max_seconds))
+                pending.append((path, pool.submit(annotate_clip, path, max_seconds)))
                 if len(pending) >= workers * AHEAD_PER_WORKER:
                     break
             while pending:
-                estimates = pending.popleft().result()
-                for path in upcoming:  # top the queue up by one
-                    pending.append(pool.submit(annotate_clip, path, max_seconds))
+                path, future = pending.popleft()
+                try:
+                    estimates = future.result()
+                except BrokenProcessPool as err:  # a crash in native code (numba, a codec) kills the worker
+                    raise WorkerCrashed(f"the analysis process died at {path} or a clip after it (a crash in "
+                                        "native code, not a Python error; `python -X faulthandler -m "
+                                        "data_gen.annotate MANIFEST --workers 1` shows where)") from err
+                for later in upcoming:  # top the queue up by one
+                    pending.append((later, pool.submit(annotate_clip, later, max_seconds)))
                     break
                 yield estimates
         finally:  # interrupted (Ctrl-C, a write error): do not wait for clips nobody will write
-            for future in pending:
+            for _, future in pending:
                 future.cancel()
 
 
@@ -174,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     except FormatError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except WorkerCrashed as err:
+        print(f"error: {err}; {out} keeps every clip written before it: rerun to resume", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"\ninterrupted: {out} keeps every clip written so far; rerun the same command to resume",
               file=sys.stderr)

