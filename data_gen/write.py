@@ -73,7 +73,9 @@ def make_writer(args, out_dir: Path):
     if args.writer == "template":
         from data_gen.writers.template import TemplateWriter
 
-        return TemplateWriter(seed=args.seed)
+        from data_gen.wordings import load_wordings
+
+        return TemplateWriter(seed=args.seed, wordings=load_wordings(args.wordings) if args.wordings else None)
     if not args.base_url or not args.model:
         raise SystemExit("musicllm data write: --writer llm needs --base-url and --model")
     from data_gen.writers.llm import LLMWriter  # imports the LLM client only when it is used
@@ -143,6 +145,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--per-clip", type=int, default=1, metavar="N",
                         help="conversations per clip and task; variant k uses seed S+k (default 1)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the wording (default 0)")
+    parser.add_argument("--wordings", type=Path, metavar="FILE",
+                        help="template writer: more wordings of each factual question, written by an LLM "
+                             "(python -m data_gen.wordings)")
     parser.add_argument("--base-url", help="llm writer: server URL, e.g. http://127.0.0.1:8000/v1")
     parser.add_argument("--model", help="llm writer: the served model's name")
     parser.add_argument("--api-key", help="llm writer: API key, if the server wants one")
@@ -166,7 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     except FormatError as err:
         print(f"musicllm data write: {err}", file=sys.stderr)
         return 2
-    writer = make_writer(args, out_dir)
+    try:
+        writer = make_writer(args, out_dir)
+    except ValueError as err:  # a wordings file that is not one
+        print(f"musicllm data write: {err}", file=sys.stderr)
+        return 2
     try:
         counts = run(clips, writer, list(dict.fromkeys(args.tasks)), args.per_clip, args.seed, out_dir, early_skips)
     except KeyboardInterrupt:

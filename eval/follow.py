@@ -136,7 +136,10 @@ for _genre, _extra in {"classical": "baroque|orchestral|choral|symphonic|chamber
                        "latin": "samba|tango|reggaeton|cumbia|bossa", "hip hop": "trap|boom bap", "rock": "grunge",
                        "electronic": "dance music|trance|dubstep|drum and bass|synthwave", "folk": "bluegrass|celtic",
                        "punk": "punk", "gospel": "gospel", "new age": "new age", "world": "world music",
-                       "lo-fi": "lo-fi|lofi", "soundtrack": "soundtrack|cinematic|film score"}.items():
+                       "lo-fi": "lo-fi|lofi", "soundtrack": "soundtrack|cinematic|film score",
+                       # the procedural corpus's own styles that name no genre above
+                       "brass band": "brass band", "solo piano": "solo piano", "chorale": "chorale",
+                       "unaccompanied": "unaccompanied|a cappella"}.items():
     STYLE_WORDS.setdefault(_genre, []).extend(_extra.split("|"))
 STYLE_OF = {w: g for g, words in STYLE_WORDS.items() for w in words}
 # Key evidence without "major"/"minor": a tonic after "key"/"tonic" in the same sentence ("the key is D").

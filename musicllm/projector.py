@@ -10,15 +10,16 @@ are then one token away instead of spread over every frame token.
 
 With `audio_attributes` each window's tokens start with attribute tokens: a head classifies the
 window's frame mean and spread into each attribute's classes (tempo band, tonic, mode, metre,
-style, mood, instruments...), and the token is the class words' own input embeddings, weighted
-by the class probabilities (single-label), or the `slots` most probable classes' embeddings
-(multi-label). A `spelled` single-label attribute gives each of its word's tokens a slot of its
-own (" 3/4" as " ", "3", "/", "4"): the mean of a word's tokens blurs " 3/4" into " 4/4" and
-" 120" into " 130", which differ in one token of four. The LLM then reads the audio's attributes as the words it already knows from
-text: what a tiny LLM trained in minutes cannot learn is a new code for "minor" in the audio
-tokens, while matching "minor" in its context to an option it does from reading captions. The
-heads are trained on labels (training/attributes.py) and frozen in later stages; the class
-probabilities reach the LLM, and a wrong head gives a wrong word, not a missing one.
+style, mood, instruments...), and the tokens are the likeliest class word's own input embeddings,
+token by token (" 3/4" as " ", "3", "/", "4"; " orchestral" as " orche", "stral"), right-padded
+with a space token to the attribute's longest word; a multi-label attribute names its `words`
+likeliest classes so. The LLM then reads the audio's attributes as text it can copy: a window
+reads " fast 120 C# minor 3/4 jazz calm piano drums ...". Mixtures of embeddings were tried
+first and read worse: the mean of a word's tokens (" orche" + "stral") is no token the LLM knows,
+and a probability-weighted blend of " 90" and " 120" is neither; with them the LLM picked the
+heads' answer in half of the multiple-choice questions where the heads were right (README).
+The heads are trained on labels (training/attributes.py) and frozen in later stages, so nothing
+needs a gradient through the choice; a wrong head gives a wrong word, not a missing one.
 """
 
 from __future__ import annotations
@@ -128,23 +129,15 @@ class MusicLLMProjector(nn.Module):
         return out
 
     def attribute_tokens(self, stats: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
-        """(W, 2C) window stats -> (W, A, D): each attribute's class-word embeddings, by its head."""
-        tokens = []
+        """(W, 2C) window stats -> (W, A, D): each attribute's likeliest class words, token by token."""
+        ids = []
         for attribute, logits in zip(self.attributes, self.attribute_logits(stats)):
-            if attribute.get("spelled"):  # the word token by token: " 120" is " ", "1", "2", "0"
-                spelled = torch.stack([embeddings[spell(ids, attribute["slots"])] for ids in attribute["token_ids"]])
-                probs = logits.softmax(-1).to(spelled.dtype)  # W, classes
-                tokens.append(torch.einsum("wc,csd->wsd", probs, spelled))  # W, slots, D
-                continue
-            words = torch.stack([embeddings[ids].mean(0) for ids in attribute["token_ids"]])  # classes, D
-            if attribute.get("multi_label"):
-                top = logits.topk(attribute["slots"], dim=-1).indices  # W, slots: the likeliest classes
-                tokens.append(words[top])  # W, slots, D
-            else:
-                tokens.append((logits.softmax(-1).to(words.dtype) @ words).unsqueeze(1))  # W, 1, D
-        return torch.cat(tokens, dim=1)
+            top = logits.topk(attribute["words"], dim=-1).indices  # W, words
+            ids.append(word_table(attribute).to(top.device)[top].flatten(1))  # W, words * longest
+        return embeddings[torch.cat(ids, dim=1)]  # W, A, D
 
 
-def spell(ids: list[int], slots: int) -> list[int]:
-    """A class word's token ids in `slots` positions: a shorter word repeats its last token."""
-    return ids[:slots] + [ids[-1]] * (slots - len(ids))
+def word_table(attribute: dict) -> torch.Tensor:
+    """(classes, longest) token ids of an attribute's class words, right-padded with its `pad_id`."""
+    longest = max(map(len, attribute["token_ids"]))
+    return torch.tensor([ids + [attribute["pad_id"]] * (longest - len(ids)) for ids in attribute["token_ids"]])

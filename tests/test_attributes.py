@@ -13,7 +13,7 @@ import soundfile as sf
 import torch
 
 from musicllm.checkpoint import load_checkpoint, save_checkpoint
-from musicllm.projector import spell
+from musicllm.projector import word_table
 from training.attributes import ATTRIBUTES, main as attributes_main
 from training.train import main as train_main
 
@@ -62,19 +62,15 @@ def test_heads_learn_the_labels_and_stay_frozen_in_the_next_stage(tmp_path):
     assert names == list(ATTRIBUTES)
     slots = sum(a["slots"] for a in model.config.audio_attributes)
     assert processor.num_audio_tokens(np.zeros(32000, dtype=np.float32)) == before + slots
-    # The tonic token of an A tone is (nearly) the embedding of the word " A".
+    # The tonic tokens of an A tone are the embeddings of the word " A", padded to the longest tonic (" C#").
     tonic = model.config.audio_attributes[names.index("tonic")]
     frames, frame_lens = model.encode_audio(**processor.audio_windows(
         [(0.3 * np.sin(2 * np.pi * NOTES["A"] * np.arange(32000) / 16000)).astype(np.float32)]))
     with torch.no_grad():
         position = sum(a["slots"] for a in model.config.audio_attributes[:names.index("tonic")])
-        tokens = model.project_audio(frames, frame_lens)[position:position + tonic["slots"]].flatten()
+        tokens = model.project_audio(frames, frame_lens)[position:position + tonic["slots"]]
     embed = model.get_input_embeddings().weight
-    if tonic["spelled"]:  # its word token by token
-        words = torch.stack([embed[spell(ids, tonic["slots"])].flatten() for ids in tonic["token_ids"]])
-    else:
-        words = torch.stack([embed[ids].mean(0) for ids in tonic["token_ids"]])
-    assert int(torch.cdist(tokens[None], words).argmin()) == tonic["classes"].index("A")
+    torch.testing.assert_close(tokens, embed[word_table(tonic)[tonic["classes"].index("A")]])
 
     # Stage 1 from it: the projector's other parts train, the heads do not.
     settings = ["--stage=align", f"--out={tmp_path / 'align'}", "--max_steps=3", "--batch_size=2", "--save_every=3",
@@ -107,12 +103,12 @@ def test_a_manifest_without_train_clips_is_an_error_naming_it(tmp_path, capsys):
 def test_the_default_recipe_shape_tagger_tags_and_no_frame_tokens(tmp_path):
     """The embedded default's shape on a test-sized LLM: a features encoder with the musicnn tagger,
     no frame tokens (stack_factor 0), no summary. After the heads step each window is exactly its
-    attribute tokens; the last five are the tagger's likeliest tags, read off its own outputs; and
+    attribute tokens; the last are the tagger's five likeliest tags, read off its own outputs; and
     stage 2 with LoRA on the top layer trains nothing below it."""
     from musicllm.configuration import MusicFeaturesConfig
     from musicllm.musicnn import MTT_TAGS, load_musicnn
     from musicllm.tiny import build_tiny
-    from training.attributes import TAG_SLOTS
+    from training.attributes import TAG_WORDS
 
     corpus(tmp_path)
     torch.manual_seed(0)
@@ -142,10 +138,11 @@ def test_the_default_recipe_shape_tagger_tags_and_no_frame_tokens(tmp_path):
     taggram, _ = tag(load_musicnn("MTT_musicnn"), torch.from_numpy(clip))
     scores = taggram.mean(0)
     kept = [i for i, name in enumerate(MTT_TAGS) if name in specs[-1]["classes"]]
-    top = sorted(kept, key=lambda i: -float(scores[i]))[:TAG_SLOTS]
+    top = sorted(kept, key=lambda i: -float(scores[i]))[:TAG_WORDS]
     embed = model.get_input_embeddings().weight
-    expected = torch.stack([embed[specs[-1]["token_ids"][specs[-1]["classes"].index(MTT_TAGS[i])]].mean(0) for i in top])
-    torch.testing.assert_close(tokens[-TAG_SLOTS:], expected, atol=1e-5, rtol=1e-4)
+    table = word_table(specs[-1])
+    expected = embed[table[[specs[-1]["classes"].index(MTT_TAGS[i]) for i in top]].flatten()]
+    torch.testing.assert_close(tokens[-specs[-1]["slots"]:], expected)
 
     # stage 2, LoRA on the top layer: only adapter weights of that layer train
     (tmp_path / "convs.jsonl").write_text((tmp_path / "captions.jsonl").read_text())

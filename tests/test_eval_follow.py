@@ -32,7 +32,7 @@ def test_the_memorised_sentence_answers_the_key_only():
     ("tempo", "Pretty slow, around 70 BPM."), ("tempo", "It's quite upbeat."), ("metre", "It's a waltz."),
     ("metre", "Four beats per bar, 4/4."), ("instruments", "Mostly acoustic guitar with some vocals."),
     ("instruments", "A small orchestra."), ("mood", "It feels melancholic and a bit dark."),
-    ("style", "I'd file it under hip-hop."),
+    ("style", "I'd file it under hip-hop."), ("style", "This is brass band music."),  # a style of the corpus's own
     ("caption", "A calm piano ballad in F major that drifts along at a slow pace."),
     ("theory", "A chord is three or more notes sounded together."),
 ])

@@ -220,10 +220,11 @@ def test_summary_token_sees_the_whole_window_but_not_its_padding(tiny_tokenizer)
     assert model(**batch).logits.shape[1] == batch["input_ids"].shape[1]
 
 
-def test_attribute_tokens_are_the_class_words_embeddings(tiny_tokenizer):
-    """Each window starts with its attribute tokens: the probability-weighted class-word embedding
-    of a single-label attribute, the `slots` likeliest classes' embeddings of a multi-label one;
-    the processor counts them, so a batch with audio runs."""
+def test_attribute_tokens_are_the_likeliest_class_words_token_by_token(tiny_tokenizer):
+    """Each window starts with its attribute tokens: the likeliest class word of a single-label
+    attribute, the `words` likeliest of a multi-label one, each as its own tokens' embeddings,
+    right-padded to the attribute's longest word; the processor counts them, so a batch with
+    audio runs."""
     from musicllm.modeling import MusicLLMForConditionalGeneration
     from musicllm.processing import MusicLLMProcessor
     from musicllm.tiny import tiny_config
@@ -233,30 +234,33 @@ def test_attribute_tokens_are_the_class_words_embeddings(tiny_tokenizer):
     def ids(word):
         return tiny_tokenizer.encode(" " + word, add_special_tokens=False)
 
-    attributes = [{"name": "mode", "classes": ["major", "minor"], "token_ids": [ids("major"), ids("minor")],
-                   "slots": 1, "multi_label": False},
-                  {"name": "instruments", "classes": ["piano", "drums", "bass"], "slots": 2, "multi_label": True,
-                   "token_ids": [ids("piano"), ids("drums"), ids("bass")]}]
+    pad = ids("")[-1]
+    modes, instruments = ["major", "minor"], ["piano", "drum kit", "bass"]
+    assert len(ids("drum kit")) > max(len(ids("piano")), len(ids("bass")), len(ids("minor")), len(ids("major")))
+    longest = len(ids("drum kit"))
+    attributes = [{"name": "mode", "classes": modes, "token_ids": [ids(w) for w in modes], "pad_id": pad,
+                   "words": 1, "slots": max(len(ids(w)) for w in modes), "multi_label": False},
+                  {"name": "instruments", "classes": instruments, "token_ids": [ids(w) for w in instruments],
+                   "pad_id": pad, "words": 2, "slots": 2 * longest, "multi_label": True}]
     torch.manual_seed(0)
     config = tiny_config(tiny_tokenizer, text_overrides=small_text_overrides(), stack_factor=10,
                          audio_summary_tokens=1, audio_attributes=attributes)
     model = MusicLLMForConditionalGeneration(config).eval()
     processor = MusicLLMProcessor(tiny_tokenizer, config)
     projector = model.multi_modal_projector
-    with torch.no_grad():  # the heads say: minor for certain; drums, then bass, then piano
+    with torch.no_grad():  # the heads say: minor, barely; drum kit, then bass, then piano
         projector.attribute_head[-1].weight.zero_()
-        projector.attribute_head[-1].bias.copy_(torch.tensor([-50.0, 50.0, 1.0, 3.0, 2.0]))
+        projector.attribute_head[-1].bias.copy_(torch.tensor([-0.1, 0.1, 1.0, 3.0, 2.0]))
     frames, frame_lens = model.encode_audio(**processor.audio_windows([sine(2.0)]))
     with torch.no_grad():
         tokens = model.project_audio(frames, frame_lens)
     embed = model.get_input_embeddings().weight
-    assert tokens.shape[0] == processor.num_audio_tokens(sine(2.0)) == 3 + 1 + 10  # attributes, summary, 100 frames / 10
-    torch.testing.assert_close(tokens[0], embed[ids("minor")].mean(0))
-    torch.testing.assert_close(tokens[1], embed[ids("drums")].mean(0))
-    torch.testing.assert_close(tokens[2], embed[ids("bass")].mean(0))
-    with torch.no_grad():  # undecided between the modes: halfway between their words
-        projector.attribute_head[-1].bias[:2] = 0.0
-        halfway = model.project_audio(frames, frame_lens)[0]
-    torch.testing.assert_close(halfway, (embed[ids("major")].mean(0) + embed[ids("minor")].mean(0)) / 2)
+
+    def padded(word, length):
+        return ids(word) + [pad] * (length - len(ids(word)))
+
+    words = padded("minor", attributes[0]["slots"]) + padded("drum kit", longest) + padded("bass", longest)
+    assert tokens.shape[0] == processor.num_audio_tokens(sine(2.0)) == len(words) + 1 + 10  # summary, 100 frames / 10
+    torch.testing.assert_close(tokens[:len(words)], embed[words])
     batch = processor([audio_question()], [[sine(2.0)]])
     assert model(**batch).logits.shape[1] == batch["input_ids"].shape[1]

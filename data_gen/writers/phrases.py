@@ -135,8 +135,9 @@ def usable_facts(clip: dict) -> dict:
 class Phrases:
     """Words for one clip's facts; every choice goes through the seeded `rng`."""
 
-    def __init__(self, facts: dict, rng: random.Random):
+    def __init__(self, facts: dict, rng: random.Random, wordings: dict[str, list[str]] | None = None):
         self.f, self.rng, self.approx = facts, rng, facts["approximate"]
+        self.wordings = wordings or {}  # topic -> more wordings of its question (data_gen/wordings.py)
 
     def has(self, *fields) -> bool:
         return all(field in self.f for field in fields)

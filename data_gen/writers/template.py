@@ -34,8 +34,9 @@ class TemplateWriter:
     model = "rules"
     prompt_version = PROMPT_VERSION
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, seed: int = 0, wordings: dict[str, list[str]] | None = None):
         self.seed = seed  # default seed when `write` is given none
+        self.wordings = wordings or {}  # topic -> the LLM's wordings of its question (data_gen/wordings.py)
 
     def write(self, clips: Iterable[dict], tasks: list[str], seed: int | None = None) -> Iterator[dict | Skip]:
         seed = self.seed if seed is None else seed
@@ -48,7 +49,7 @@ class TemplateWriter:
         if task not in TASKS:
             return Skip(clip["id"], task, f"unknown task {task!r}")
         facts = usable_facts(clip)
-        say = Phrases(facts, seeded_rng(seed, clip["id"], task))
+        say = Phrases(facts, seeded_rng(seed, clip["id"], task), self.wordings)
         if task in PROMPTS:
             question, answer = say.pick(PROMPTS[task]), CAPTIONERS[task](say)
         else:

@@ -14,20 +14,51 @@ from data_gen.writers.phrases import (
 # ---- stage 2: factual Q&A (LLark) ----
 # Each topic: (whether the facts allow it, say -> (question, answer)).
 
+# The templates' own wordings of each factual question. The LLM writes more of them
+# (data_gen/wordings.py), which the writer picks from alongside these (`Phrases.wordings`).
+QUESTIONS = {
+    "tempo": ["What is the tempo of this piece?", "How fast is this music?", "What's the BPM of this track?",
+              "Is this fast or slow?", "What speed is this played at?", "How many BPM is this?",
+              "Tell me the tempo.", "At what tempo does this move?", "What's the pace of this song?",
+              "Is the pace quick or relaxed?"],
+    "key": ["What key is this in?", "Which key is this piece in?", "What is the tonal centre of this music?",
+            "What's the key?", "In which key is this song written?", "Tell me the key of this track.",
+            "Which key does this piece use?", "What is the home key here?"],
+    "mode": ["Is this in a major or a minor key?", "Does this sound major or minor?",
+             "What mode is this piece in?", "Is the key major or minor?", "Major key or minor key?",
+             "Does it use a major or a minor scale?", "Is this piece in major or in minor?"],
+    "metre": ["What is the time signature?", "What metre is this in?", "What time signature is this in?",
+              "What's the meter of this song?", "How is the rhythm grouped into bars?",
+              "What is the metre of this track?", "Does this move in twos, threes or fours?",
+              "How are the beats grouped here?", "Is this in common time or in three?"],
+    "instruments": ["What instruments are playing?", "Which instruments can you hear?",
+                    "What is the instrumentation of this track?", "What instruments do you hear?",
+                    "Which instruments are used in this track?", "What is being played here?",
+                    "List the instruments in this piece.", "What's the instrumentation?"],
+    "genre": ["What genre is this?", "What style of music is this?", "How would you classify this music?",
+              "What genre is this track?", "Which genre does this belong to?", "What musical style is this?",
+              "How would you describe the genre?", "Which style is this song?"],
+    "mood": ["What mood does this music convey?", "How does this piece feel?",
+             "What is the emotional character of this track?", "What's the mood of this song?",
+             "What emotion does this track express?", "How would you describe the mood?",
+             "What atmosphere does this piece create?"],
+}
+
+
+def ask(say, topic: str, more=()) -> str:
+    """One wording of the `topic` question: the templates', the LLM's (if any), or `more`."""
+    return say.pick(QUESTIONS[topic] + say.wordings.get(topic, []) + list(more))
+
+
 def _tempo(say):
-    q = say.pick(["What is the tempo of this piece?", "How fast is this music?", "What's the BPM of this track?",
-                  "Is this fast or slow?", "What speed is this played at?", "How many BPM is this?",
-                  "Tell me the tempo.", "At what tempo does this move?", "What's the pace of this song?",
-                  "Is the pace quick or relaxed?"])
+    q = ask(say, "tempo")
     bpm, band = say.bpm(), say.band()
     return q, say.maybe(("tempo_bpm",), [f"The tempo is {bpm}, which is {band}.", f"It is {band}, at {bpm}."],
                         [f"It is {band}, at {bpm} by my estimate.", f"The tempo is {bpm}, so {band}."])
 
 
 def _key(say):
-    q = say.pick(["What key is this in?", "Which key is this piece in?", "What is the tonal centre of this music?",
-                  "What's the key?", "In which key is this song written?", "Tell me the key of this track.",
-                  "Which key does this piece use?", "What is the home key here?"])
+    q = ask(say, "key")
     tonic = say.f["key"]
     if say.has("mode"):
         key = f"{tonic} {say.f['mode']}"
@@ -37,9 +68,7 @@ def _key(say):
 
 
 def _mode(say):
-    q = say.pick(["Is this in a major or a minor key?", "Does this sound major or minor?",
-                  "What mode is this piece in?", "Is the key major or minor?", "Major key or minor key?",
-                  "Does it use a major or a minor scale?", "Is this piece in major or in minor?"])
+    q = ask(say, "mode")
     mode = say.f["mode"]
     detail = f" ({say.f['key']} {mode})" if say.has("key") else ""
     return q, say.maybe(("mode", "key"), [f"It is in {article(mode)} {mode} key{detail}."],
@@ -49,20 +78,14 @@ def _mode(say):
 def _metre(say):
     ts = say.f["time_signature"]
     words, beat = METRE_WORDS.get(ts), METRE_CLASSES.get(ts)
-    q = say.pick(["What is the time signature?", "What metre is this in?", "What time signature is this in?",
-                  "What's the meter of this song?", "How is the rhythm grouped into bars?",
-                  "What is the metre of this track?", "Does this move in twos, threes or fours?",
-                  "How are the beats grouped here?", "Is this in common time or in three?"] +
-                 (["How many beats are there in each bar?", "How many beats to a bar does this have?"] if words else []))
+    per_bar = ["How many beats are there in each bar?", "How many beats to a bar does this have?"]
+    q = ask(say, "metre", per_bar if words else [])
     detail = f", {beat}, with {words}." if words and beat else f", with {words}." if words else "."
     return q, say.maybe(("time_signature",), [f"It is in {ts}{detail}"], [f"It seems to be in {ts}{detail}"])
 
 
 def _instruments(say):
-    q = say.pick(["What instruments are playing?", "Which instruments can you hear?",
-                  "What is the instrumentation of this track?", "What instruments do you hear?",
-                  "Which instruments are used in this track?", "What is being played here?",
-                  "List the instruments in this piece.", "What's the instrumentation?"])
+    q = ask(say, "instruments")
     inst = say.instruments()
     return q, say.maybe(("instruments",), [f"I can hear {inst}.", f"The instrumentation is {inst}.",
                                            f"It is played on {inst}."],
@@ -85,19 +108,14 @@ def _instrument_check(say):
 
 
 def _genre(say):
-    q = say.pick(["What genre is this?", "What style of music is this?", "How would you classify this music?",
-                  "What genre is this track?", "Which genre does this belong to?", "What musical style is this?",
-                  "How would you describe the genre?", "Which style is this song?"])
+    q = ask(say, "genre")
     g = say.genre_music()
     return q, say.maybe(("genre",), [f"It is {g}.", f"This is {g}.", f"I would classify it as {g}."],
                         [f"It sounds like {g}.", f"Probably {g}."])
 
 
 def _mood(say):
-    q = say.pick(["What mood does this music convey?", "How does this piece feel?",
-                  "What is the emotional character of this track?", "What's the mood of this song?",
-                  "What emotion does this track express?", "How would you describe the mood?",
-                  "What atmosphere does this piece create?"])
+    q = ask(say, "mood")
     mood = say.f["mood"]
     return q, say.maybe(("mood",), [f"It feels {mood}.", f"The mood is {mood}."],
                         [f"It comes across as {mood}.", f"Probably {mood}."])
