@@ -18,12 +18,12 @@ asked one question of every kind, in words the template writer never uses in tra
                 without audio), and the clips where two kinds got the same answer
     repeats     answers that repeat a sentence or a 4-word n-gram
 Kinds: instruments, key, mode, tempo, metre, mood, style, caption, and theory (a general music
-question asked WITHOUT audio, graded by keywords of its own). Answers are greedy and, by default,
-without a repetition penalty, as the servers decode (--repetition-penalty applies one to the
-answer's own tokens, not the prompt's).
+question asked WITHOUT audio, graded by keywords of its own). Answers are greedy with the
+engines' frequency penalty on the answer's own tokens, as the servers decode (--frequency-penalty
+sets another).
 
 Phase 1 rows: {id "<clip>:<kind>", clip, kind, question, wording, answer, audio (None for
-theory), labels, model, max_new_tokens, repetition_penalty}; (clip, kind) pairs already in --out
+theory), labels, model, max_new_tokens, frequency_penalty}; (clip, kind) pairs already in --out
 are skipped, so a rerun writes only what is missing. Phase 2 reads only that file.
 
 The readers are rules over words (documented word lists below), not understanding: negation
@@ -40,7 +40,6 @@ import hashlib
 import json
 import re
 import sys
-import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -424,16 +423,15 @@ def load_clips(manifest: Path, split: str, limit: int | None) -> list[dict]:
 
 
 def answer_batch(model, processor, questions: list[str], clips: list, max_new_tokens: int,
-                 repetition_penalty: float) -> list[str]:
-    """Greedy answers, one per (question, clip or None)."""
+                 frequency_penalty: float) -> list[str]:
+    """Greedy answers, one per (question, clip or None), decoded as the engines decode."""
     from eval.predict import generation_inputs  # imports torch: phase 2 never needs it
+    from musicllm.engines import penalties
 
     inputs = generation_inputs(processor, questions, clips)
-    with warnings.catch_warnings():  # the penalty skips the prompt (given as embeddings): what we want here
-        warnings.filterwarnings("ignore", message="Passing `repetition_penalty` with `inputs_embeds`")
-        new_tokens = model.generate(**inputs.to(model.device), max_new_tokens=max_new_tokens, do_sample=False,
-                                    repetition_penalty=repetition_penalty,
-                                    pad_token_id=processor.tokenizer.pad_token_id)
+    new_tokens = model.generate(**inputs.to(model.device), max_new_tokens=max_new_tokens, do_sample=False,
+                                logits_processor=penalties(frequency_penalty),
+                                pad_token_id=processor.tokenizer.pad_token_id)
     return [processor.decode(ids).strip() for ids in new_tokens]
 
 
@@ -453,7 +451,10 @@ def generate(args) -> int:
     from tqdm import tqdm
 
     from musicllm.checkpoint import load_checkpoint
+    from musicllm.engines import DEFAULT_FREQUENCY_PENALTY
 
+    if args.frequency_penalty is None:
+        args.frequency_penalty = DEFAULT_FREQUENCY_PENALTY
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, processor = load_checkpoint(args.checkpoint, dtype=args.dtype, device=device)
     audio = {}  # path -> samples of the batch's clips (a clip's kinds come together, so each loads once)
@@ -465,12 +466,12 @@ def generate(args) -> int:
             audio = {p: audio[p] if p in audio else processor.load_audio(p) for p in needed}
             shown = [None if kind == "theory" else audio[clip["audio"]] for clip, kind in batch]
             answers = answer_batch(model, processor, [q for _, q in asked], shown, args.max_new_tokens,
-                                   args.repetition_penalty)
+                                   args.frequency_penalty)
             for (clip, kind), (index, question), clip_audio, answer in zip(batch, asked, shown, answers):
                 writer.write({"id": f"{clip['id']}:{kind}", "clip": clip["id"], "kind": kind, "question": question,
                               "wording": index, "answer": answer, "audio": clip["audio"] if clip_audio is not None
                               else None, "labels": clip.get("labels") or {}, "model": str(args.checkpoint),
-                              "max_new_tokens": args.max_new_tokens, "repetition_penalty": args.repetition_penalty})
+                              "max_new_tokens": args.max_new_tokens, "frequency_penalty": args.frequency_penalty})
             bar.update(len(batch))
     print(f"wrote {len(todo)} rows -> {args.out}; score them with: musicllm eval follow --score {args.out} "
           f"--out {Path(args.out).with_suffix('.scores.json')}")
@@ -491,8 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"question kinds, of {' '.join(KINDS)} (default all)")
     parser.add_argument("--wording-seed", type=int, default=0, help="seed of each question's wording (default 0)")
     parser.add_argument("--max-new-tokens", type=int, default=48, help="answer length limit (default 48)")
-    parser.add_argument("--repetition-penalty", type=float, default=1.0,
-                        help="generate()'s (default 1 = off: what the chat, the API and `caption` decode with)")
+    parser.add_argument("--frequency-penalty", type=float, default=None,
+                        help="subtracted from a token's logit per time the answer said it (default: the "
+                        "engines' DEFAULT_FREQUENCY_PENALTY, what the chat, the API and `caption` decode with)")
     parser.add_argument("--batch-size", type=int, default=8, help="questions per batch (default 8)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--dtype", default=None, help="weights dtype, e.g. bfloat16 (default: as saved)")

@@ -100,10 +100,10 @@ class MusicLLMConfig(PretrainedConfig):
     # to gather across many frame tokens. 0: frame tokens only.
     audio_summary_tokens: int = 0
     # Attribute tokens (projector.py): a list of {"name", "classes", "token_ids", "pad_id",
-    # "words", "slots", "multi_label"}: per window, a trained head classifies the window's frames
-    # into `classes` and hands the LLM its `words` likeliest class words' own input embeddings
-    # (`token_ids`, one list per class, each padded with `pad_id` to the longest), `slots` tokens
-    # per attribute in all. None: no attribute tokens.
+    # "label_ids", "words", "slots", "multi_label"}: per window, a trained head classifies the
+    # window's frames into `classes` and hands the LLM its label's tokens (" key:") and its `words`
+    # likeliest class words' own input embeddings (`token_ids`, one list per class, each padded
+    # with `pad_id` to the longest), `slots` tokens per attribute in all. None: no attribute tokens.
     audio_attributes: list | None = None
     projector_hidden_size: int | None = None  # default: the LLM's hidden size
     projector_act: str = "gelu"

@@ -37,6 +37,11 @@ ROLES = ("system", "user", "assistant")
 # How long the batching loop waits for more requests once one has arrived: requests sent together
 # by many users land within milliseconds, and a decode step costs far more than this.
 COLLECT_SECONDS = 0.01
+# Subtracted from a token's logit once for each time the answer has already said it (OpenAI's and
+# vLLM's `frequency_penalty`, the answer's tokens only). Greedy decoding of the default model
+# looped without it ("features french horn, french horn, french horn, ..."); the README gives
+# the measurement behind the value. A request may set its own.
+DEFAULT_FREQUENCY_PENALTY = 0.5
 
 
 class EngineRequestError(ValueError):
@@ -57,6 +62,7 @@ class GenerationRequest:
     top_p: float = 1.0
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+    frequency_penalty: float = DEFAULT_FREQUENCY_PENALTY
 
 
 @dataclass
@@ -95,6 +101,8 @@ def validate_request(request: GenerationRequest) -> None:
         raise EngineRequestError(f"temperature: must be >= 0, got {request.temperature!r}")
     if not 0 < request.top_p <= 1:
         raise EngineRequestError(f"top_p: must be in (0, 1], got {request.top_p!r}")
+    if not -2 <= request.frequency_penalty <= 2:
+        raise EngineRequestError(f"frequency_penalty: must be in [-2, 2], got {request.frequency_penalty!r}")
     if not all(isinstance(s, str) and s for s in request.stop):
         raise EngineRequestError("stop: must be a list of non-empty strings")
 
@@ -310,7 +318,7 @@ class TransformersEngine(LocalModelEngine):
         if request.seed is not None:
             torch.manual_seed(request.seed)  # seeded requests run alone (see _sampling_key)
         self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **audio,
-                            max_new_tokens=max(tracker.limits),
+                            max_new_tokens=max(tracker.limits), logits_processor=penalties(request.frequency_penalty),
                             stopping_criteria=StoppingCriteriaList([tracker]), pad_token_id=pad_id, **sampling)
         tracker.finish_all("length")
 
@@ -318,10 +326,30 @@ class TransformersEngine(LocalModelEngine):
 def _sampling_key(request: GenerationRequest) -> tuple:
     """Requests with equal keys can share one `generate` call."""
     if request.temperature == 0:
-        return ("greedy",)
+        return ("greedy", request.frequency_penalty)
     if request.seed is not None:
         return ("seeded", id(request))  # a seed fixes one request's randomness: it runs alone
-    return ("sample", request.temperature, request.top_p)
+    return ("sample", request.temperature, request.top_p, request.frequency_penalty)
+
+
+class FrequencyPenalty:
+    """A `generate` logits processor: each token's logit minus `penalty` times the number of times
+    the answer has said it so far, as vLLM applies `frequency_penalty`. The model's `generate`
+    starts from embeddings, so `input_ids` holds the answer's tokens only."""
+
+    def __init__(self, penalty: float):
+        self.penalty = penalty
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        counts = torch.zeros_like(scores).scatter_add_(1, input_ids, torch.ones_like(input_ids, dtype=scores.dtype))
+        return scores - self.penalty * counts
+
+
+def penalties(frequency_penalty: float) -> list:
+    """The logits processors for `generate` that give a request's penalty (none for 0)."""
+    from transformers import LogitsProcessorList
+
+    return LogitsProcessorList([FrequencyPenalty(frequency_penalty)] if frequency_penalty else [])
 
 
 class _RowTracker:

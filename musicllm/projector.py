@@ -12,9 +12,10 @@ With `audio_attributes` each window's tokens start with attribute tokens: a head
 window's frame mean and spread into each attribute's classes (tempo band, tonic, mode, metre,
 style, mood, instruments...), and the tokens are the likeliest class word's own input embeddings,
 token by token (" 3/4" as " ", "3", "/", "4"; " orchestral" as " orche", "stral"), right-padded
-with a space token to the attribute's longest word; a multi-label attribute names its `words`
-likeliest classes so. The LLM then reads the audio's attributes as text it can copy: a window
-reads " fast 120 C# minor 3/4 jazz calm piano drums ...". Mixtures of embeddings were tried
+with a space token to the attribute's longest word, after the attribute's label's tokens
+(`label_ids`: " key:"); a multi-label attribute names its `words` likeliest classes so. The LLM
+then reads the audio's attributes as text it can copy: a window reads " tempo: fast 120 key: C#
+minor metre: 3/4 genre: jazz mood: calm instruments: piano drums ...". Mixtures of embeddings were tried
 first and read worse: the mean of a word's tokens (" orche" + "stral") is no token the LLM knows,
 and a probability-weighted blend of " 90" and " 120" is neither; with them the LLM picked the
 heads' answer in half of the multiple-choice questions where the heads were right (README).
@@ -133,6 +134,8 @@ class MusicLLMProjector(nn.Module):
         ids = []
         for attribute, logits in zip(self.attributes, self.attribute_logits(stats)):
             top = logits.topk(attribute["words"], dim=-1).indices  # W, words
+            label = torch.tensor(attribute.get("label_ids", []), dtype=torch.long, device=top.device)
+            ids.append(label.expand(len(top), -1))  # W, label tokens (" key:")
             ids.append(word_table(attribute).to(top.device)[top].flatten(1))  # W, words * longest
         return embeddings[torch.cat(ids, dim=1)]  # W, A, D
 

@@ -344,7 +344,8 @@ class VLLMServerEngine(LocalModelEngine):
         ids = await asyncio.to_thread(self.prompt_ids, request)  # tokenising, like embedding, off the event loop
         embeds = await asyncio.to_thread(self.prompt_embeds, ids, request.clips)
         body = dict(model=served, prompt_embeds=encode_embeds(embeds), max_tokens=request.max_tokens,
-                    temperature=request.temperature, top_p=request.top_p, stream=True,
+                    temperature=request.temperature, top_p=request.top_p,
+                    frequency_penalty=request.frequency_penalty, stream=True,
                     stream_options={"include_usage": True})
         if request.seed is not None:
             body["seed"] = request.seed
@@ -435,6 +436,7 @@ class VLLMOfflineEngine(LocalModelEngine):
                                 prompt_is_token_ids=[i != self.model.config.audio_token_id for i in ids]))
             params.append(SamplingParams(max_tokens=min(request.max_tokens, self.context - len(ids)),
                                          temperature=request.temperature, top_p=request.top_p, seed=request.seed,
+                                         frequency_penalty=request.frequency_penalty,
                                          stop=list(request.stop) or None))
         with torch.no_grad():
             outputs = self.llm.generate(prompts, params, use_tqdm=False)

@@ -144,7 +144,8 @@ def parse_options(body: dict, engine) -> StreamOptions:
 
 
 def parse_sampling(body: dict, limits: Limits) -> dict:
-    """max_tokens (or max_completion_tokens), temperature, top_p, seed, stop, n."""
+    """max_tokens (or max_completion_tokens), temperature, top_p, frequency_penalty (the engine's
+    default when absent), seed, stop, n."""
     for name, reason in _UNSUPPORTED.items():
         if body.get(name):
             raise bad(f"'{name}': {reason}.", name, "unsupported_parameter")
@@ -165,6 +166,8 @@ def parse_sampling(body: dict, limits: Limits) -> dict:
         sampling["top_p"] = float(_number(body, "top_p", 0, 1))
         if sampling["top_p"] == 0:
             raise bad("'top_p' must be greater than 0.", "top_p")
+    if body.get("frequency_penalty") is not None:
+        sampling["frequency_penalty"] = float(_number(body, "frequency_penalty", -2, 2))
     if body.get("seed") is not None:
         sampling["seed"] = _number(body, "seed", -(2**63), 2**63 - 1, integer=True)
     stop = body.get("stop")

@@ -62,7 +62,8 @@ def test_heads_learn_the_labels_and_stay_frozen_in_the_next_stage(tmp_path):
     assert names == list(ATTRIBUTES)
     slots = sum(a["slots"] for a in model.config.audio_attributes)
     assert processor.num_audio_tokens(np.zeros(32000, dtype=np.float32)) == before + slots
-    # The tonic tokens of an A tone are the embeddings of the word " A", padded to the longest tonic (" C#").
+    # The tonic tokens of an A tone are the embeddings of " key:" and the word " A", padded to the
+    # longest tonic (" C#").
     tonic = model.config.audio_attributes[names.index("tonic")]
     frames, frame_lens = model.encode_audio(**processor.audio_windows(
         [(0.3 * np.sin(2 * np.pi * NOTES["A"] * np.arange(32000) / 16000)).astype(np.float32)]))
@@ -70,7 +71,9 @@ def test_heads_learn_the_labels_and_stay_frozen_in_the_next_stage(tmp_path):
         position = sum(a["slots"] for a in model.config.audio_attributes[:names.index("tonic")])
         tokens = model.project_audio(frames, frame_lens)[position:position + tonic["slots"]]
     embed = model.get_input_embeddings().weight
-    torch.testing.assert_close(tokens, embed[word_table(tonic)[tonic["classes"].index("A")]])
+    assert processor.tokenizer.decode(tonic["label_ids"]) == " key:"
+    expected = tonic["label_ids"] + word_table(tonic)[tonic["classes"].index("A")].tolist()
+    torch.testing.assert_close(tokens, embed[expected])
 
     # Stage 1 from it: the projector's other parts train, the heads do not.
     settings = ["--stage=align", f"--out={tmp_path / 'align'}", "--max_steps=3", "--batch_size=2", "--save_every=3",
@@ -141,7 +144,8 @@ def test_the_default_recipe_shape_tagger_tags_and_no_frame_tokens(tmp_path):
     top = sorted(kept, key=lambda i: -float(scores[i]))[:TAG_WORDS]
     embed = model.get_input_embeddings().weight
     table = word_table(specs[-1])
-    expected = embed[table[[specs[-1]["classes"].index(MTT_TAGS[i]) for i in top]].flatten()]
+    words = table[[specs[-1]["classes"].index(MTT_TAGS[i]) for i in top]].flatten().tolist()
+    expected = embed[specs[-1]["label_ids"] + words]  # " tags:" and the words
     torch.testing.assert_close(tokens[-specs[-1]["slots"]:], expected)
 
     # stage 2, LoRA on the top layer: only adapter weights of that layer train

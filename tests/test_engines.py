@@ -94,6 +94,7 @@ def test_sixteen_concurrent_requests_share_generate_batches(transformers_engine)
     (dict(max_tokens=0), "max_tokens"),
     (dict(temperature=-1.0), "temperature"),
     (dict(top_p=0.0), "top_p"),
+    (dict(frequency_penalty=2.5), "frequency_penalty"),
     (dict(messages=[{"role": "robot", "content": "hi"}], clips=[]), "messages[0].role"),
     (dict(clips=[np.zeros(16000 * 300, dtype=np.float32)]), "context of 512 tokens"),
 ])
@@ -157,6 +158,20 @@ def test_vllm_server_engine_gives_the_transformers_greedy_answers(vllm_engine, t
         assert theirs == ours  # text, finish reason and usage
         assert theirs.text == expected(kind, turns)
     assert vllm_engine.context == CONTEXT  # asked from the server
+
+
+def test_frequency_penalty_is_vllms_in_the_transformers_engine(vllm_engine, transformers_engine):
+    """A question the fixture never learned, without audio, makes it loop ("v v v v v v"); a
+    frequency penalty (vLLM's: the answer's own tokens, once per time said) breaks the loop, and
+    both engines give the same answers with and without it."""
+    def ask(engine, penalty: float) -> str:
+        question = GenerationRequest([{"role": "user", "content": "Tell me a long story about dragons."}], [],
+                                     max_tokens=24, frequency_penalty=penalty)
+        return asyncio.run(engine.complete(question)).text
+
+    looping, penalised = ask(transformers_engine, 0.0), ask(transformers_engine, 2.0)
+    assert " v v v v" in looping and " v v" not in penalised, (looping, penalised)
+    assert (ask(vllm_engine, 0.0), ask(vllm_engine, 2.0)) == (looping, penalised)
 
 
 def test_the_vllm_server_refuses_requests_without_its_own_key(vllm_url):

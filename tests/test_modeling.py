@@ -221,10 +221,10 @@ def test_summary_token_sees_the_whole_window_but_not_its_padding(tiny_tokenizer)
 
 
 def test_attribute_tokens_are_the_likeliest_class_words_token_by_token(tiny_tokenizer):
-    """Each window starts with its attribute tokens: the likeliest class word of a single-label
-    attribute, the `words` likeliest of a multi-label one, each as its own tokens' embeddings,
-    right-padded to the attribute's longest word; the processor counts them, so a batch with
-    audio runs."""
+    """Each window starts with its attribute tokens: the attribute's label, then the likeliest
+    class word of a single-label attribute, the `words` likeliest of a multi-label one, each as its
+    own tokens' embeddings, right-padded to the attribute's longest word; the processor counts
+    them, so a batch with audio runs."""
     from musicllm.modeling import MusicLLMForConditionalGeneration
     from musicllm.processing import MusicLLMProcessor
     from musicllm.tiny import tiny_config
@@ -237,11 +237,12 @@ def test_attribute_tokens_are_the_likeliest_class_words_token_by_token(tiny_toke
     pad = ids("")[-1]
     modes, instruments = ["major", "minor"], ["piano", "drum kit", "bass"]
     assert len(ids("drum kit")) > max(len(ids("piano")), len(ids("bass")), len(ids("minor")), len(ids("major")))
-    longest = len(ids("drum kit"))
+    longest, label = len(ids("drum kit")), ids("instruments:")
     attributes = [{"name": "mode", "classes": modes, "token_ids": [ids(w) for w in modes], "pad_id": pad,
-                   "words": 1, "slots": max(len(ids(w)) for w in modes), "multi_label": False},
+                   "words": 1, "slots": max(len(ids(w)) for w in modes), "multi_label": False},  # no label
                   {"name": "instruments", "classes": instruments, "token_ids": [ids(w) for w in instruments],
-                   "pad_id": pad, "words": 2, "slots": 2 * longest, "multi_label": True}]
+                   "pad_id": pad, "label_ids": label, "words": 2, "slots": len(label) + 2 * longest,
+                   "multi_label": True}]
     torch.manual_seed(0)
     config = tiny_config(tiny_tokenizer, text_overrides=small_text_overrides(), stack_factor=10,
                          audio_summary_tokens=1, audio_attributes=attributes)
@@ -259,7 +260,7 @@ def test_attribute_tokens_are_the_likeliest_class_words_token_by_token(tiny_toke
     def padded(word, length):
         return ids(word) + [pad] * (length - len(ids(word)))
 
-    words = padded("minor", attributes[0]["slots"]) + padded("drum kit", longest) + padded("bass", longest)
+    words = padded("minor", attributes[0]["slots"]) + label + padded("drum kit", longest) + padded("bass", longest)
     assert tokens.shape[0] == processor.num_audio_tokens(sine(2.0)) == len(words) + 1 + 10  # summary, 100 frames / 10
     torch.testing.assert_close(tokens[:len(words)], embed[words])
     batch = processor([audio_question()], [[sine(2.0)]])

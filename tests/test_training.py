@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -104,10 +105,13 @@ def test_resume_after_kill_continues_the_same_loss_curve(dataset, tmp_path):
 
 def test_two_processes_train_the_same_model(dataset, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
+    with socket.socket() as probe:  # not torch.distributed's default 29500: a vLLM server of another test may hold it
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     result = subprocess.run(
         # --multi_gpu on a machine without GPUs starts torch.distributed on CPU (gloo): DistributedType.MULTI_CPU
         [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "training.train",
+         "--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "training.train",
          *args(dataset, tmp_path / "ddp", "pretrain", steps=4, files=("captions", "instructions"))],
         capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[1], env=env)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -64,9 +64,16 @@ TAG_WORDS = 5
 UNSPOKEN_TAGS = {"no vocals", "no vocal", "no voice"}
 
 
+# What the LLM reads before each attribute's words, so that a window reads like a line of text it
+# can copy from: " tempo: fast 120 key: C# minor metre: 3/4 genre: jazz mood: calm instruments:
+# piano drums ... tags: ...". The bpm and the mode follow their neighbours' labels.
+LABELS = {"tempo": " tempo:", "tonic": " key:", "metre": " metre:", "style": " genre:", "mood": " mood:",
+          "instruments": " instruments:", "tags": " tags:"}
+
+
 def attribute_specs(tokenizer, audio_config=None) -> list[dict]:
-    """The config's `audio_attributes`: classes, their words' token ids (as written mid-sentence)
-    and how many tokens each attribute takes (projector.py). With a tagger in the features encoder
+    """The config's `audio_attributes`: classes, their words' token ids (as written mid-sentence),
+    the label read before them and how many tokens each attribute takes (projector.py). With a tagger in the features encoder
     (`audio_config.tagger`), its tags come last, read straight off its outputs (`feature_index`,
     no head to train)."""
     words = lambda classes: [tokenizer.encode(" " + word, add_special_tokens=False) for word in classes]  # noqa: E731
@@ -74,8 +81,9 @@ def attribute_specs(tokenizer, audio_config=None) -> list[dict]:
 
     def spec(name, classes, count, **more):
         ids = words(classes)
+        label = tokenizer.encode(LABELS[name], add_special_tokens=False) if name in LABELS else []
         return {"name": name, "classes": list(classes), "multi_label": count > 1, "token_ids": ids, "pad_id": pad_id,
-                "words": count, "slots": count * max(map(len, ids)), **more}
+                "label_ids": label, "words": count, "slots": len(label) + count * max(map(len, ids)), **more}
 
     specs = [spec(name, classes, MULTI_LABEL.get(name, 1)) for name, (classes, _) in ATTRIBUTES.items()]
     if getattr(audio_config, "tagger", None):
