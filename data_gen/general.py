@@ -59,13 +59,10 @@ def answer_all(model_name: str, questions: list[str], max_new_tokens: int = 64, 
                repetition_penalty: float = 1.2) -> list[str]:
     """The model's greedy answers, in order (its own chat template, no system message)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from musicllm.pretrained import resolve_backbone
+    from musicllm.pretrained import load_causal_lm
 
-    folder = resolve_backbone(model_name)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True).eval()
+    tokenizer, model = load_causal_lm(model_name)
     tokenizer.padding_side = "left"
     answers = []
     for start in range(0, len(questions), batch_size):

@@ -56,13 +56,10 @@ def generate(model_name: str, samples: int = 32, seed: int = 0) -> dict[str, lis
     import random
 
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from musicllm.pretrained import resolve_backbone
+    from musicllm.pretrained import load_causal_lm
 
-    folder = resolve_backbone(model_name)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True).eval()
+    tokenizer, model = load_causal_lm(model_name)
     torch.manual_seed(seed)
     rng = random.Random(seed)
     found = {}

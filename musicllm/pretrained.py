@@ -82,3 +82,12 @@ def resolve_backbone(name: str) -> str:
         print(f"converting {gguf.name} to {out} (once) ...", flush=True)
         convert_gguf(gguf, out)
     return str(out)
+
+
+def load_causal_lm(name: str):
+    """(tokenizer, model in eval mode) of a text LLM: a packaged name, a hub id or a folder
+    (safetensors only)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = resolve_backbone(name)
+    return AutoTokenizer.from_pretrained(folder), AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True).eval()
