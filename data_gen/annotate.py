@@ -65,6 +65,22 @@ def _init_worker() -> None:
         os.environ.setdefault(variable, "1")
 
 
+def compile_kernels() -> None:
+    """Analyse four seconds of a synthetic chord in this process, before any worker starts.
+
+    librosa's numba kernels are compiled on first use and cached beside librosa's code. Two
+    workers compiling them at once can leave a cache that crashes every later process in native
+    code (measured: two processes with an empty cache, then a third: a segfault in librosa's
+    `estimate_tuning` in 2 of 3 trials). Compiled once here, the workers only read the cache."""
+    import numpy as np
+
+    from musicllm.analysis import SAMPLE_RATE, analyze
+
+    t = np.arange(4 * SAMPLE_RATE) / SAMPLE_RATE
+    chord = sum(np.sin(2 * np.pi * hz * t) for hz in (220.0, 277.2, 329.6)) * (1 + np.sign(np.sin(2 * np.pi * 2 * t)))
+    analyze((0.1 * chord).astype(np.float32), SAMPLE_RATE)
+
+
 def audio_path(record: dict, base_dir: Path) -> str:
     path = Path(record["audio"])
     return str(path if path.is_absolute() else base_dir / path)
@@ -81,6 +97,7 @@ def estimate_all(records: list[dict], base_dir: Path, workers: int, max_seconds:
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
+    compile_kernels()
     # spawn, not fork: the parent runs tqdm's monitor thread, and forking a threaded process can
     # deadlock; spawned workers also start with the thread limits set by _init_worker.
     context = multiprocessing.get_context("spawn")

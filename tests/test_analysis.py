@@ -226,6 +226,25 @@ def test_annotate_exactly_once_and_resume(clip_dir):
     assert len(list(read_jsonl(out))) == len(names)
 
 
+def test_annotate_workers_leave_a_numba_cache_that_later_runs_load(clip_dir, tmp_path):
+    """Two workers compiling librosa's kernels at once wrote a cache that crashed every later
+    process (without the fix this failed 3 runs of 3): the parent compiles them first."""
+    import subprocess
+    import sys
+
+    from data_gen.formats import read_jsonl
+
+    manifest = clip_dir / "cache.jsonl"
+    write_manifest(clip_dir, manifest, ["pop", "c_major", "waltz"])
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}  # empty
+    for workers in ("2", "1"):  # the second run loads what the first cached
+        out = tmp_path / f"annotated-{workers}.jsonl"
+        run = subprocess.run([sys.executable, "-m", "data_gen.annotate", str(manifest), "--out", str(out),
+                              "--workers", workers], env=env, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert [r["estimates"]["key"] for r in read_jsonl(out)][:2] == ["C", "C"]
+
+
 def crash_in_native_code(path, max_seconds):
     """What a segfault in numba or a codec does to an analysis worker."""
     os.kill(os.getpid(), signal.SIGSEGV)
