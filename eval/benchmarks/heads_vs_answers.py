@@ -30,22 +30,23 @@ DEFAULT_OUT = "eval/benchmarks/results/heads_vs_answers.json"
 HEADS = {"genre": "style", "mood": "mood", "instruments": "instruments"}  # question kind -> head, by class name
 
 
-def question_kind(question: str, options: list[str], answer_index: int, classes: dict[str, list[str]]) -> str | None:
+def question_kind(question: str, options: list[str], answer_index: int, heads: dict[str, dict[str, float]]) -> str | None:
     """key, mode, tempo, metre (eval.attributes reads them), else genre, mood or instruments when
-    the right option is one of that head's class names; None otherwise."""
+    the right option is one of that head's class words; None otherwise."""
     from eval.attributes import question_type
 
     kind = question_type(question, options, answer_index)
     if kind:
         return kind
-    answer = class_name(options[answer_index])
-    return next((kind for kind, head in HEADS.items() if answer in classes.get(head, [])), None)
+    answer = options[answer_index]
+    return next((kind for kind, head in HEADS.items() if class_log_prob(heads.get(head, {}), answer) > float("-inf")), None)
 
 
-def class_name(option: str) -> str:
-    """An option as a head's class word: "Hip hop" -> "hip-hop", "Church organ" -> "church organ"."""
-    name = option.strip().lower()
-    return "hip-hop" if name == "hip hop" else name
+def class_log_prob(head: dict[str, float], option: str) -> float:
+    """The head's log-probability of the class an option names (-inf: none). Case and hyphens do
+    not count: the multiple-choice writer spells the style "hip-hop" as "Hip hop"."""
+    spelled = lambda word: word.strip().lower().replace("-", " ")  # noqa: E731
+    return next((logp for word, logp in head.items() if spelled(word) == spelled(option)), float("-inf"))
 
 
 def option_scores(kind: str, options: list[str], heads: dict[str, dict[str, float]]) -> list[float]:
@@ -61,7 +62,7 @@ def option_scores(kind: str, options: list[str], heads: dict[str, dict[str, floa
                 tonic, mode = value.split()
                 return heads["tonic"].get(tonic, float("-inf")) + heads["mode"].get(mode, float("-inf"))
             return heads[kind].get(value, float("-inf"))
-        return heads[HEADS[kind]].get(class_name(option), float("-inf"))
+        return class_log_prob(heads[HEADS[kind]], option)
 
     return [score(option) for option in options]
 
@@ -70,13 +71,12 @@ def clip_heads(model, processor, path: str) -> dict[str, dict[str, float]]:
     """Each head's log-probability per class word for one clip (the mean of its windows' logits)."""
     import torch
 
+    from eval.predict import encode_clips
     from musicllm.audio import load_audio
 
-    clip = load_audio(path, processor.sample_rate)
-    windows = processor.audio_windows([clip])
     projector = model.multi_modal_projector
+    frames, frame_lens = encode_clips(model, processor, [load_audio(path, processor.sample_rate)])[0]
     with torch.no_grad():
-        frames, frame_lens = model.encode_audio(windows["audio_values"], windows["audio_lens"])
         stats = projector.window_stats(frames.to(next(projector.parameters()).dtype), frame_lens)
         heads = {}
         for attribute, logits in zip(projector.attributes, projector.attribute_logits(stats)):
@@ -91,8 +91,7 @@ def compare(rows: list[dict], heads_of) -> dict:
     counts = defaultdict(Counter)
     for row in rows:
         heads = heads_of(row["audio_shown"])
-        classes = {name: list(words) for name, words in heads.items()}
-        kind = question_kind(row["question"], row["options"], row["answer_index"], classes)
+        kind = question_kind(row["question"], row["options"], row["answer_index"], heads)
         if kind is None:
             continue
         scores = option_scores(kind, row["options"], heads)
