@@ -26,7 +26,7 @@ from collections import Counter
 from pathlib import Path
 
 from data_gen.formats import MANIFEST_REQUIRED, FormatError, read_jsonl
-from data_gen.vocabulary import TEMPO_BANDS, tempo_band
+from musicllm.vocabulary import TEMPO_BANDS, tempo_band
 from data_gen.writers.base import CAPTION_TASKS
 
 UNKNOWN = "unknown"

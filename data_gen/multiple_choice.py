@@ -64,7 +64,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from data_gen.formats import MC_COLUMNS, FormatError, read_jsonl
-from data_gen.vocabulary import MODES, PITCH_CLASSES, TEMPO_BANDS, tempo_band
+from musicllm.vocabulary import MODES, PITCH_CLASSES, TEMPO_BANDS, tempo_band
 from data_gen.write import relocate_audio
 from data_gen.writers.phrases import instrument_name, instrument_tokens, may_be_playing, seeded_rng
 

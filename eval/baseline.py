@@ -6,7 +6,7 @@
     musicllm eval score preds/audio.jsonl preds/baseline.jsonl --out scores.json   # side by side
 
 For each question the baseline reads what it asks about from its words (key, mode, tempo or
-metre: `eval.attributes.asked_attribute`), takes the clip's estimate of that attribute, and
+metre: `data_gen.text_attributes.asked_attribute`), takes the clip's estimate of that attribute, and
 picks the one option that states the same value (the same key, the tempo band of the estimated
 BPM, the same time signature, the same mode). It abstains (choice -1) on any other question, when
 the clip has no estimate, or when no single option matches: it shows how much of a test set
@@ -27,9 +27,9 @@ import sys
 from pathlib import Path
 
 from data_gen.formats import FormatError, JsonlWriter, read_jsonl
-from data_gen.vocabulary import tempo_band
-from eval.attributes import asked_attribute, option_value
-from eval.questions import LETTERS, ORDERS, QuestionError, load_questions
+from musicllm.vocabulary import tempo_band
+from data_gen.text_attributes import asked_attribute, option_value
+from data_gen.questions import LETTERS, ORDERS, QuestionError, load_questions
 
 MODEL_NAME = "mir-baseline"
 
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--audio-map", type=Path, help="JSON or CSV: dataset_identifier -> audio path")
     parser.add_argument("--out", required=True, type=Path, help="predictions JSONL to write (replaced)")
     parser.add_argument("--seed", type=int, default=0, help="option order seed: use the model runs' (default 0)")
-    parser.add_argument("--order", default="balanced", choices=ORDERS, help="option order (eval.questions)")
+    parser.add_argument("--order", default="balanced", choices=ORDERS, help="option order (data_gen.questions)")
     parser.add_argument("--limit", type=int, help="only the first N questions")
     args = parser.parse_args(argv)
     if not args.manifest and not args.analyze:

@@ -46,9 +46,9 @@ from pathlib import Path
 from data_gen.formats import FormatError, JsonlWriter, read_jsonl
 from data_gen.procedural.mood import MOODS
 from data_gen.procedural.styles import INSTRUMENT_NAMES
-from data_gen.vocabulary import tempo_band
+from musicllm.vocabulary import tempo_band
 from data_gen.writers.phrases import may_be_playing
-from eval.attributes import (GENRES, INSTRUMENTS, bpms_in, canonical_genre, canonical_instrument, keys_in, mentions,
+from data_gen.text_attributes import (GENRES, INSTRUMENTS, bpms_in, canonical_genre, canonical_instrument, keys_in, mentions,
                              modes_in, sharp_tonic)
 
 ATTRIBUTE_KINDS = ("instruments", "key", "mode", "tempo", "metre", "mood", "style")
@@ -87,7 +87,7 @@ THEORY = {question: words.split("|") for question, words in {
 WORDINGS["theory"] = list(THEORY)
 
 # ---- word lists: what counts as evidence of each kind ----
-# Tempo words -> the data_gen.vocabulary bands they fit ("fast" also fits "very fast").
+# Tempo words -> the musicllm.vocabulary bands they fit ("fast" also fits "very fast").
 TEMPO_WORDS = {word: set(bands.split(",")) for bands, words in {
     "slow": "very slow|slow|slowly|slow-paced|largo|lento|adagio", "slow,moderate": "leisurely|unhurried",
     "moderate": "andante|moderate|moderato|walking pace", "moderate,medium-fast": "medium|mid-tempo",
@@ -108,14 +108,14 @@ _SIGNATURE = re.compile(r"(?<![\d/])(\d{1,2})\s*/\s*(2|4|8|16)(?![\d/])")
 _BEATS_PER_BAR = re.compile(r"\b(two|three|four|six|[2346])\s+(?:\w+\s+)?beats?\s+(?:per|to the|to a|in each|in a|"
                             r"in every|a|each)\s+(?:bar|measure)", re.IGNORECASE)
 BEATS_METRE = {"two": {"2/4", "6/8"}, "three": {"3/4"}, "four": {"4/4"}, "six": {"6/8"}}
-# Collective names -> the instruments (eval.attributes' canonical names) they may stand for.
+# Collective names -> the instruments (data_gen.text_attributes' canonical names) they may stand for.
 _WINDS, _KEYS = "flute clarinet oboe bassoon saxophone", "piano organ synth harpsichord clavinet celesta"
 INSTRUMENT_GROUPS = {name: members.split() for name, members in {
     "orchestra": "strings brass horn harp timpani " + _WINDS, "woodwinds": _WINDS, "woodwind": _WINDS,
     "keyboard": _KEYS, "keyboards": _KEYS, "rhythm section": "drums bass guitar piano", "vocal": "choir",
     "singers": "choir", "rapper": "choir", "rapping": "choir", "ukulele": "guitar", "sitar": "sitar", "tabla": "drums",
 }.items()}
-# Words naming an instrument -> its canonical name: eval.attributes' words, the corpus' own names
+# Words naming an instrument -> its canonical name: data_gen.text_attributes' words, the corpus' own names
 # (data_gen.procedural.styles: "nylon-string guitar" -> "guitar"), and the collective names.
 INSTRUMENT_WORDS = {w: c for c, (_, words) in INSTRUMENTS.items() for w in words}
 INSTRUMENT_WORDS |= {n: canonical_instrument(n) for n in INSTRUMENT_NAMES.values() if n not in INSTRUMENT_WORDS}
@@ -130,7 +130,7 @@ MOOD_SYNONYMS = {  # the label's class (data_gen.procedural.mood.MOODS) -> other
 OTHER_MOODS = ("romantic nostalgic triumphant epic aggressive angry hopeful reflective contemplative bittersweet "
                "haunting sentimental emotional moody solemn dramatic intense").split()  # no label says these
 MOOD_WORDS = {w: m for m in MOODS for w in [m, *MOOD_SYNONYMS.get(m, "").split()]} | {w: w for w in OTHER_MOODS}
-STYLE_WORDS = {g: list(words) for g, words in GENRES.items()}  # eval.attributes' genres, plus:
+STYLE_WORDS = {g: list(words) for g, words in GENRES.items()}  # data_gen.text_attributes' genres, plus:
 for _genre, _extra in {"classical": "baroque|orchestral|choral|symphonic|chamber", "jazz": "bebop|big band",
                        "latin": "samba|tango|reggaeton|cumbia|bossa", "hip hop": "trap|boom bap", "rock": "grunge",
                        "electronic": "dance music|trance|dubstep|drum and bass|synthwave", "folk": "bluegrass|celtic",
@@ -192,7 +192,7 @@ def stated_metres(answer: str) -> list[set[str]]:
 
 
 def stated_instruments(answer: str) -> set[str]:
-    """Instruments named, as eval.attributes' canonical names, or collective names (INSTRUMENT_GROUPS)."""
+    """Instruments named, as data_gen.text_attributes' canonical names, or collective names (INSTRUMENT_GROUPS)."""
     return {INSTRUMENT_WORDS[w] for w in _found(answer, INSTRUMENT_WORDS)}
 
 

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from data_gen.formats import JsonlWriter, read_jsonl
-from eval.questions import LETTERS, ONE_SHOT_EXAMPLE, ORDERS, QuestionError, format_prompt, load_questions
+from data_gen.questions import LETTERS, ONE_SHOT_EXAMPLE, ORDERS, QuestionError, format_prompt, load_questions
 from musicllm.configuration import AUDIO_TOKEN
 from musicllm.processing import IGNORE_INDEX, render_conversation
 
@@ -244,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--noise", default="pink", choices=NOISE_COLOURS, help="noise colour for --audio-mode noise")
     parser.add_argument("--one-shot", action="store_true", help="prepend MuChoMusic-style 1-shot text example")
     parser.add_argument("--seed", type=int, default=0, help="option order and ablation seed (default 0)")
-    parser.add_argument("--order", default="balanced", choices=ORDERS, help="option order (eval.questions)")
+    parser.add_argument("--order", default="balanced", choices=ORDERS, help="option order (data_gen.questions)")
     parser.add_argument("--limit", type=int, help="only the first N questions")
     parser.add_argument("--max-new-tokens", type=int, default=16,
                         help="answer length limit (default 16); 0: no free-text answer, options ranked by "

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from data_gen.formats import KNOWLEDGE, REASONING
-from data_gen.vocabulary import MODES, PITCH_CLASSES, TEMPO_BANDS
+from musicllm.vocabulary import MODES, PITCH_CLASSES, TEMPO_BANDS
 from eval.score import OTHER, SCORERS, UNANSWERED
 
 SCORER_NAMES = {"muchomusic": "MuChoMusic parser", "robust": "robust parser", "loglik": "log-lik (sum)",

@@ -55,6 +55,7 @@ import numpy as np
 import soxr
 
 from musicllm.audio import SILENCE_THRESHOLD, AudioError, load_audio
+from musicllm.vocabulary import PITCH_CLASSES
 
 SAMPLE_RATE = 22050
 HOP = 512  # 23 ms frames for every feature, so beat frames index all of them
@@ -63,10 +64,6 @@ DEFAULT_MAX_SECONDS = 1800.0  # longer files are refused (memory grows with leng
 # Shorter audio gets loudness and timbre only: no tempo, beats, metre, key, chords or onset rate.
 MIN_MUSICAL_SECONDS = 1.0
 
-# The same list as data_gen.vocabulary.PITCH_CLASSES (musicllm may not import data_gen):
-# sharps only, so that an estimate and a label compare as plain strings.
-PITCH_CLASSES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
-MODES = ["major", "minor"]
 
 # Krumhansl & Kessler (1982) probe-tone ratings, tonic first.
 KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])

@@ -13,6 +13,8 @@ from __future__ import annotations
 from transformers import AutoConfig, PretrainedConfig
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
+from musicllm.vocabulary import MAX_AUDIO_SECONDS
+
 AUDIO_TOKEN = "<|audio|>"
 
 
@@ -93,7 +95,7 @@ class MusicLLMConfig(PretrainedConfig):
     # Which hidden state of an `hf` encoder to use: an index, or "weighted" for a learned
     # softmax weighting of all layers (SUPERB / MERT style).
     audio_layer: int | str = -1
-    max_audio_seconds: float = 600.0
+    max_audio_seconds: float = MAX_AUDIO_SECONDS
     stack_factor: int = 25
     # 1: each window also gets one token summarising all its frames (their mean and spread), a
     # direct path for window-level attributes (key, tempo, style) that a small LLM otherwise has

@@ -14,7 +14,7 @@ background thread that collects whatever is waiting into one `generate` call; th
 
 This module knows nothing about HTTP, vLLM or Gradio (none is imported here): the gateway maps
 `EngineRequestError` and `AudioError` to 400s and `EngineUnavailable` to 503, and asks
-`engine.problem()` for /health; vLLM lives behind a lazy import.
+`engine.problem()` for /health. Which engine a command gets is musicllm.engine_choice's.
 """
 
 from __future__ import annotations
@@ -413,25 +413,3 @@ class _RowTracker:
         for row, job in enumerate(self.jobs):
             if not self.done[row] and not job.cancelled:
                 self._finish(row, reason, self._text(row))
-
-
-def vllm_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("vllm") is not None
-
-
-def load_engine(kind: str, checkpoint, vllm_url: str | None = None, vllm_api_key: str | None = None,
-                **kwargs) -> Engine:
-    """kind "transformers", "vllm" (needs `vllm_url`: a server started with
-    `musicllm.vllm_engine.start_vllm_server` or any vLLM serving the checkpoint's language_model/,
-    and its key if it has one) or "auto" (vLLM when a URL is given, else transformers)."""
-    if kind not in ("auto", "transformers", "vllm"):
-        raise ValueError(f"engine kind must be auto, transformers or vllm, got {kind!r}")
-    if kind == "vllm" or (kind == "auto" and vllm_url):
-        if not vllm_url:
-            raise ValueError("the vllm engine needs vllm_url (start a server with musicllm.vllm_engine.start_vllm_server)")
-        from musicllm.vllm_engine import VLLMServerEngine
-
-        return VLLMServerEngine(checkpoint, vllm_url, api_key=vllm_api_key, **kwargs)
-    return TransformersEngine.from_checkpoint(checkpoint, **kwargs)

@@ -13,3 +13,13 @@ def home() -> Path:
 def default_model_dir() -> Path:
     """The embedded default's checkpoint (written by `musicllm quickstart`)."""
     return home() / "default" / "model"
+
+
+def default_model() -> Path:
+    """The default checkpoint folder. Only `musicllm quickstart` (and `musicllm demo`, which runs it)
+    builds it; when it is missing, every other command stops here and says how to build it."""
+    folder = default_model_dir()
+    if not (folder / "config.json").is_file():
+        raise SystemExit(f"error: there is no default model at {folder}: build it with `musicllm quickstart` "
+                         "(or start `musicllm demo`, which builds it first), or give a checkpoint with --checkpoint")
+    return folder

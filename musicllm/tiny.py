@@ -18,6 +18,7 @@ from transformers import PreTrainedTokenizerFast, Qwen2Config
 
 from musicllm.configuration import AUDIO_TOKEN, MusicFeaturesConfig, MusicLLMConfig
 from musicllm.templates import CHATML_TEMPLATE
+from musicllm.vocabulary import MAX_AUDIO_SECONDS
 
 PAD_TOKEN = "<|endoftext|>"
 SPECIAL_TOKENS = [PAD_TOKEN, "<|im_start|>", "<|im_end|>", AUDIO_TOKEN]
@@ -76,7 +77,7 @@ def tiny_config(tokenizer: PreTrainedTokenizerFast, *, text_overrides: dict | No
         audio_token_id=tokenizer.convert_tokens_to_ids(AUDIO_TOKEN),
         audio_window_seconds=10.0,
         stack_factor=25,  # 50 fps / 25 = 2 tokens per second of audio
-        max_audio_seconds=600.0,
+        max_audio_seconds=MAX_AUDIO_SECONDS,
     )
     settings.update(overrides)
     return MusicLLMConfig(**settings)

@@ -1,15 +1,14 @@
 """The OpenAI-compatible API gateway (`musicllm serve`): chat completions with audio, over any engine.
 
-    musicllm serve                                       # default model (built if missing), transformers
-    musicllm serve --checkpoint runs/tiny/instruct/model --threads 2
-    musicllm serve --engine vllm                         # starts a vLLM server on 127.0.0.1 too
+    musicllm serve                                       # default model; a vLLM server when it can, else transformers
+    musicllm serve --engine transformers --checkpoint runs/tiny/instruct/model --threads 2
     musicllm serve --engine vllm --vllm-url http://127.0.0.1:8001/v1 --api-key SECRET --port 8000
 
 Then any OpenAI client works unchanged (base_url http://127.0.0.1:8000/v1), sending audio as
 `{"type": "input_audio", "input_audio": {"data": <base64>, "format": "wav"}}` content parts.
 
 Routes: POST /v1/chat/completions (JSON or SSE stream), GET /v1/models, GET /health (no key),
-and POST /v1/recommend with --catalog (serve.recommend).
+and POST /v1/recommend with --catalog (what it means: serve.recommend).
 Every error is an OpenAI error body with a 4xx/5xx status; the server keeps serving after it.
 Requests go to the engine concurrently (no lock here): the engine batches them. The event loop
 only routes: parsing the body, decoding audio, tokenising and embedding run in worker threads,
@@ -30,7 +29,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -43,12 +41,14 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from musicllm.audio import AudioError
+from musicllm.engine_choice import KINDS
 from musicllm.engines import EngineRequestError, EngineUnavailable
-from serve.openai_format import (MiB, APIError, Limits, StreamOptions, chunk_body, completion_body, error_body,
-                                 parse_chat_request, usage)
+from musicllm.paths import default_model
+from musicllm.vocabulary import API_KEY_ENV
+from serve.openai_format import (MiB, APIError, Limits, StreamOptions, audio_bytes, chunk_body, completion_body,
+                                 decode_clip, error_body, parse_chat_request, usage)
 
 log = logging.getLogger("musicllm.serve")
-API_KEY_ENV = "MUSICLLM_API_KEY"
 
 
 def create_app(engine, *, api_key: str | None = None, limits: Limits | None = None,
@@ -99,10 +99,58 @@ def create_app(engine, *, api_key: str | None = None, limits: Limits | None = No
         return JSONResponse(completion_body(completion, options))
 
     if catalog is not None:
-        from serve.recommend import add_recommend_route
-
-        add_recommend_route(app, catalog, engine, limits, dependencies=[Depends(authorize)])
+        _add_recommend_route(app, catalog, engine, limits, dependencies=[Depends(authorize)])
     return app
+
+
+def _add_recommend_route(app: FastAPI, catalog: str | Path, engine, limits: Limits, dependencies: list) -> None:
+    """POST /v1/recommend: catalog tracks like a song and/or fitting a description (serve.recommend).
+
+    The catalog is used from one worker thread (SQLite connections belong to their thread), which
+    also keeps search off the event loop; the song's embedding and the reasons use the engine."""
+    import concurrent.futures
+    import hashlib
+    from dataclasses import asdict
+
+    from musicllm.embeddings import audio_embedding
+    from serve.recommend import Recommender, parse_recommend_body
+    from serve.search import Searcher, existing_catalog
+
+    catalog = existing_catalog(catalog)  # a wrong --catalog stops the server at start, not each request
+    worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="musicllm-catalog")
+    state = {}
+
+    def recommender() -> Recommender:  # runs in the worker thread only
+        if "recommender" not in state:
+            state["recommender"] = Recommender(Searcher(catalog), engine)
+        return state["recommender"]
+
+    async def in_worker(function):
+        return await asyncio.get_running_loop().run_in_executor(worker, function)
+
+    @app.post("/v1/recommend", dependencies=dependencies)
+    async def recommend(request: Request) -> JSONResponse:
+        body = await _read_json(request, limits.max_request_bytes)
+        fields = parse_recommend_body(body)
+        clip = audio = digest = None
+        if fields["track"] is None and body.get("input_audio") is not None:
+            raw = audio_bytes(body, "request", limits)
+            clip = await anyio.to_thread.run_sync(decode_clip, engine, "input_audio", raw, limits)
+            audio = await anyio.to_thread.run_sync(audio_embedding, engine.model, engine.processor, clip)
+            digest = hashlib.sha256(raw).hexdigest()
+        try:
+            hits = await in_worker(lambda: recommender().candidates(audio, digest, fields["track"], fields["k"],
+                                                                    fields["filters"], fields["query"]))
+        except LookupError as err:
+            raise APIError(404, str(err), param="track", code="track_not_found") from None
+        except ValueError as err:
+            raise APIError(400, str(err), code="invalid_value") from None
+        texts = None
+        if fields["explain"] and hits and (clip is not None or fields["track"] is None):  # a song, or words alone
+            requests = await in_worker(lambda: recommender().requests(hits, clip, fields["max_tokens"], fields["query"]))
+            texts = [c.text for c in await asyncio.gather(*(engine.complete(r) for r in requests))]
+        picks = await in_worker(lambda: recommender().picks(hits, texts))
+        return JSONResponse({"object": "list", "model": engine.model_id, "data": [asdict(p) for p in picks]})
 
 
 class Admission:
@@ -296,19 +344,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="musicllm serve", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="model checkpoint folder (default: the default model, built first if missing)")
-    parser.add_argument("--size", default="default", choices=["default", "small"],
-                        help="quickstart size when the default model has to be built")
-    parser.add_argument("--engine", default="auto", choices=["auto", "transformers", "vllm"],
-                        help="auto = vLLM when a vLLM server is given (--vllm-url) or started (--start-vllm), "
-                             "else transformers")
+                        help="model checkpoint folder (default: the default model, `musicllm quickstart`)")
+    parser.add_argument("--engine", default="auto", choices=KINDS,
+                        help="auto: vLLM (the --vllm-url server, else one started here on 127.0.0.1 with a key only "
+                             "this gateway knows) when vLLM is installed and can run the model, else transformers; "
+                             "vllm: vLLM or an error (musicllm.engine_choice)")
     parser.add_argument("--vllm-url", default=None, help="a running vLLM OpenAI server for this checkpoint's "
                         "language_model/ (started with --enable-prompt-embeds), e.g. http://127.0.0.1:8001/v1")
     parser.add_argument("--vllm-api-key", default=os.environ.get("VLLM_API_KEY"),
                         help="the --vllm-url server's API key, if it has one (default: $VLLM_API_KEY)")
-    parser.add_argument("--start-vllm", action="store_true",
-                        help="start a vLLM server for the checkpoint on 127.0.0.1, stopped on exit, with a random "
-                             "API key that only this gateway knows (the default for --engine vllm without --vllm-url)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads in this process (encoder, projector; the LLM too with transformers)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes the API to the network)")
@@ -333,10 +377,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--max-concurrent", type=int, default=defaults.max_concurrent,
                         help="most requests in flight; more get 503 with Retry-After")
     args = parser.parse_args(argv)
-    if args.vllm_url and args.start_vllm:
-        parser.error("give either --vllm-url or --start-vllm, not both")
-    if args.engine == "transformers" and (args.vllm_url or args.start_vllm):
-        parser.error("--vllm-url/--start-vllm need --engine vllm or auto")
+    if args.engine == "transformers" and args.vllm_url:
+        parser.error("--vllm-url needs --engine vllm or auto")
     return args
 
 
@@ -355,29 +397,19 @@ def main(argv: list[str]) -> int:
     limits = limits_from_args(args)
     import uvicorn
 
-    from musicllm.engines import load_engine
+    from musicllm.engine_choice import open_engine
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    checkpoint = args.checkpoint
-    if checkpoint is None:
-        from training.quickstart import ensure_default_model
-
-        checkpoint = ensure_default_model(size=args.size)
+    checkpoint = args.checkpoint or default_model()
     with contextlib.ExitStack() as stack:
-        url, vllm_key = args.vllm_url, args.vllm_api_key
-        if args.start_vllm or (args.engine == "vllm" and not url):
-            from musicllm.vllm_engine import new_api_key, start_vllm_server
-
-            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="musicllm-vllm-")))
-            print(f"starting vLLM for {checkpoint} (a minute or two on CPU) ...", flush=True)
-            vllm_key = new_api_key()
-            url = stack.enter_context(start_vllm_server(checkpoint, workdir, api_key=vllm_key))
-        engine = load_engine(args.engine, checkpoint, vllm_url=url, vllm_api_key=vllm_key)
-        stack.callback(engine.close)
+        try:
+            engine = open_engine(args.engine, checkpoint, stack, vllm_url=args.vllm_url, vllm_api_key=args.vllm_api_key)
+        except EngineUnavailable as err:
+            raise SystemExit(f"musicllm serve: {err}")
         app = create_app(engine, api_key=args.api_key, limits=limits, catalog=args.catalog)
         print(f"musicllm API ({engine.name} engine, model '{engine.model_id}') on http://{args.host}:{args.port}/v1"
               f"{'  (API key required)' if args.api_key else ''}", flush=True)

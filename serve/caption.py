@@ -43,6 +43,7 @@ This module knows nothing about how engines batch (serve.captioner) or how searc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
 import sys
@@ -168,7 +169,7 @@ def run_job(args: argparse.Namespace, catalog: Catalog, pending: list, engine=No
     Ray Data actors. The job ends "finished", or "interrupted" (Ctrl-C) / "failed" (any other
     error), re-raised; the tracks it did not store stay pending for the next run."""
     if engine is None:
-        resolve_checkpoint(args)  # the job records the model; the default one is built here if missing
+        resolve_checkpoint(args)  # the job records the model (the default one must exist)
     mark_interrupted(catalog)
     settings = {k: str(v) for k, v in vars(args).items()} | {"pid": os.getpid(), "host": socket.gethostname()}
     job = catalog.start_job(kind, settings, args.shard, str(args.checkpoint))
@@ -191,13 +192,9 @@ def caption_pending(args: argparse.Namespace, catalog: Catalog, pending: list, j
 
         with ray_records(args, pending) as records:
             return caption_into(catalog, records, len(pending), job)
-    own = engine is None
-    engine = open_engine(args) if own else engine
-    try:
+    with contextlib.ExitStack() as stack:  # an engine opened here is closed here; a caller's goes on serving
+        engine = engine or open_engine(args, stack)
         return caption_into(catalog, Captioner(engine, args).records(pending), len(pending), job)
-    finally:
-        if own:  # a caller's engine goes on serving
-            engine.close()
 
 
 def merge(args: argparse.Namespace) -> int:
@@ -216,9 +213,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", nargs="?", help="a folder of audio (recursive), one audio file, or a clip manifest .jsonl")
     parser.add_argument("--out", type=Path, required=True, help="the catalog database (SQLite), created if missing")
-    parser.add_argument("--checkpoint", type=Path, default=None, help="model folder (default: the default model, built if missing)")
-    parser.add_argument("--size", default="default", choices=["default", "small"],
-                        help="quickstart size if the default model has to be built")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="model folder (default: the default model, `musicllm quickstart`)")
     parser.add_argument("--engine", default="auto", choices=["auto", "transformers", "vllm"],
                         help="vllm: vLLM offline (in-process vllm.LLM; 2.2x the transformers engine's clips/s "
                              "on 2 CPU cores, eval/benchmarks/captioning.py); transformers: batched generate; "

@@ -46,7 +46,8 @@ class CaptionActor:
         from serve.captioner import Captioner, open_engine
 
         torch.set_num_threads(args.threads)
-        self.captioner = Captioner(open_engine(args), args)
+        self.engines = contextlib.ExitStack()  # the actor's engine lives as long as the actor
+        self.captioner = Captioner(open_engine(args, self.engines), args)
 
     def __call__(self, batch: dict) -> dict:
         tracks = [SimpleNamespace(id=int(i), path=str(p)) for i, p in zip(batch["id"], batch["path"])]

@@ -1,6 +1,6 @@
 """The captioning worker: turns catalog tracks into finished records (captions, estimates, embedding).
 
-    captioner = Captioner(open_engine(args), args)
+    captioner = Captioner(open_engine(args, stack), args)
     for record in captioner.records(tracks):     # tracks: anything with .id and .path
         store(catalog, record, job_id)           # one transaction per track
 
@@ -21,6 +21,7 @@ This module knows nothing about where tracks come from or how the catalog is sha
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from musicllm.paths import default_model
 from serve.catalog import Caption, Catalog, file_hash
 from serve.catalog_schema import merged_attributes
 from serve.grounding import checked
@@ -183,31 +185,21 @@ def store(catalog: Catalog, record: dict, job_id: int | None = None) -> None:
 
 
 def resolve_checkpoint(args: argparse.Namespace) -> None:
-    """--checkpoint, or the default model (built here if missing, once, before any worker starts)."""
+    """--checkpoint, or the default model (stops, saying how to build it, when it is missing)."""
     if args.checkpoint is None:
-        from training.quickstart import ensure_default_model
-
-        args.checkpoint = ensure_default_model(size=args.size)
+        args.checkpoint = default_model()
 
 
-def open_engine(args: argparse.Namespace):
-    """The engine for --engine on --checkpoint (the default model, built if missing)."""
+def open_engine(args: argparse.Namespace, stack: contextlib.ExitStack):
+    """The engine --engine means (musicllm.engine_choice; vLLM in this process, for batches) on
+    --checkpoint (the default model unless given); `stack` closes it."""
     import torch
+
+    from musicllm.engine_choice import open_engine as choose
 
     torch.set_num_threads(args.threads)
     resolve_checkpoint(args)
-    from musicllm.engines import TransformersEngine, vllm_available
-
-    if args.engine == "vllm" or (args.engine == "auto" and vllm_available()):
-        # vLLM's engine core in this process: nothing spawned, so no __main__ guard is needed.
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        from musicllm.vllm_engine import VLLMOfflineEngine
-
-        try:
-            return VLLMOfflineEngine(args.checkpoint)
-        except Exception as error:  # noqa: BLE001 - with auto, any vLLM failure falls back
-            if args.engine == "vllm":
-                raise
-            print(f"vLLM cannot run {args.checkpoint} ({error}); using the transformers engine", file=sys.stderr)
-
-    return TransformersEngine.from_checkpoint(args.checkpoint, max_batch_size=args.batch_size)
+    # vLLM's engine core in this process: nothing spawned, so no __main__ guard is needed.
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    return choose(args.engine, args.checkpoint, stack, offline=True, max_batch_size=args.batch_size,
+                  say=lambda text: print(text, file=sys.stderr, flush=True))

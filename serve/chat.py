@@ -5,8 +5,8 @@
     musicllm chat "Describe this"                                         # a synthesised test clip
 
 With `--url` the question goes through a running gateway (`musicllm serve`) with the official
-`openai` client, the audio as an `input_audio` part; without it, the default model (built first
-if missing) or `--checkpoint` answers in this process with the transformers engine. The answer
+`openai` client, the audio as an `input_audio` part; without it, the default model (which
+`musicllm quickstart` builds) or `--checkpoint` answers in this process with the transformers engine. The answer
 goes to stdout; a file that cannot be used gives one line on stderr naming it, and exit code 1.
 
 This module knows nothing about HTTP routes or how engines batch: it is a client of either.
@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from musicllm.audio import AudioError, audio_duration
+from musicllm.paths import default_model
+from musicllm.vocabulary import API_KEY_ENV
 
 DEFAULT_QUESTION = "What instruments are playing, and what is the tempo?"
-API_KEY_ENV = "MUSICLLM_API_KEY"
 
 
 def test_clip(seconds: float = 6.0, sample_rate: int = 16000, bpm: float = 120.0) -> np.ndarray:
@@ -113,11 +114,7 @@ def chat_in_process(args: argparse.Namespace) -> int:
     from musicllm.engines import EngineRequestError, GenerationRequest, TransformersEngine
 
     torch.set_num_threads(args.threads)
-    checkpoint = args.checkpoint
-    if checkpoint is None:
-        from training.quickstart import ensure_default_model
-
-        checkpoint = ensure_default_model(size=args.size)
+    checkpoint = args.checkpoint or default_model()
     engine = TransformersEngine.from_checkpoint(checkpoint, max_batch_size=1)
     try:
         clip = engine.load_audio(args.audio) if args.audio else test_clip(sample_rate=engine.sample_rate)
@@ -147,9 +144,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--model", default=None, help="model name at the gateway (default: the first it lists)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the gateway")
     parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="in-process: the checkpoint folder (default: the default model, built if missing)")
-    parser.add_argument("--size", default="default", choices=["default", "small"],
-                        help="in-process: quickstart size if the default model has to be built")
+                        help="in-process: the checkpoint folder (default: the default model, `musicllm quickstart`)")
     parser.add_argument("--threads", type=int, default=2, help="in-process: torch CPU threads")
     parser.add_argument("--system", default=None, help="a system message before the question (default: none)")
     parser.add_argument("--max-tokens", type=int, default=128, help="answer length limit, in tokens")

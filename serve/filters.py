@@ -15,9 +15,9 @@ import argparse
 import re
 from dataclasses import asdict, dataclass, field
 
-PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+from musicllm.vocabulary import PITCH_CLASSES, TIME_SIGNATURES as METRES
+
 _FLATS = {"DB": "C#", "EB": "D#", "GB": "F#", "AB": "G#", "BB": "A#", "CB": "B", "FB": "E"}
-METRES = ("3/4", "4/4", "6/8")
 
 
 @dataclass

@@ -30,6 +30,7 @@ import anyio.to_thread
 from musicllm.audio import AudioError, audio_duration, load_audio
 from musicllm.configuration import AUDIO_TOKEN
 from musicllm.engines import Completion, GenerationRequest
+from musicllm.vocabulary import MAX_AUDIO_SECONDS
 
 AUDIO_FORMATS = ("wav", "mp3", "ogg", "flac")
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
@@ -61,7 +62,7 @@ class Limits:
 
     max_clip_bytes: int = 25 * MiB  # one decoded input_audio upload (the OpenAI audio limit)
     max_request_bytes: int = 80 * MiB  # the whole JSON body (base64 adds a third)
-    max_audio_seconds: float = 600.0  # one clip, read from its header before decoding
+    max_audio_seconds: float = MAX_AUDIO_SECONDS  # one clip, read from its header before decoding
     max_clips: int = 8  # input_audio parts in one conversation
     max_tokens: int = 1024  # the most tokens a request may ask to generate
     default_max_tokens: int = 256  # when the request names none
@@ -179,7 +180,7 @@ def parse_sampling(body: dict, limits: Limits) -> dict:
     return sampling
 
 
-def _audio_bytes(part: dict, where: str, limits: Limits) -> bytes:
+def audio_bytes(part: dict, where: str, limits: Limits) -> bytes:
     """The raw file bytes of one input_audio part, after checking its shape, format and size."""
     audio = part.get("input_audio")
     if not isinstance(audio, dict):
@@ -241,7 +242,7 @@ def _content(message: dict, where: str, role: str, limits: Limits, uploads: list
                 raise bad(f"{at}: input_audio parts are only allowed in user messages.", at)
             if len(uploads) >= limits.max_clips:
                 raise bad(f"{at}: more than {limits.max_clips} audio clips in one request.", at, "too_many_clips")
-            uploads.append((at + ".input_audio", _audio_bytes(part, at, limits)))
+            uploads.append((at + ".input_audio", audio_bytes(part, at, limits)))
             pieces.append(AUDIO_TOKEN)
         elif kind in _FORBIDDEN_PARTS:
             raise bad(f"{at}: content part type {kind!r} is not accepted: {_FORBIDDEN_PARTS[kind]}.", f"{at}.type",
@@ -275,7 +276,7 @@ def parse_messages(body: dict, limits: Limits) -> tuple[list[dict], list[tuple[s
     return parsed, uploads
 
 
-def _decode_clip(engine, name: str, raw: bytes, limits: Limits):
+def decode_clip(engine, name: str, raw: bytes, limits: Limits):
     """Header check for the duration limit (cheap), then the engine's decoder (AudioError on bad audio)."""
     seconds = audio_duration(raw, name=name)
     if seconds > limits.max_audio_seconds:
@@ -294,7 +295,7 @@ async def parse_chat_request(body, engine, limits: Limits) -> tuple[GenerationRe
     clips = []
     for name, raw in uploads:
         # Decoding and resampling take real CPU time: off the event loop, so other requests go on.
-        clips.append(await anyio.to_thread.run_sync(_decode_clip, engine, name, raw, limits))
+        clips.append(await anyio.to_thread.run_sync(decode_clip, engine, name, raw, limits))
     return GenerationRequest(messages=messages, clips=clips, **sampling), options
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from musicllm.analysis import PITCH_CLASSES
+from musicllm.vocabulary import PITCH_CLASSES
 
 ENVELOPE_BINS = 1500  # about one bin per pixel column of the figure
 MAX_CHROMA_FRAMES = 1200  # wider than this and the hop grows: the figure has no more pixels

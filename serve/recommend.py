@@ -20,19 +20,18 @@ description, each with a reason.
    broken (serve.grounding); what is left, or a reason written from the stored facts, is the
    pick's `reason`. So no track outside the catalog is ever named.
 
-The command line (`musicllm recommend`) is serve.recommend_cli.
+The command line (`musicllm recommend`) is serve.recommend_cli; the HTTP route is the gateway's
+(serve.api), which checks a request's fields with `parse_recommend_body`; the web page's side is
+serve.web_recommend.
 
-This module knows HTTP only through `add_recommend_route`; the catalog and search are
-serve.catalog / serve.search, generation is the engine's.
+This module knows nothing about HTTP; the catalog and search are serve.catalog / serve.search,
+generation is the engine's.
 """
 
-# No `from __future__ import annotations`: FastAPI must see the route's `Request` annotation as
-# the class itself, and it is imported inside `add_recommend_route` (FastAPI is an optional extra).
-import asyncio
-import concurrent.futures
+from __future__ import annotations
+
 import re
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 from serve.filters import Filters, parse_key, parse_tempo
 from serve.grounding import checked, sentences
@@ -246,78 +245,3 @@ def parse_filters(raw: dict) -> Filters:
     except ValueError as err:
         raise bad(f"filters.{err}", "filters") from None
     return filters
-
-
-def add_recommend_route(app, catalog: str | Path, engine, limits=None, dependencies=()) -> None:
-    """Add POST /v1/recommend to a gateway app (serve.api.create_app, whose error handlers turn
-    APIError/AudioError into OpenAI error bodies). `dependencies`: e.g. the app's API key check.
-
-    The catalog is used from one worker thread (SQLite connections belong to their thread), which
-    also keeps search off the event loop; the song's embedding and the reasons use the engine."""
-    from fastapi import Request
-    from fastapi.responses import JSONResponse
-
-    from serve.api import _read_json
-    from serve.openai_format import APIError, Limits, _audio_bytes, _decode_clip
-
-    from serve.search import existing_catalog
-
-    catalog = existing_catalog(catalog)  # a wrong --catalog stops the server at start, not each request
-    limits = limits or Limits()
-    worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="musicllm-catalog")
-    state = {}
-
-    def recommender() -> Recommender:  # runs in the worker thread only
-        if "recommender" not in state:
-            state["recommender"] = Recommender(Searcher(catalog), engine)
-        return state["recommender"]
-
-    async def in_worker(function, *args):
-        return await asyncio.get_running_loop().run_in_executor(worker, function, *args)
-
-    @app.post("/v1/recommend", dependencies=list(dependencies))
-    async def recommend(request: Request) -> JSONResponse:
-        import hashlib
-
-        import anyio.to_thread
-
-        from musicllm.embeddings import audio_embedding
-
-        body = await _read_json(request, limits.max_request_bytes)
-        fields = parse_recommend_body(body)
-        clip = audio = digest = None
-        if fields["track"] is None and body.get("input_audio") is not None:
-            raw = _audio_bytes(body, "request", limits)
-            clip = await anyio.to_thread.run_sync(_decode_clip, engine, "input_audio", raw, limits)
-            audio = await anyio.to_thread.run_sync(audio_embedding, engine.model, engine.processor, clip)
-            digest = hashlib.sha256(raw).hexdigest()
-        try:
-            hits = await in_worker(lambda: recommender().candidates(audio, digest, fields["track"], fields["k"],
-                                                                    fields["filters"], fields["query"]))
-        except LookupError as err:
-            raise APIError(404, str(err), param="track", code="track_not_found") from None
-        except ValueError as err:
-            raise APIError(400, str(err), code="invalid_value") from None
-        texts = None
-        if fields["explain"] and hits and (clip is not None or fields["track"] is None):  # a song, or words alone
-            requests = await in_worker(lambda: recommender().requests(hits, clip, fields["max_tokens"], fields["query"]))
-            texts = [c.text for c in await asyncio.gather(*(engine.complete(r) for r in requests))]
-        picks = await in_worker(lambda: recommender().picks(hits, texts))
-        return JSONResponse({"object": "list", "model": engine.model_id, "data": [asdict(p) for p in picks]})
-
-
-# ---- for chat front ends (the web page) -------------------------------------------------------
-
-_ASKS_FOR_PICKS = re.compile(r"\b(recommend|suggest)\w*\b|\b(similar|sounds? like this|more like this)\b", re.IGNORECASE)
-
-
-def asks_for_recommendations(question: str) -> bool:
-    """Whether a chat message asks for catalog tracks ("recommend something like this")."""
-    return bool(_ASKS_FOR_PICKS.search(question or ""))
-
-
-def picks_markdown(picks: list[dict]) -> str:
-    """A /v1/recommend reply's `data` as a chat answer: catalog titles in bold, each with its reason."""
-    if not picks:
-        return "No track in the catalog matches."
-    return "\n".join(f"{n}. **{p['title']}** — {p['reason']}" for n, p in enumerate(picks, 1))

@@ -22,6 +22,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from musicllm.vocabulary import API_KEY_ENV
 from serve.filters import add_filter_arguments, filters_from_args
 from serve.recommend import MAX_K, Pick, Recommender
 from serve.recommend import __doc__ as recommend_doc
@@ -49,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--catalog", help="the catalog database (musicllm caption --out); not with --url")
     parser.add_argument("--url", help="a running gateway with a catalog (musicllm serve --catalog, musicllm demo), "
                                       "e.g. http://127.0.0.1:8000/v1: it answers; nothing is loaded here")
-    parser.add_argument("--api-key", default=os.environ.get("MUSICLLM_API_KEY"),
-                        help="the gateway's API key, with --url (default: $MUSICLLM_API_KEY)")
+    parser.add_argument("--api-key", default=os.environ.get(API_KEY_ENV),
+                        help=f"the gateway's API key, with --url (default: ${API_KEY_ENV})")
     parser.add_argument("--k", type=int, default=5, help=f"how many tracks to recommend (1-{MAX_K})")
     parser.add_argument("--query", help="the same as DESCRIPTION (words to steer the picks, e.g. 'with piano')")
     parser.add_argument("--checkpoint", help="the model: its encoder embeds the song, its LLM explains "
@@ -131,9 +132,10 @@ def run(args: argparse.Namespace) -> list[Pick]:
 
 def ask_gateway(args: argparse.Namespace) -> list[Pick]:
     """The picks from POST {--url}/recommend: the gateway embeds, searches and explains."""
-    import base64
     import urllib.error
     import urllib.request
+
+    from serve.openai_format import clip_part
 
     body = {"k": args.k, "explain": not args.no_explain, "max_tokens": args.max_tokens}
     if args.query:
@@ -141,10 +143,8 @@ def ask_gateway(args: argparse.Namespace) -> list[Pick]:
     raw = {"tempo": args.tempo, "key": args.key, "mode": args.mode, "metre": args.metre,
            "instruments": args.instrument or None, "style": args.style, "mood": args.mood}
     body["filters"] = {name: value for name, value in raw.items() if value}
-    if args.audio:
-        suffix = Path(args.audio).suffix.lower().lstrip(".")
-        body["input_audio"] = {"data": base64.b64encode(Path(args.audio).read_bytes()).decode("ascii"),
-                               "format": {"oga": "ogg"}.get(suffix, suffix)}
+    if args.audio:  # the gateway's formats as they are; anything else (AIFF, Opus...) re-encoded as FLAC
+        body["input_audio"] = clip_part(args.audio)["input_audio"]
     elif args.track:
         body["track"] = args.track
     headers = {"Content-Type": "application/json"}

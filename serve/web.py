@@ -28,9 +28,9 @@ from pathlib import Path
 
 from musicllm.analysis import SAMPLE_RATE as ANALYSIS_RATE
 from musicllm.audio import AudioError, load_audio
+from musicllm.vocabulary import API_KEY_ENV, MAX_AUDIO_SECONDS  # the gateway's default limit, checked here first
 from serve.openai_format import MAX_CLIP_BYTES, clip_part
-from serve.recommend import asks_for_recommendations
-from serve.web_recommend import recommend_tab
+from serve.web_recommend import asks_for_recommendations, picks_markdown, recommend_tab
 
 CAPTION_PROMPT = "Write a caption for this track."  # one of the caption phrasings the model was trained on
 RECOMMEND_PROMPT = "Recommend tracks like this one."  # answered from the gateway's catalog (POST /v1/recommend)
@@ -42,9 +42,7 @@ EXAMPLE_QUESTIONS = [
     "What mood does this music convey?",
     "What genre is this?",
 ]
-MAX_AUDIO_SECONDS = 600.0  # the gateway's default per-clip limit; checked here first for a quick, named error
 MAX_UPLOAD = "50mb"  # what the page accepts at all (Gradio refuses bigger uploads in the browser)
-API_KEY_ENV = "MUSICLLM_API_KEY"
 
 
 def clip_name(path: str | os.PathLike) -> str:
@@ -152,8 +150,6 @@ class Gateway:
     async def recommend(self, audio_part: dict | None, words: str, k: int = 5) -> str:
         """Catalog tracks like the clip (with no clip: matching the words), each with its reason,
         as chat text."""
-        from serve.recommend import picks_markdown
-
         body = {"input_audio": audio_part["input_audio"]} if audio_part else {"query": words}
         return picks_markdown(await self.recommend_picks({**body, "k": k}))
 

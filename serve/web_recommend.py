@@ -13,7 +13,9 @@ search or the model: the gateway is the judge of what it accepts.
 
 from __future__ import annotations
 
-from serve.filters import METRES, PITCH_CLASSES
+import re
+
+from musicllm.vocabulary import PITCH_CLASSES, TIME_SIGNATURES as METRES
 
 ANY = "any"
 KEYS = [ANY] + [f"{tonic} {mode}" for mode in ("major", "minor") for tonic in PITCH_CLASSES]
@@ -101,3 +103,18 @@ def recommend_tab(gateway, max_clip_bytes: int) -> None:
     inputs = [song, query, tempo, key, mode, metre, instruments, style, k]
     go.click(recommend, inputs, picks, concurrency_limit=None)
     query.submit(recommend, inputs, picks, concurrency_limit=None)
+
+
+_ASKS_FOR_PICKS = re.compile(r"\b(recommend|suggest)\w*\b|\b(similar|sounds? like this|more like this)\b", re.IGNORECASE)
+
+
+def asks_for_recommendations(question: str) -> bool:
+    """Whether a chat message asks for catalog tracks ("recommend something like this")."""
+    return bool(_ASKS_FOR_PICKS.search(question or ""))
+
+
+def picks_markdown(picks: list[dict]) -> str:
+    """A /v1/recommend reply's `data` as a chat answer: catalog titles in bold, each with its reason."""
+    if not picks:
+        return "No track in the catalog matches."
+    return "\n".join(f"{n}. **{p['title']}** — {p['reason']}" for n, p in enumerate(picks, 1))

@@ -120,7 +120,7 @@ VLLM_KEY = "serving-fixture-vllm-key"  # as the gateway does: the vLLM server it
 
 @pytest.fixture(scope="session")
 def vllm_url(serving_checkpoint, tmp_path_factory):
-    from musicllm.vllm_engine import start_vllm_server
+    from musicllm.vllm_server import start_vllm_server
 
     with start_vllm_server(serving_checkpoint, tmp_path_factory.mktemp("vllm-serving"), max_model_len=CONTEXT,
                            start_timeout=240.0, api_key=VLLM_KEY) as base_url:

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from musicllm.analysis import ESTIMATE_KEYS, PITCH_CLASSES, SAMPLE_RATE, analyze, analyze_file
+from musicllm.analysis import ESTIMATE_KEYS, SAMPLE_RATE, analyze, analyze_file
+from musicllm.vocabulary import PITCH_CLASSES
 
 SR = SAMPLE_RATE
 

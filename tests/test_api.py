@@ -496,7 +496,8 @@ def test_when_vllm_dies_the_gateway_answers_503_says_so_on_health_and_recovers(s
     """Fault injection: the vLLM server under the gateway is killed. Requests get a clear 503
     (not a 500), /health reports it, the server is started again, and answers come back the same;
     leaving stops everything."""
-    from musicllm.vllm_engine import VLLMServerEngine, new_api_key, start_vllm_server
+    from musicllm.vllm_engine import VLLMServerEngine
+    from musicllm.vllm_server import new_api_key, start_vllm_server
 
     key = new_api_key()
     with start_vllm_server(serving_checkpoint, tmp_path / "vllm", max_model_len=CONTEXT, start_timeout=240.0,

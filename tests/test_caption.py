@@ -114,11 +114,12 @@ def test_the_summary_hears_the_whole_track_by_default(serving_checkpoint, tmp_pa
     # 42 s in 3 s windows: the summary is not cut at 30 s unless --summary-seconds says so
     audio = np.tile(chord(3.0), 14)
     args = parse_args(["x", "--out", str(tmp_path / "c.db"), "--checkpoint", str(serving_checkpoint), *PROMPT_ARGS])
-    captioner = Captioner(open_engine(args), args)
-    spans = caption_spans(len(audio), captioner.window)
-    assert len(spans) == 14 and captioner.summary_end(audio, spans) == len(audio)
-    args.summary_seconds = 30.0
-    assert captioner.summary_end(audio, spans) == 30 * SAMPLE_RATE
+    with contextlib.ExitStack() as stack:
+        captioner = Captioner(open_engine(args, stack), args)
+        spans = caption_spans(len(audio), captioner.window)
+        assert len(spans) == 14 and captioner.summary_end(audio, spans) == len(audio)
+        args.summary_seconds = 30.0
+        assert captioner.summary_end(audio, spans) == 30 * SAMPLE_RATE
 
 
 def test_a_caption_never_contradicts_the_tracks_own_facts(serving_checkpoint, tmp_path):
@@ -191,7 +192,7 @@ def test_kill_9_mid_batch_then_rerun_captions_each_track_exactly_once(serving_ch
 
 def test_the_vllm_engine_gives_the_same_captions(captioned, serving_checkpoint, tmp_path):
     """`--engine vllm` (vLLM offline, in the caption process) against the transformers engine's run."""
-    from musicllm.vllm_engine import vllm_env
+    from musicllm.vllm_server import vllm_env
 
     catalog, folder = captioned
     out = tmp_path / "vllm.db"
@@ -214,7 +215,7 @@ def test_ray_data_actors_caption_the_library_exactly_once(captioned, serving_che
     """--ray-workers 2 --engine vllm on a local 2-CPU Ray instance: tracks stream through 2 actors
     (Ray Data map_batches), each holding a vLLM offline engine; the driver stores their records,
     which match the transformers engine's captions; a rerun finds nothing left to do."""
-    from musicllm.vllm_engine import vllm_env
+    from musicllm.vllm_server import vllm_env
 
     catalog, folder = captioned
     out = tmp_path / "ray.db"

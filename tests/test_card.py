@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 from data_gen.formats import assign_split, read_jsonl
-from data_gen.vocabulary import PITCH_CLASSES, tempo_band
+from musicllm.vocabulary import PITCH_CLASSES, tempo_band
 
 GENRES = ["rock", "jazz", "classical chamber", "folk"]
 

@@ -57,6 +57,24 @@ def test_inspect_reports_good_files_and_names_bad_ones(tmp_path, capsys):
     assert "bad.mp3" in captured.err and "error:" in captured.err
 
 
+def test_commands_other_than_demo_and_quickstart_say_how_to_build_a_missing_default_model(tmp_path):
+    """chat, serve and caption do not start a half-hour build behind the user's back: without a
+    default model (an empty MUSICLLM_HOME) each stops at once, says where the model should be and
+    which command builds it, and leaves the folder empty."""
+    import os
+
+    env = {**os.environ, "MUSICLLM_HOME": str(tmp_path / "home")}
+    song = tmp_path / "song.wav"
+    sf.write(song, test_clip(sample_rate=22050), 22050)
+    for argv in (["chat", "--audio", str(song), "What key is this in?"], ["serve", "--port", "0"],
+                 ["caption", str(song), "--out", str(tmp_path / "music.db")]):
+        done = run(*argv, env=env)
+        assert done.returncode != 0, argv
+        assert f"there is no default model at {tmp_path / 'home' / 'default' / 'model'}" in done.stderr, (argv, done.stderr)
+        assert "build it with `musicllm quickstart`" in done.stderr and "Traceback" not in done.stderr, argv
+    assert not (tmp_path / "home").exists() or not any((tmp_path / "home").rglob("config.json"))
+
+
 def test_build_writes_a_loadable_checkpoint(tmp_path, capsys):
     llm = save_llm(tmp_path / "llm", "qwen2")
     assert main(["build", "--audio", "features", "--text", str(llm), "--out", str(tmp_path / "ckpt"),
@@ -242,7 +260,7 @@ def test_ctrl_c_stops_the_demo_even_when_started_with_sigint_ignored(serving_che
     and Python then installs no KeyboardInterrupt handler: the demo installs its own. With
     --api-key, the web chat asks for the key as the API does."""
     env = {"MUSICLLM_HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
-    from musicllm.vllm_engine import free_port
+    from musicllm.vllm_server import free_port
 
     with Demo("--checkpoint", str(serving_checkpoint), "--engine", "transformers", "--api-port", str(free_port()),
               "--web-port", str(free_port()), "--api-key", "demo-secret", env=env, preexec_fn=ignore_sigint) as demo:

@@ -238,7 +238,7 @@ def test_vllm_offline_engine_gives_the_same_greedy_answers(serving_checkpoint, t
     import sys
     from pathlib import Path
 
-    from musicllm.vllm_engine import vllm_env
+    from musicllm.vllm_server import vllm_env
 
     script = tmp_path / "offline.py"
     script.write_text(OFFLINE_SCRIPT.format(tests=str(Path(__file__).parent), checkpoint=str(serving_checkpoint)))

@@ -13,7 +13,7 @@ import torch
 from conftest import small_text_overrides
 from eval.predict import (ClipSource, derangement, generation_inputs, main, noise_like, option_reply, predict_batch,
                           reply_ids, user_turn)
-from eval.questions import format_prompt, load_questions
+from data_gen.questions import format_prompt, load_questions
 
 FREQS = [220.0, 330.0, 440.0]
 

@@ -13,8 +13,8 @@ class Block(importlib.abc.MetaPathFinder):
             raise ImportError('blocked optional package ' + name)
 sys.meta_path.insert(0, Block())
 import musicllm
-from musicllm import (analysis, audio, builders, checkpoint, configuration, encoders, lengths, modeling,
-                     processing, projector, templates, tiny)
+from musicllm import (analysis, audio, builders, checkpoint, configuration, encoders, engine_choice, engines,
+                     lengths, modeling, processing, projector, templates, tiny, vllm_engine, vllm_server)
 musicllm.MusicLLMForConditionalGeneration
 import musicllm.cli
 loaded = sorted(m for m in sys.modules if m.split('.')[0] in {OPTIONAL!r})

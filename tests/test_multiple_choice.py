@@ -14,7 +14,7 @@ from data_gen.formats import KNOWLEDGE, MC_COLUMNS, REASONING, assign_split
 from data_gen.multiple_choice import (
     PositionCycle, correct_position, label_facts, main, make_questions, option_order, options, text_only_flags,
 )
-from data_gen.vocabulary import PITCH_CLASSES
+from musicllm.vocabulary import PITCH_CLASSES
 
 GENRES = ["rock", "jazz", "classical chamber", "electronic dance", "folk", "ambient", "latin", "funk"]
 MOODS = ["happy", "energetic", "calm", "sad", "tense", "dreamy", "playful", "dark"]

@@ -21,7 +21,7 @@ from data_gen.procedural.harmony import allowed_pitch_classes, chord
 from data_gen.procedural.mood import MOODS, mood
 from data_gen.procedural.styles import (BAND_STYLES, DRUM_KIT_NAMES, INSTRUMENT_NAMES, OOD_STYLES, STYLES,
                                         TEXTURE_STYLES, TRAIN_STYLES)
-from data_gen.vocabulary import PITCH_CLASSES
+from musicllm.vocabulary import PITCH_CLASSES
 
 SR = render.SAMPLE_RATE
 

@@ -179,6 +179,11 @@ def test_command_line_asks_a_running_gateway_with_url(gateway, tmp_path, capsys)
     picks = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [p["title"] for p in picks][0] == "Garage Fury" and {p["title"] for p in picks} <= CATALOG_TITLES
     assert all(p["reason"] for p in picks)
+    # A format the gateway does not take as it is (AIFF) goes as FLAC: the same song, the same pick.
+    aiff = tmp_path / "drums.aiff"
+    sf.write(aiff, sf.read(song)[0], sf.info(song).samplerate, format="AIFF")
+    assert main(["--audio", str(aiff), "--url", url, "--api-key", "secret", "--k", "2", "--json"]) == 0
+    assert [json.loads(line)["title"] for line in capsys.readouterr().out.splitlines()][0] == "Garage Fury"
     assert main(["--track", "music/moonlit-study.wav", "--url", url, "--api-key", "secret", "--mode", "minor",
                  "--k", "3", "--json"]) == 0
     picks = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -282,7 +287,7 @@ def test_web_chat_answers_recommendation_requests_from_the_catalog(gateway, tran
     import gradio as gr
 
     from serve.api import create_app, serve_in_thread
-    from serve.recommend import asks_for_recommendations
+    from serve.web_recommend import asks_for_recommendations
     from serve.web import Gateway
 
     assert asks_for_recommendations("Recommend something similar") and not asks_for_recommendations("What key?")
@@ -313,7 +318,7 @@ def test_recommend_similar_in_the_web_chat(gateway, tmp_path):
     """In a real Chromium: upload a clip, click "Recommend similar": the chat lists catalog tracks."""
     from playwright.sync_api import expect, sync_playwright
 
-    from musicllm.vllm_engine import free_port
+    from musicllm.vllm_server import free_port
     from serve.web import RECOMMEND_PROMPT, build_app, launch
     from test_web import CHROMIUM_ARGS, upload
 

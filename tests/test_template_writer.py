@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from data_gen.formats import assign_split, read_jsonl, validate_conversation
-from data_gen.vocabulary import PITCH_CLASSES
+from musicllm.vocabulary import PITCH_CLASSES
 from data_gen.write import main as write_main
 from data_gen.write import relocate_audio
 from data_gen.writers.base import CAPTION_TASKS, INSTRUCTION_TASKS, TASKS, Skip

@@ -21,7 +21,7 @@ import pytest
 import soundfile as sf
 from playwright.sync_api import expect, sync_playwright
 
-from musicllm.vllm_engine import free_port
+from musicllm.vllm_server import free_port
 from serve.openai_format import clip_part
 from serve.web import CAPTION_PROMPT, build_app, launch, openai_messages
 from serve.web_recommend import recommend_body

@@ -9,7 +9,7 @@
         with vllm_server(build_tiny_llm(work / "ckpt"), work) as base_url:   # "http://127.0.0.1:PORT/v1"
             yield base_url
 
-The process handling is the product's (`musicllm.vllm_engine.serve_model`: caches and temporary
+The process handling is the product's (`musicllm.vllm_server.serve_model`: caches and temporary
 files inside the test's folder, KV cache pinned to 1 GiB, one OpenMP thread, chunked prefill off
 on CPU, the process group stopped on exit, the log's tail in the error of a server that does not
 start). This file adds test defaults: the served name "tiny", max_model_len 2048, and an untrained
@@ -24,7 +24,7 @@ import random
 from pathlib import Path
 from typing import Iterator
 
-from musicllm.vllm_engine import NO_CHUNKED_PREFILL, free_port, serve_model  # noqa: F401 (re-exported)
+from musicllm.vllm_server import NO_CHUNKED_PREFILL, free_port, serve_model  # noqa: F401 (re-exported)
 
 SERVED_NAME = "tiny"
 # Guided decoding for a weak model: compact JSON (no whitespace runs between tokens) with the

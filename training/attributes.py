@@ -29,7 +29,7 @@ from tqdm import tqdm
 from data_gen.formats import read_jsonl
 from data_gen.procedural.mood import MOODS
 from data_gen.procedural.styles import INSTRUMENT_NAMES, STYLES
-from data_gen.vocabulary import MODES, PITCH_CLASSES, TEMPO_BANDS, TIME_SIGNATURES, tempo_band
+from musicllm.vocabulary import MODES, PITCH_CLASSES, TEMPO_BANDS, TIME_SIGNATURES, tempo_band
 from musicllm.checkpoint import load_checkpoint, save_checkpoint
 from musicllm.projector import MusicLLMProjector
 from training.features import FeatureCache

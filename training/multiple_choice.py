@@ -7,7 +7,7 @@ audio); the assistant answers "(B) option text", or with `--text-share` of the q
 the option text alone, the answer the cloze scorer ranks (a 135M LLM picks the right option's
 text long before it learns which letter goes with it). Each question is written with `--orders`
 different option orders, so the model cannot learn positions. The prompt and the option orders
-come from `eval.questions`, so training and evaluation cannot drift apart.
+come from `data_gen.questions`, so training and evaluation cannot drift apart.
 
     python -m training.multiple_choice data/mc_train.csv --out data/mc_read.jsonl --read data/captions.jsonl
 
@@ -32,7 +32,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from data_gen.formats import JsonlWriter, read_jsonl, validate_conversation
-from eval.questions import LETTERS, format_prompt, load_questions
+from data_gen.questions import LETTERS, format_prompt, load_questions
 
 WORD = re.compile(r"[a-z0-9#/]+")
 

@@ -215,10 +215,16 @@ class Pipeline:
                            "--out", str(self.runs / "attributes" / "model")])
 
     def evaluate(self, model: Path):
-        """Held-out clips (test split) and the out-of-distribution corpus: `musicllm eval suite`."""
-        from eval.suite import run
+        """Held-out clips (test split) and the out-of-distribution corpus: `musicllm eval suite`, the
+        command (evaluation sits above training: training imports nothing of eval/)."""
+        import subprocess
+        import sys
 
-        run(model, self.root, self.eval, self.size.test_questions, self.size.follow_clips, self.size.captions)
+        return subprocess.run([sys.executable, "-m", "musicllm.cli", "eval", "suite", "--checkpoint", str(model),
+                               "--home", str(self.root), "--out", str(self.eval),
+                               "--questions", str(self.size.test_questions),
+                               "--follow-clips", str(self.size.follow_clips),
+                               "--captions", str(self.size.captions)]).returncode
 
     @staticmethod
     def check(result, what: str) -> None:

@@ -32,7 +32,7 @@ from data_gen.procedural.seeds import cycle, rng
 from data_gen.procedural.styles import (BAND_STYLES, BASS_CENTERS, CHORD_CENTERS, DEFAULT_RANGE,
                                         DRUM_KIT_NAMES, INSTRUMENT_NAMES, INTRO, MELODY_RANGES, OUTRO,
                                         STYLES, TEXTURE_ROLES, Style, tempo_range)
-from data_gen.vocabulary import MODES, PITCH_CLASSES
+from musicllm.vocabulary import MODES, PITCH_CLASSES
 
 KEYS = [(tonic, mode) for mode in MODES for tonic in PITCH_CLASSES]
 DYNAMIC_VELOCITY = {"soft": 54, "medium": 76, "loud": 100}

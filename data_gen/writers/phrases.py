@@ -12,7 +12,7 @@ import hashlib
 import random
 import re
 
-from data_gen.vocabulary import tempo_band
+from musicllm.vocabulary import tempo_band
 from data_gen.writers.base import clip_facts
 
 PROMPT_VERSION = "template-v1"

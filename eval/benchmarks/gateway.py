@@ -113,7 +113,7 @@ class Gateway:
     """`musicllm serve` in a subprocess (its own process group), until stop()."""
 
     def __init__(self, checkpoint: Path, engine: str, threads: int, workdir: Path):
-        from musicllm.vllm_engine import free_port
+        from musicllm.vllm_server import free_port
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

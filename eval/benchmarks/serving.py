@@ -79,7 +79,8 @@ def run_engine(kind: str, checkpoint: Path, args, workdir: Path) -> dict:
     import contextlib
 
     from musicllm.engines import TransformersEngine
-    from musicllm.vllm_engine import VLLMServerEngine, new_api_key, start_vllm_server
+    from musicllm.vllm_engine import VLLMServerEngine
+    from musicllm.vllm_server import new_api_key, start_vllm_server
 
     with contextlib.ExitStack() as stack:
         if kind == "vllm":

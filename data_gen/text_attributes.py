@@ -10,7 +10,7 @@ confusion matrices of the report (which key did the chosen option name?) and the
 attribute score (does the caption state the true tempo band?). They read words, not meaning:
 a tonic must be a capital letter ("a minor key" is a mode, not A minor), a tempo word counts only
 next to "tempo"/"pace"/"speed" ("moderate dynamics" is no tempo), and negation is not understood.
-Keys are spelled with sharps, as in `data_gen.vocabulary`; flats are converted.
+Keys are spelled with sharps, as in `musicllm.vocabulary`; flats are converted.
 
 This module knows nothing about files or models.
 """
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 
-from data_gen.vocabulary import MODES, PITCH_CLASSES, TEMPO_BANDS, tempo_band
+from musicllm.vocabulary import MODES, PITCH_CLASSES, TEMPO_BANDS, tempo_band
 
 BAND_NAMES = [name for _, name in TEMPO_BANDS]
 FLATS = {"Db": "C#", "Eb": "D#", "Fb": "E", "Gb": "F#", "Ab": "G#", "Bb": "A#", "Cb": "B"}
@@ -139,7 +139,7 @@ def bpms_in(text: str) -> list[float]:
 
 
 def tempo_bands_in(text: str) -> set[str]:
-    """Tempo bands (`data_gen.vocabulary.TEMPO_BANDS` names) stated by a BPM number or by a band
+    """Tempo bands (`musicllm.vocabulary.TEMPO_BANDS` names) stated by a BPM number or by a band
     word next to a tempo noun ("fast tempo", "the pace is slow")."""
     bands = {tempo_band(bpm) for bpm in bpms_in(text) if bpm > 0}
     for before, after in _BAND_NEAR_NOUN.findall(text):

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from eval.questions import ONE_SHOT_EXAMPLE, QuestionError, format_prompt, load_questions, parse_list
+from data_gen.questions import ONE_SHOT_EXAMPLE, QuestionError, format_prompt, load_questions, parse_list
 
 COLUMNS = ["question", "correct_answer", "distractor_1_answer", "distractor_2_answer", "distractor_3_answer",
            "dataset", "dataset_identifier", "genre", "music_knowledge", "music_reasoning"]

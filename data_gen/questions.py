@@ -7,7 +7,7 @@
 Columns: MuChoMusic's (`question`, `correct_answer`, `distractor_1_answer` ..
 `distractor_3_answer`, `dataset`, `dataset_identifier`, `genre`, `music_knowledge`,
 `music_reasoning`), plus ours where present (`audio`, `flags`, and optionally `id`,
-`question_type`, else `eval.attributes.question_type` reads it from the options). Dimension
+`question_type`, else `data_gen.text_attributes.question_type` reads it from the options). Dimension
 lists are Python-literal strings ("['harmony']"); empty or NaN is [].
 
 Audio, first that applies per row:
@@ -43,12 +43,12 @@ import random
 from pathlib import Path
 
 from data_gen.formats import MC_COLUMNS
-from eval.attributes import question_type
+from musicllm.audio import AUDIO_SUFFIXES  # what load_audio reads
+from data_gen.text_attributes import question_type
 
 LETTERS = "ABCD"
 OPTION_COLUMNS = ["correct_answer", "distractor_1_answer", "distractor_2_answer", "distractor_3_answer"]
 OPTION_SOURCES = ["correct", "distractor_1", "distractor_2", "distractor_3"]  # MuChoMusic's distractor kinds, in order
-AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aiff", ".aif")
 ORDERS = ("balanced", "hash")
 
 
@@ -120,7 +120,7 @@ def read_audio_map(path: Path, audio_dir: Path | None) -> dict[str, Path]:
 
 
 def _looks_like_audio(name: str) -> bool:
-    return name.lower().endswith(AUDIO_EXTENSIONS)
+    return name.lower().endswith(AUDIO_SUFFIXES)
 
 
 class AudioResolver:
@@ -141,7 +141,7 @@ class AudioResolver:
             for folder, _, files in os.walk(self.audio_dir):
                 for name in sorted(files):
                     stem, ext = os.path.splitext(name)
-                    if ext.lower() in AUDIO_EXTENSIONS:
+                    if ext.lower() in AUDIO_SUFFIXES:
                         self._index.setdefault(stem, Path(folder) / name)
         return self._index
 
@@ -162,7 +162,7 @@ class AudioResolver:
             path = self._stem_index().get(identifier)
             if path:
                 return path, ""
-            tried.append(f"no {identifier}.<{'|'.join(e[1:] for e in AUDIO_EXTENSIONS)}> in {self.audio_dir}")
+            tried.append(f"no {identifier}.<{'|'.join(e[1:] for e in AUDIO_SUFFIXES)}> in {self.audio_dir}")
         if not tried:
             tried.append("no audio column, and neither --audio-dir nor --audio-map covers it")
         return None, "; ".join(tried)
@@ -244,7 +244,7 @@ def load_questions(path, audio_dir=None, audio_map=None, seed: int = 0, order: s
             "dataset": row.get("dataset", ""),
             "dataset_identifier": row.get("dataset_identifier", ""),
             "flags": row.get("flags", ""),
-            # Written by the CSV, or read from the options (eval.attributes): the report's confusions need it.
+            # Written by the CSV, or read from the options (data_gen.text_attributes): the report's confusions need it.
             "question_type": row.get("question_type") or question_type(row["question"], options, shown.index(0)),
         })
     if missing:

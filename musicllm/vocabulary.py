@@ -1,7 +1,8 @@
-"""The words labels use, shared by the corpus, the annotator, the writers and evaluation.
+"""Names, limits and settings that several packages share, each in one place.
 
-Keys are spelled with sharps ("C#", never "Db") so that a label, an estimate and a question
-compare as plain strings.
+The words labels use, shared by the corpus, the MIR estimates, the writers, evaluation and the
+catalog's filters. Keys are spelled with sharps ("C#", never "Db") so that a label, an estimate
+and a question compare as plain strings.
 """
 
 from __future__ import annotations
@@ -26,3 +27,10 @@ def key_name(tonic: str, mode: str) -> str:
     if tonic not in PITCH_CLASSES or mode not in MODES:
         raise ValueError(f"bad key {tonic!r} {mode!r}")
     return f"{tonic} {mode}"
+
+
+# The longest clip a server takes by default (a flag of `serve` and `demo`), in seconds: checked
+# from the file header before decoding.
+MAX_AUDIO_SECONDS = 600.0
+# The environment variable holding the gateway's API key, for the servers and their clients.
+API_KEY_ENV = "MUSICLLM_API_KEY"
