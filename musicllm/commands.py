@@ -70,10 +70,10 @@ def inspect_audio(argv: list[str]) -> int:
 
     from musicllm.audio import AudioError, load_audio
     from musicllm.configuration import MusicLLMConfig
-    from musicllm.lengths import num_audio_tokens, window_lengths
+    from musicllm.lengths import num_audio_tokens, window_lengths, window_samples
 
     config = MusicLLMConfig.from_pretrained(args.checkpoint) if args.checkpoint else MusicLLMConfig()
-    window = round(config.audio_window_seconds * config.audio_sample_rate)
+    window = window_samples(config.audio_window_seconds, config.audio_sample_rate)
     failures = 0
     for path in args.files:
         try:

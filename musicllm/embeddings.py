@@ -4,7 +4,7 @@
     vector = audio_embedding(model, processor, clip)            # (embedding_dim(model.config),) float32
     vectors = audio_embeddings(model, processor, [clip_a, clip_b])   # (2, dim), the batch form
     encoder = AudioEncoder.from_checkpoint("ckpt/")                 # the encoder alone, for search
-    vector = audio_embedding(encoder, encoder, clip)               # the same vector, no LLM loaded
+    vector = audio_embedding(encoder, encoder.processor, clip)     # the same vector, no LLM loaded
 
 What the vector is (kind EMBEDDING_KIND): the frozen encoder's frames of each window (the same
 windows the model hears, `audio_window_seconds` long), summarised per window by their mean and
@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+
+from musicllm.lengths import window_samples
 
 # Stored beside each vector (catalog `embeddings.kind`): bump the version when the recipe changes.
 EMBEDDING_KIND = "audio-meanstd-v1"
@@ -92,7 +94,7 @@ def audio_embeddings(model, processor, clips: Sequence[np.ndarray]) -> np.ndarra
     if not clips:
         return np.zeros((0, embedding_dim(model.config)), dtype=np.float32)
     stats, counts = _window_statistics(model, processor, clips)
-    window = round(processor.config.audio_window_seconds * processor.sample_rate)
+    window = window_samples(processor.config.audio_window_seconds, processor.sample_rate)
     raw, start = [], 0
     for clip in clips:
         n_windows = -(-len(clip) // window)
@@ -108,37 +110,19 @@ def audio_embedding(model, processor, clip: np.ndarray) -> np.ndarray:
 
 
 class AudioEncoder:
-    """A checkpoint's frozen encoder alone. It has what `audio_embeddings` asks of a model
-    (`config`, `encode_audio`) and of a processor (`sample_rate`, `load_audio`, `audio_windows`),
-    so `audio_embedding(encoder, encoder, clip)` works; `encoder.processor` is itself. It does
+    """A checkpoint's frozen encoder alone: what `audio_embeddings` asks of a model (`config`,
+    `encode_audio`), with the processor's feature extractor as its `processor`, so that
+    `audio_embedding(encoder, encoder.processor, clip)` gives the full model's vector. It does
     not load the tokenizer: importing transformers' AutoTokenizer alone costs ~2 s cold here."""
 
     def __init__(self, config, audio_tower):
-        self.config, self.audio_tower, self.processor = config, audio_tower.eval(), self
-        self.sample_rate = int(config.audio_sample_rate)
+        from musicllm.feature_extraction import MusicFeatureExtractor
+
+        self.config, self.audio_tower = config, audio_tower.eval()
+        self.processor = MusicFeatureExtractor(config)
 
     def encode_audio(self, audio_values, audio_lens):
         return self.audio_tower(audio_values, audio_lens)  # what the full model's encode_audio does
-
-    def load_audio(self, source, name: str | None = None) -> np.ndarray:
-        from musicllm.audio import load_audio
-
-        return load_audio(source, self.sample_rate, max_seconds=self.config.max_audio_seconds, name=name)
-
-    def audio_windows(self, clips: Sequence[np.ndarray]) -> dict:
-        """The processor's windows (MusicLLMProcessor.audio_windows; tests hold the two equal):
-        `audio_values` (W, S) zero-padded, `audio_lens` (W,) in samples."""
-        import torch
-
-        from musicllm.audio import split_windows
-
-        window = round(self.config.audio_window_seconds * self.sample_rate)
-        windows = [w for clip in clips for w in split_windows(np.asarray(clip, dtype=np.float32), window)]
-        lens = [len(w) for w in windows]
-        values = np.zeros((len(windows), max(lens, default=0)), dtype=np.float32)
-        for row, samples in enumerate(windows):
-            values[row, :len(samples)] = samples
-        return {"audio_values": torch.from_numpy(values), "audio_lens": torch.tensor(lens, dtype=torch.long)}
 
     @classmethod
     def from_checkpoint(cls, directory) -> "AudioEncoder":

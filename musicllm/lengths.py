@@ -63,6 +63,11 @@ def window_tokens(window_len: int, frame_layers: Sequence[Sequence[int]], stack_
     return frame_tokens + extra_tokens
 
 
+def window_samples(window_seconds: float, sample_rate: int) -> int:
+    """Samples in one audio window (the last window of a clip may be shorter)."""
+    return round(window_seconds * sample_rate)
+
+
 def num_audio_tokens(num_samples: int, sample_rate: int, config) -> int:
     """Number of `<|audio|>` tokens a clip of `num_samples` at `sample_rate` becomes.
 
@@ -71,7 +76,7 @@ def num_audio_tokens(num_samples: int, sample_rate: int, config) -> int:
     if num_samples <= 0:
         raise ValueError(f"audio has {num_samples} samples; need at least one")
     samples = resampled_length(num_samples, sample_rate, config.audio_sample_rate)
-    window = round(config.audio_window_seconds * config.audio_sample_rate)
+    window = window_samples(config.audio_window_seconds, config.audio_sample_rate)
     return sum(
         window_tokens(length, config.audio_frame_layers, config.stack_factor, config.audio_extra_tokens)
         for length in window_lengths(samples, window)

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from transformers import BatchFeature
 
-from musicllm.audio import load_audio, split_windows
 from musicllm.configuration import AUDIO_TOKEN, MusicLLMConfig
+from musicllm.feature_extraction import MusicFeatureExtractor
 from musicllm.lengths import num_audio_tokens
 
 if TYPE_CHECKING:  # the tokenizer classes pull in transformers' generation code: ~2 s at a cold start
@@ -108,11 +108,12 @@ def render_conversation(
 
 
 class MusicLLMProcessor:
-    """Tokenizer + audio length math for one `MusicLLMConfig`."""
+    """The tokenizer and the feature extractor (loading, windowing) for one `MusicLLMConfig`."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, config: MusicLLMConfig):
         self.tokenizer = tokenizer
         self.config = config
+        self.feature_extractor = MusicFeatureExtractor(config)
         self.audio_token_id = tokenizer.convert_tokens_to_ids(AUDIO_TOKEN)
         if self.audio_token_id != config.audio_token_id:
             raise ValueError(
@@ -121,28 +122,19 @@ class MusicLLMProcessor:
 
     @property
     def sample_rate(self) -> int:
-        return self.config.audio_sample_rate
+        return self.feature_extractor.sample_rate
 
     def load_audio(self, source, name: str | None = None) -> np.ndarray:
         """Decode a path or uploaded bytes to mono float32 at the encoder rate, within limits."""
-        return load_audio(source, self.sample_rate, max_seconds=self.config.max_audio_seconds, name=name)
+        return self.feature_extractor.load_audio(source, name)
 
     def num_audio_tokens(self, clip: np.ndarray) -> int:
         """Placeholder count for a clip already at the encoder rate."""
         return num_audio_tokens(len(clip), self.sample_rate, self.config)
 
     def audio_windows(self, clips: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
-        """All clips' windows, in order, zero-padded into one batch.
-
-        Returns `audio_values` (W, S) at the encoder rate and `audio_lens` (W,) in samples.
-        """
-        window = round(self.config.audio_window_seconds * self.sample_rate)
-        windows = [w for clip in clips for w in split_windows(np.asarray(clip, dtype=np.float32), window)]
-        longest = max((len(w) for w in windows), default=0)
-        audio_values = torch.zeros(len(windows), longest)
-        for i, w in enumerate(windows):
-            audio_values[i, : len(w)] = torch.from_numpy(w)
-        return {"audio_values": audio_values, "audio_lens": torch.tensor([len(w) for w in windows], dtype=torch.long)}
+        """All clips' windows, in order, zero-padded into one batch (the feature extractor's)."""
+        return self.feature_extractor.audio_windows(clips)
 
     def __call__(
         self,

@@ -208,9 +208,9 @@ def test_no_explain_loads_only_the_encoder(catalog_path, serving_checkpoint, tmp
     clip = clicks(12.0, 150)  # two windows
     model, processor = load_checkpoint(serving_checkpoint)
     encoder = AudioEncoder.from_checkpoint(serving_checkpoint)
-    assert np.allclose(audio_embedding(encoder, encoder, clip), audio_embedding(model, processor, clip), atol=1e-6)
+    assert np.allclose(audio_embedding(encoder, encoder.processor, clip), audio_embedding(model, processor, clip), atol=1e-6)
     clips = [clip, chord(0.2), chord(10.0)]  # windows of three lengths, zero-padded
-    ours, theirs = encoder.audio_windows(clips), processor.audio_windows(clips)
+    ours, theirs = encoder.processor.audio_windows(clips), processor.audio_windows(clips)
     assert all(np.array_equal(ours[k].numpy(), theirs[k].numpy()) for k in ("audio_values", "audio_lens"))
     song = tmp_path / "piano.wav"
     song.write_bytes(wav_bytes(chord(3.0, (262.0, 330.0, 392.0))))
@@ -363,7 +363,7 @@ def test_encoder_alone_from_a_checkpoint_with_a_transformers_encoder(tmp_path):
     save_checkpoint(model.eval(), processor, tmp_path / "ckpt", export=False)
     encoder = AudioEncoder.from_checkpoint(tmp_path / "ckpt")
     clip = chord(2.0)
-    assert np.allclose(audio_embedding(encoder, encoder, clip), audio_embedding(model, processor, clip), atol=1e-5)
+    assert np.allclose(audio_embedding(encoder, encoder.processor, clip), audio_embedding(model, processor, clip), atol=1e-5)
     weights = tmp_path / "ckpt" / "model.safetensors"
     save_file({k: v for k, v in load_file(weights).items() if not k.startswith("audio_tower.")}, weights)
     with pytest.raises(FileNotFoundError, match="lacks the encoder weights audio_tower."):

@@ -7,6 +7,18 @@ import json
 from pathlib import Path
 
 
+def ndcg(ranked_gains, all_gains, k: int = 10) -> float:
+    """nDCG@k: the gains of the first k results in rank order against the best possible order of
+    `all_gains` (log2 discounts; 0 when nothing is relevant). Binary relevance: gains of 1 and 0."""
+    import numpy as np
+
+    discounts = 1 / np.log2(np.arange(2, k + 2))
+    top = np.asarray(list(ranked_gains)[:k], dtype=float)
+    best = np.sort(np.asarray(list(all_gains), dtype=float))[::-1][:k]
+    ideal = float((best * discounts[: len(best)]).sum())
+    return float((top * discounts[: len(top)]).sum()) / ideal if ideal else 0.0
+
+
 def write_results(report: dict, out) -> Path:
     """Save one benchmark's report as indented JSON (folders created) and say where."""
     out = Path(out)

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.benchmarks import write_results
+from eval.benchmarks import ndcg, write_results
 
 DEFAULT_OUT = "eval/benchmarks/results/retrieval.json"
 HELD_OUT = ("genre", "mood")
@@ -110,12 +110,8 @@ def make_queries(clips: list[dict], count: int, seed: int = 0) -> list[dict]:
 
 
 def metrics(ranking: list[int], relevant: set[int], k: int = 10) -> tuple[float, float]:
-    top = ranking[:k]
-    hits = [1.0 if i in relevant else 0.0 for i in top]
-    ideal = min(k, len(relevant))
-    dcg = sum(h / np.log2(r + 2) for r, h in enumerate(hits))
-    idcg = sum(1 / np.log2(r + 2) for r in range(ideal))
-    return sum(hits) / ideal, dcg / idcg
+    hits = [1.0 if i in relevant else 0.0 for i in ranking[:k]]
+    return sum(hits) / min(k, len(relevant)), ndcg(hits, [1.0] * len(relevant), k)
 
 
 def quality(clips: list[dict], n_queries: int) -> dict:

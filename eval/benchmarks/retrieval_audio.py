@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from eval.benchmarks import ndcg
+
 
 TEMPO_BANDS = (80, 110, 140)  # BPM edges of the tempo bands an audio match should share
 FACETS = ("style", "key", "tempo", "instruments")
@@ -48,10 +50,8 @@ def graded(ranking: list[int], gains: np.ndarray, k: int = 10) -> tuple[float, f
     """(recall@k with gain >= 2 relevant, nDCG@k with the graded gains) of catalog positions."""
     relevant = int((gains >= 2).sum())
     top = gains[ranking[:k]]
-    discounts = 1 / np.log2(np.arange(2, k + 2))
-    ideal = float((np.sort(gains)[::-1][:k] * discounts[:min(k, len(gains))]).sum())
     recall = float((top >= 2).sum()) / min(k, relevant) if relevant else 0.0
-    return recall, float((top * discounts[:len(top)]).sum()) / ideal if ideal else 0.0
+    return recall, ndcg(top, gains, k)
 
 
 def logmel_vectors(clips: list[np.ndarray], rate: int) -> np.ndarray:
