@@ -251,3 +251,25 @@ def _resample(mono: np.ndarray, orig_sr: int, sample_rate: int, label: str) -> n
     if len(mono) < target:
         mono = np.pad(mono, (0, target - len(mono)))
     return np.ascontiguousarray(mono[:target], dtype=np.float32)
+
+
+# ---- audio to try the model with, and to send ----------------------------------------------------
+
+def test_clip(seconds: float = 6.0, sample_rate: int = 16000, bpm: float = 120.0) -> np.ndarray:
+    """A C-major arpeggio over a click at `bpm`: something with a key and a tempo to ask about."""
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    beat = 60.0 / bpm
+    notes = np.array([261.63, 329.63, 392.0, 523.25])[(t // beat).astype(int) % 4]
+    tone = 0.2 * np.sin(2 * np.pi * notes * t) * np.exp(-3 * (t % beat))
+    click = 0.5 * np.exp(-80 * (t % beat)) * np.sin(2 * np.pi * 2000 * t)
+    return (tone + click).astype(np.float32)
+
+
+test_clip.__test__ = False  # a helper, not a test, when a test module imports it
+
+
+def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
+    """Mono float audio as 16-bit WAV file bytes."""
+    buffer = io.BytesIO()
+    sf.write(buffer, audio, sample_rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()

@@ -16,10 +16,10 @@ import sys
 # verb -> (module:function, one-line help)
 COMMANDS = {
     "demo": ("serve.demo:main", "the main job: build the default model if missing, serve it, open the web chat"),
-    "serve": ("serve.api:main", "the OpenAI-compatible API gateway (vLLM or transformers engine)"),
+    "serve": ("serve.gateway.api:main", "the OpenAI-compatible API gateway (vLLM or transformers engine)"),
     "chat": ("serve.chat:main", "one answer about an audio file, from the terminal"),
-    "caption": ("serve.caption:main", "caption a folder or manifest into a catalog database (batched, resumable, sharded)"),
-    "search": ("serve.search:main", "search a catalog by words, by a song's sound, and by tempo/key/metre/instrument/style"),
+    "caption": ("serve.catalog.caption:main", "caption a folder or manifest into a catalog database (batched, resumable, sharded)"),
+    "search": ("serve.catalog.search:main", "search a catalog by words, by a song's sound, and by tempo/key/metre/instrument/style"),
     "recommend": ("serve.recommend_cli:main", "tracks from a catalog like a song you give, each with a reason"),
     "quickstart": ("training.quickstart:main", "build the embedded default model into the cache folder"),
     "data": ("data_gen.cli:main", "generate training data: synth, import, annotate, write, mc, card"),

@@ -17,45 +17,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import io
 import os
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from musicllm.audio import AudioError, audio_duration
+from musicllm.audio import AudioError, audio_duration, test_clip, wav_bytes
 from musicllm.paths import default_model
 from musicllm.vocabulary import API_KEY_ENV
 
 DEFAULT_QUESTION = "What instruments are playing, and what is the tempo?"
 
 
-def test_clip(seconds: float = 6.0, sample_rate: int = 16000, bpm: float = 120.0) -> np.ndarray:
-    """A C-major arpeggio over a click at `bpm`: something with a key and a tempo to ask about."""
-    t = np.arange(int(seconds * sample_rate)) / sample_rate
-    beat = 60.0 / bpm
-    notes = np.array([261.63, 329.63, 392.0, 523.25])[(t // beat).astype(int) % 4]
-    tone = 0.2 * np.sin(2 * np.pi * notes * t) * np.exp(-3 * (t % beat))
-    click = 0.5 * np.exp(-80 * (t % beat)) * np.sin(2 * np.pi * 2000 * t)
-    return (tone + click).astype(np.float32)
-
-
-test_clip.__test__ = False  # a helper, not a test, when a test module imports it
-
-
-def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
-    """Mono float audio as 16-bit WAV file bytes."""
-    import soundfile as sf
-
-    buffer = io.BytesIO()
-    sf.write(buffer, audio, sample_rate, format="WAV", subtype="PCM_16")
-    return buffer.getvalue()
-
-
 def audio_part(path: Path | None) -> dict:
     """An OpenAI `input_audio` content part for `path` (the test clip when None)."""
-    from serve.openai_format import clip_part
+    from serve.gateway.openai_format import clip_part
 
     if path is None:
         data = base64.b64encode(wav_bytes(test_clip(), 16000)).decode("ascii")
@@ -163,7 +138,7 @@ def check_audio(path: Path, max_seconds: float | None = None) -> None:
     import soundfile as sf
 
     from musicllm.audio import load_audio
-    from serve.openai_format import Limits
+    from serve.gateway.openai_format import Limits
 
     max_seconds = max_seconds or Limits.max_audio_seconds
 

@@ -27,7 +27,7 @@ What starts, in order, on 127.0.0.1 unless --host says otherwise:
 A port already in use falls back to a free one, with a message. Ctrl-C (SIGINT) or SIGTERM stops
 everything this command started, and it exits 0.
 
-This module only starts and stops things; what they do is serve.api, serve.web and the engines'.
+This module only starts and stops things; what they do is serve.gateway.api, serve.web.app and the engines'.
 """
 
 from __future__ import annotations
@@ -110,8 +110,8 @@ def choose_catalog(args, checkpoint: Path, engine) -> Path | None:
 def ensure_corpus_catalog(engine, checkpoint: Path, manifest: Path, path: Path) -> Path:
     """`path` with every clip of `manifest` captioned by `engine`, as `musicllm caption MANIFEST
     --out PATH` would (its job: batched, resumable, failures recorded), reusing what is done."""
-    from serve.caption import parse_args, pending_tracks, read_manifest, run_job
-    from serve.catalog import Catalog
+    from serve.catalog.caption import parse_args, pending_tracks, read_manifest, run_job
+    from serve.catalog.store import Catalog
 
     # The corpus's labels are exact (it was synthesised from them): MIR estimates would add nothing.
     args = parse_args([str(manifest), "--out", str(path), "--checkpoint", str(checkpoint), "--no-analysis"])
@@ -135,8 +135,8 @@ def ensure_corpus_catalog(engine, checkpoint: Path, manifest: Path, path: Path) 
 def index_catalog(path: Path) -> Path:
     """The search indexes brought up to date now (text embeddings of new captions: ~20 ms a
     track), so that the first recommendation does not wait for them."""
-    from serve.search import Searcher
-    from serve.text_rank import TextEmbedderMissing
+    from serve.catalog.search import Searcher
+    from serve.catalog.text_rank import TextEmbedderMissing
 
     searcher = Searcher(path)
     try:
@@ -173,9 +173,9 @@ def start(args, stack: contextlib.ExitStack) -> tuple[str, str, object, Path | N
     API URL, engine, catalog or None)."""
     import torch
 
-    from serve.api import create_app, serve_in_thread
-    from serve.openai_format import Limits
-    from serve.web import build_app, launch
+    from serve.gateway.api import create_app, serve_in_thread
+    from serve.gateway.openai_format import Limits
+    from serve.web.app import build_app, launch
 
     torch.set_num_threads(args.threads)  # encoder + projector (and the transformers engine) run here
     if args.checkpoint is not None:
@@ -240,7 +240,7 @@ def access_note(args, engine) -> str:
 
 
 def main(argv: list[str]) -> int:
-    from serve.web import stop_on_signals
+    from serve.web.app import stop_on_signals
 
     args = parse_args(argv)
     previous = stop_on_signals()

@@ -6,7 +6,7 @@
     musicllm recommend --track "jazz/blue.flac" --catalog music.db --mode minor --no-explain
     musicllm recommend --audio song.mp3 --url http://127.0.0.1:8000/v1    # ask a running gateway (fast)
 
-What it does is serve.recommend's (candidates, reasons, the grounding check); this module only
+What it does is serve.catalog.recommend's (candidates, reasons, the grounding check); this module only
 loads what the chosen form needs (a description alone with --no-explain: no model at all). Where a cold `musicllm recommend --audio` spends its time (2
 cores; eval/benchmarks/cli_latency.py, results/cli_latency.json): importing torch, transformers
 and peft and loading the model, before the song is even decoded; then the LLM's reasons. With
@@ -23,11 +23,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 from musicllm.vocabulary import API_KEY_ENV
-from serve.filters import add_filter_arguments, filters_from_args
-from serve.recommend import MAX_K, Pick, Recommender
-from serve.recommend import __doc__ as recommend_doc
-from serve.search import Searcher
-from serve.text_rank import TextEmbedderMissing
+from serve.catalog.filters import add_filter_arguments, filters_from_args
+from serve.catalog.recommend import MAX_K, Pick, Recommender
+from serve.catalog.recommend import __doc__ as recommend_doc
+from serve.catalog.search import Searcher
+from serve.catalog.text_rank import TextEmbedderMissing
 
 
 def print_picks(picks: list[Pick]) -> None:
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> list[Pick]:
     """The picks computed in this process: the encoder alone with --no-explain, else the whole model."""
     from musicllm.paths import default_model_dir
-    from serve.catalog import CatalogError, file_hash
+    from serve.catalog.store import CatalogError, file_hash
 
     checkpoint = Path(args.checkpoint or default_model_dir()).expanduser()
     needs_model = bool(args.audio) or not args.no_explain  # words alone, unexplained: search only
@@ -135,7 +135,7 @@ def ask_gateway(args: argparse.Namespace) -> list[Pick]:
     import urllib.error
     import urllib.request
 
-    from serve.openai_format import clip_part
+    from serve.gateway.openai_format import clip_part
 
     body = {"k": args.k, "explain": not args.no_explain, "max_tokens": args.max_tokens}
     if args.query:

@@ -100,8 +100,8 @@ def vllm_engine(serving_checkpoint, vllm_url):
 
 
 def _running(engine, **options):
-    from serve.api import create_app, serve_in_thread
-    from serve.openai_format import Limits
+    from serve.gateway.api import create_app, serve_in_thread
+    from serve.gateway.openai_format import Limits
 
     return serve_in_thread(create_app(engine, limits=Limits(**LIMITS), **options))
 
@@ -424,8 +424,8 @@ def test_streams_run_side_by_side_not_one_after_another(transformers_engine):
 
 
 def test_more_requests_than_the_limit_get_503_with_retry_after_and_health_still_answers(transformers_engine):
-    from serve.api import create_app, serve_in_thread
-    from serve.openai_format import Limits
+    from serve.gateway.api import create_app, serve_in_thread
+    from serve.gateway.openai_format import Limits
 
     slow = SlowStream(transformers_engine, pause=0.4)
     body = {"model": MODEL, "messages": ask("piano"), "max_tokens": 6, "stream": True}
@@ -454,7 +454,7 @@ def test_more_requests_than_the_limit_get_503_with_retry_after_and_health_still_
 def test_a_huge_text_request_is_refused_at_once_while_health_keeps_answering(transformers_engine):
     """20 MB of text used to be tokenised on the event loop: /health waited 17.9 s, and 60 MB
     grew the gateway by 7 GB. Now the characters are counted first, and CPU work is off the loop."""
-    from serve.api import create_app, serve_in_thread
+    from serve.gateway.api import create_app, serve_in_thread
 
     huge = {"model": MODEL, "messages": [{"role": "user", "content": "la " * (7 * 1024 * 1024)}]}  # 21 MB
     with serve_in_thread(create_app(transformers_engine)) as url:  # the default limits

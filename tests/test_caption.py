@@ -26,9 +26,9 @@ import pytest
 import soundfile as sf
 from serving_fixtures import SAMPLE_RATE, SERVING_ANSWERS, SERVING_KEYS, SYSTEM, chord, clicks
 
-from serve.caption import caption_spans, main, parse_args
-from serve.captioner import Captioner, open_engine
-from serve.catalog import Catalog
+from serve.catalog.caption import caption_spans, main, parse_args
+from serve.catalog.captioner import Captioner, open_engine
+from serve.catalog.store import Catalog
 
 ROOT = Path(__file__).resolve().parents[1]
 PIANO, DRUMS = SERVING_ANSWERS["piano"][0], SERVING_ANSWERS["drums"][0]
@@ -154,7 +154,7 @@ def test_export_and_a_rerun_that_has_nothing_to_do(captioned, serving_checkpoint
 def test_kill_9_mid_batch_then_rerun_captions_each_track_exactly_once(serving_checkpoint, tmp_path, capsys):
     manifest = write_library(tmp_path / "library", copies=3)  # 12 good one-window tracks + long.ogg
     out = tmp_path / "catalog.db"
-    command = [sys.executable, "-m", "serve.caption", str(manifest), "--out", str(out), "--checkpoint",
+    command = [sys.executable, "-m", "serve.catalog.caption", str(manifest), "--out", str(out), "--checkpoint",
                str(serving_checkpoint), "--batch-size", "2", "--no-analysis", *PROMPT_ARGS]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -196,7 +196,7 @@ def test_the_vllm_engine_gives_the_same_captions(captioned, serving_checkpoint, 
 
     catalog, folder = captioned
     out = tmp_path / "vllm.db"
-    command = [sys.executable, "-m", "serve.caption", str(folder / "manifest.jsonl"), "--out", str(out),
+    command = [sys.executable, "-m", "serve.catalog.caption", str(folder / "manifest.jsonl"), "--out", str(out),
                "--checkpoint", str(serving_checkpoint), "--batch-size", "4", "--no-analysis", *PROMPT_ARGS,
                "--engine", "vllm"]
     result = subprocess.run(command, cwd=ROOT, env={**vllm_env(tmp_path), "PYTHONPATH": str(ROOT)},
@@ -220,7 +220,7 @@ def test_ray_data_actors_caption_the_library_exactly_once(captioned, serving_che
     catalog, folder = captioned
     out = tmp_path / "ray.db"
     ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths have a length limit
-    command = [sys.executable, "-m", "serve.caption", str(folder / "manifest.jsonl"), "--out", str(out),
+    command = [sys.executable, "-m", "serve.catalog.caption", str(folder / "manifest.jsonl"), "--out", str(out),
                "--checkpoint", str(serving_checkpoint), "--no-analysis", "--ray-workers", "2", "--batch-size", "2",
                *PROMPT_ARGS, "--engine", "vllm"]  # the last --engine wins over PROMPT_ARGS
     env = {**vllm_env(tmp_path), "RAY_TMPDIR": ray_tmp, "PYTHONPATH": str(ROOT)}

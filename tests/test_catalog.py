@@ -1,4 +1,4 @@
-"""The catalog database (serve.catalog) and the audio embeddings stored in it (musicllm.embeddings).
+"""The catalog database (serve.catalog.store) and the audio embeddings stored in it (musicllm.embeddings).
 
 What users rely on: a track's results land all at once or not at all, never twice; failures keep
 their reason; shards split tracks the same way on every machine; exports and merges keep
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import sine
 
-from serve.catalog import Caption, Catalog, CatalogError, TrackSpec, shard_of
+from serve.catalog.store import Caption, Catalog, CatalogError, TrackSpec, shard_of
 
 
 def _caption(window: int, text: str = "A calm piano piece.") -> Caption:

@@ -46,8 +46,8 @@ def expected(transformers_engine) -> str:
 @pytest.fixture(scope="module")
 def gateway(transformers_engine):
     """A gateway with a key and an 8 s clip limit, on 127.0.0.1."""
-    from serve.api import create_app, serve_in_thread
-    from serve.openai_format import Limits
+    from serve.gateway.api import create_app, serve_in_thread
+    from serve.gateway.openai_format import Limits
 
     app = create_app(transformers_engine, api_key=KEY, limits=Limits(max_audio_seconds=8.0))
     with serve_in_thread(app) as url:

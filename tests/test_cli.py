@@ -20,8 +20,8 @@ import pytest
 import soundfile as sf
 
 from musicllm.cli import COMMANDS, main
-from serve.chat import test_clip
-from serve.openai_format import clip_part
+from musicllm.audio import test_clip
+from serve.gateway.openai_format import clip_part
 
 from test_builders import save_llm
 

@@ -1,7 +1,7 @@
 """What a user reads about a catalog track never contradicts the track's stored facts, repeats
-itself or shows broken output (serve.grounding: captions and recommendation reasons)."""
+itself or shows broken output (serve.catalog.grounding: captions and recommendation reasons)."""
 
-from serve.grounding import checked, contradicts
+from serve.catalog.grounding import checked, contradicts
 
 FACTS = {"tempo_bpm": 96.0, "key": "A", "mode": "minor", "time_signature": "3/4"}
 

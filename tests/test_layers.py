@@ -7,6 +7,10 @@
                                                      default model, by running `musicllm quickstart`)
     eval            all of the above (its benchmarks measure serving and training)
 
+and inside serve, its subsystems: catalog/ (the bottom), gateway/ (uses the catalog for
+/v1/recommend), web/ (a client of the gateway: its wire format only), then the commands
+(serve/chat.py, recommend_cli.py, demo.py), which may use them all.
+
 Every import counts, also one inside a function (a lazy import is still a dependency). The verb
 table of the `musicllm` command (musicllm/cli.py) names each verb's module as a string: that is
 the entry point's job and no import.
@@ -28,6 +32,12 @@ MAY_IMPORT = {
     "eval": {"musicllm", "data_gen", "training", "serve"},
 }
 
+SERVE_MAY_IMPORT = {
+    "serve.catalog": {"serve.catalog"},
+    "serve.gateway": {"serve.catalog", "serve.gateway"},
+    "serve.web": {"serve.gateway.openai_format", "serve.web"},
+}
+
 
 def modules() -> dict[str, Path]:
     found = {}
@@ -40,7 +50,7 @@ def modules() -> dict[str, Path]:
 
 def import_graph() -> dict[str, set[str]]:
     """module -> the project's modules it imports (a name imported from a package counts as the
-    submodule when there is one: `from serve import api` imports serve.api)."""
+    submodule when there is one: `from serve import chat` imports serve.chat)."""
     known = modules()
 
     def owner(name: str) -> str | None:
@@ -102,6 +112,16 @@ def test_packages_import_only_the_layers_below():
               if target.split(".")[0] != module.split(".")[0]
               and target.split(".")[0] not in MAY_IMPORT[module.split(".")[0]]]
     assert upward == [], "imports against the layering (tests/test_layers.py says which are allowed):\n" + "\n".join(upward)
+
+
+def test_serve_subsystems_import_only_the_ones_below():
+    def allowed(module: str, target: str) -> bool:
+        folder = next((f for f in SERVE_MAY_IMPORT if module.startswith(f + ".")), None)
+        return folder is None or any(target == ok or target.startswith(ok + ".") for ok in SERVE_MAY_IMPORT[folder])
+
+    upward = [f"{module} imports {target}" for module, targets in sorted(import_graph().items()) for target in sorted(targets)
+              if module.startswith("serve.") and target.startswith("serve.") and not allowed(module, target)]
+    assert upward == [], "imports against serve's layering (tests/test_layers.py says which are allowed):\n" + "\n".join(upward)
 
 
 def test_no_module_imports_itself_in_a_circle():

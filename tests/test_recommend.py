@@ -18,7 +18,7 @@ import soundfile as sf
 from serving_fixtures import SAMPLE_RATE, chord, clicks
 from test_search import TRACKS, build_catalog
 
-from serve.filters import Filters
+from serve.catalog.filters import Filters
 
 CATALOG_TITLES = set(TRACKS)
 
@@ -38,7 +38,7 @@ def wav_bytes(clip) -> bytes:
 @pytest.fixture(scope="module")
 def gateway(catalog_path, transformers_engine):
     """The real gateway app with the recommend route, served by uvicorn on 127.0.0.1."""
-    from serve.api import create_app, serve_in_thread
+    from serve.gateway.api import create_app, serve_in_thread
 
     app = create_app(transformers_engine, api_key="secret", catalog=catalog_path)
     with serve_in_thread(app) as url:
@@ -47,7 +47,7 @@ def gateway(catalog_path, transformers_engine):
 
 
 def test_grounding_drops_invented_names_and_keeps_music_words():
-    from serve.recommend import grounded
+    from serve.catalog.recommend import grounded
 
     text = ('A calm piano piece in C major. It sounds like Bohemian Rhapsody by Queen. Try "Blue Train" next. '
             "Fans of Garage Fury will love it. Great for studying!")
@@ -65,8 +65,8 @@ def test_grounding_drops_invented_names_and_keeps_music_words():
 
 def test_recommendations_contain_only_catalog_tracks(catalog_path, transformers_engine):
     from musicllm.embeddings import audio_embedding
-    from serve.recommend import Recommender
-    from serve.search import Searcher
+    from serve.catalog.recommend import Recommender
+    from serve.catalog.search import Searcher
 
     engine = transformers_engine
     clip = clicks(3.0, 170)
@@ -87,8 +87,8 @@ def test_recommendations_contain_only_catalog_tracks(catalog_path, transformers_
 
 def test_the_song_itself_and_a_named_track_are_left_out(catalog_path, transformers_engine):
     from musicllm.embeddings import audio_embedding
-    from serve.recommend import Recommender
-    from serve.search import Searcher
+    from serve.catalog.recommend import Recommender
+    from serve.catalog.search import Searcher
 
     engine = transformers_engine
     recommender = Recommender(Searcher(catalog_path))  # no engine: reasons from the facts
@@ -107,8 +107,8 @@ def test_the_song_itself_and_a_named_track_are_left_out(catalog_path, transforme
 def test_a_description_alone_gets_catalog_tracks_with_reasons_from_their_facts(catalog_path, transformers_engine):
     """"calm piano for studying", no song: text search over the stored captions and attributes;
     the LLM is asked (text only) about each pick's facts, and its text goes through the same check."""
-    from serve.recommend import Recommender
-    from serve.search import Searcher
+    from serve.catalog.recommend import Recommender
+    from serve.catalog.search import Searcher
 
     recommender = Recommender(Searcher(catalog_path), transformers_engine)
     picks = recommender.recommend(text="calm piano for studying", k=3)
@@ -286,9 +286,9 @@ def test_web_chat_answers_recommendation_requests_from_the_catalog(gateway, tran
 
     import gradio as gr
 
-    from serve.api import create_app, serve_in_thread
-    from serve.web_recommend import asks_for_recommendations
-    from serve.web import Gateway
+    from serve.gateway.api import create_app, serve_in_thread
+    from serve.web.recommend_tab import asks_for_recommendations
+    from serve.web.app import Gateway
 
     assert asks_for_recommendations("Recommend something similar") and not asks_for_recommendations("What key?")
     part = {"type": "input_audio", "input_audio": {"data": base64.b64encode(wav_bytes(clicks(3.0, 170))).decode(),
@@ -307,8 +307,8 @@ def test_web_chat_answers_recommendation_requests_from_the_catalog(gateway, tran
 
 
 def test_gateway_with_a_missing_catalog_fails_at_start(tmp_path, transformers_engine):
-    from serve.api import create_app
-    from serve.catalog import CatalogError
+    from serve.gateway.api import create_app
+    from serve.catalog.store import CatalogError
 
     with pytest.raises(CatalogError, match="missing.db: no such catalog"):
         create_app(transformers_engine, catalog=tmp_path / "missing.db")
@@ -319,7 +319,7 @@ def test_recommend_similar_in_the_web_chat(gateway, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     from musicllm.vllm_server import free_port
-    from serve.web import RECOMMEND_PROMPT, build_app, launch
+    from serve.web.app import RECOMMEND_PROMPT, build_app, launch
     from test_web import CHROMIUM_ARGS, upload
 
     song = tmp_path / "drums.wav"

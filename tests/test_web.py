@@ -22,9 +22,9 @@ import soundfile as sf
 from playwright.sync_api import expect, sync_playwright
 
 from musicllm.vllm_server import free_port
-from serve.openai_format import clip_part
-from serve.web import CAPTION_PROMPT, build_app, launch, openai_messages
-from serve.web_recommend import recommend_body
+from serve.gateway.openai_format import clip_part
+from serve.web.app import CAPTION_PROMPT, build_app, launch, openai_messages
+from serve.web.recommend_tab import recommend_body
 from eval.follow import kinds_mentioned, responds
 from serving_fixtures import FOLLOW_UP, SERVING_CLIPS, clicks
 from test_search import TRACKS, build_catalog
@@ -39,8 +39,8 @@ MAX_UPLOAD = "1mb"  # what the page accepts; a 40 s WAV at 16 kHz is 1.3 MB
 @pytest.fixture(scope="module")
 def gateway_url(transformers_engine, tmp_path_factory):
     """The gateway, with test_search's labelled catalog behind POST /v1/recommend."""
-    from serve.api import create_app, serve_in_thread
-    from serve.openai_format import Limits
+    from serve.gateway.api import create_app, serve_in_thread
+    from serve.gateway.openai_format import Limits
 
     engine = transformers_engine
     catalog = build_catalog(tmp_path_factory.mktemp("catalog") / "music.db", engine.model, engine.processor)
@@ -240,14 +240,14 @@ def test_with_an_api_key_the_page_and_its_gradio_api_need_the_key(gateway_url, b
 
 
 def test_the_page_alone_stops_on_ctrl_c_even_started_with_sigint_ignored(gateway_url):
-    """`python -m serve.web &` in a script inherits SIGINT ignored; it used to run on after Ctrl-C."""
+    """`python -m serve.web.app &` in a script inherits SIGINT ignored; it used to run on after Ctrl-C."""
     import signal
     import subprocess
     import sys
     import time
 
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "serve.web", "--gateway", gateway_url, "--port", str(port)],
+    server = subprocess.Popen([sys.executable, "-m", "serve.web.app", "--gateway", gateway_url, "--port", str(port)],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:

@@ -50,8 +50,8 @@ import torch; torch.set_num_threads(1); mark("import torch")
 from musicllm.engines import TransformersEngine; mark("import transformers, peft, musicllm model code")
 engine = TransformersEngine.from_checkpoint(sys.argv[1]); mark("load the checkpoint (encoder, projector, LLM)")
 from musicllm.embeddings import audio_embedding
-from serve.recommend import Recommender
-from serve.search import Searcher
+from serve.catalog.recommend import Recommender
+from serve.catalog.search import Searcher
 clip = engine.load_audio(sys.argv[3]); vector = audio_embedding(engine.model, engine.processor, clip)
 mark("decode the song and embed it")
 recommender = Recommender(Searcher(sys.argv[2]), engine)
@@ -88,7 +88,7 @@ def build_catalog(work: Path, checkpoint: Path, tracks: int, sample_rate: int) -
     import soundfile as sf
 
     from eval.benchmarks.features_encoder import synth
-    from serve.caption import main as caption
+    from serve.catalog.caption import main as caption
 
     folder = work / "clips"
     folder.mkdir(parents=True, exist_ok=True)
@@ -107,8 +107,8 @@ def build_catalog(work: Path, checkpoint: Path, tracks: int, sample_rate: int) -
 def warm_queries(catalog: Path, checkpoint: Path, song: Path, repeats: int) -> dict:
     """Median milliseconds per query with a Searcher (and the encoder) already loaded."""
     from musicllm.embeddings import AudioEncoder, audio_embedding
-    from serve.recommend import Recommender
-    from serve.search import Searcher
+    from serve.catalog.recommend import Recommender
+    from serve.catalog.search import Searcher
 
     encoder = AudioEncoder.from_checkpoint(checkpoint)
     clip = encoder.processor.load_audio(str(song))
@@ -182,9 +182,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from eval.benchmarks.features_encoder import synth
     from musicllm.engines import TransformersEngine
-    from serve.api import create_app, serve_in_thread
-    from serve.catalog import Catalog
-    from serve.search import Searcher
+    from serve.gateway.api import create_app, serve_in_thread
+    from serve.catalog.store import Catalog
+    from serve.catalog.search import Searcher
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="musicllm-cli-latency-") as tmp:

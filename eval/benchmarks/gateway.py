@@ -42,7 +42,7 @@ MODEL = "musicllm"
 
 
 def wav(seconds: float) -> bytes:
-    from serve.chat import test_clip, wav_bytes
+    from musicllm.audio import test_clip, wav_bytes
 
     return wav_bytes(test_clip(seconds), 16000)
 

@@ -3,7 +3,7 @@
     python -m eval.benchmarks.retrieval                          # corpus synthesised under --work
     python -m eval.benchmarks.retrieval --corpus ~/.cache/musicllm/default/corpus --tracks 100000
 
-Quality. Every clip of the corpus becomes a catalog document the way `serve.search` builds it:
+Quality. Every clip of the corpus becomes a catalog document the way `serve.catalog.search` builds it:
 captions (the offline template writer's caption and summary, a stand-in for the model's) plus
 attribute words. The clip's genre and mood labels are HELD OUT: neither captions nor attributes
 state them. Queries are phrased from held-out labels of sampled clips (mood, genre) combined with
@@ -12,12 +12,12 @@ rock"; a track is relevant when its labels satisfy every part of the query. Repo
 recall@10 (relevant found in the top 10 over min(10, relevant)) and nDCG@10 (binary gains):
 - metadata-bm25: BM25 over the attribute keywords alone (what file tags give), the baseline;
 - bm25: BM25 over captions + attributes;  embedding: all-MiniLM-L6-v2 cosine over the same text;
-- hybrid: the two fused by reciprocal rank (serve.search's "hybrid").
+- hybrid: the two fused by reciprocal rank (serve.catalog.search's "hybrid").
 
 Audio quality ("more like this", a held-out song's audio as the query): eval/benchmarks/retrieval_audio.py.
 
 Speed. --tracks random unit vectors (424 dims: the default encoder's embedding size) through
-serve.index.VectorIndex (FAISS flat when installed, numpy otherwise) and, for the path to 10M,
+serve.catalog.index.VectorIndex (FAISS flat when installed, numpy otherwise) and, for the path to 10M,
 FAISS HNSW and IVF-PQ: build time, single-query latency (median and p95, one thread), recall@10
 against exact search, and memory per track. Also BM25 build time over --tracks documents.
 """
@@ -62,7 +62,7 @@ def corpus_manifest(corpus: Path | None, work: Path, clips: int) -> tuple[Path, 
 def documents(clips: list[dict]) -> tuple[list[str], list[str]]:
     """(caption documents, metadata keyword documents), held-out labels removed from both."""
     from data_gen.writers.template import TemplateWriter
-    from serve.search import track_document
+    from serve.catalog.search import track_document
 
     writer, provenance = TemplateWriter(), {"writer": "template", "model": "rules", "prompt_version": "1", "seed": 0}
     full, meta = [], []
@@ -115,7 +115,7 @@ def metrics(ranking: list[int], relevant: set[int], k: int = 10) -> tuple[float,
 
 
 def quality(clips: list[dict], n_queries: int) -> dict:
-    from serve.text_rank import BM25, TextEmbedder, reciprocal_rank_fusion
+    from serve.catalog.text_rank import BM25, TextEmbedder, reciprocal_rank_fusion
 
     full, meta = documents(clips)
     queries = make_queries(clips, n_queries)
@@ -197,8 +197,8 @@ def _faiss_options(faiss, measure, vectors: np.ndarray, rng, report: dict) -> No
 
 def speed(tracks: int, dim: int, n_queries: int, seed: int = 0) -> dict:
     """Build time, latency and recall@10 of the vector index options at `tracks` vectors."""
-    from serve.index import VectorIndex, faiss_module, normalise
-    from serve.text_rank import BM25
+    from serve.catalog.index import VectorIndex, faiss_module, normalise
+    from serve.catalog.text_rank import BM25
 
     faiss = faiss_module()
     if faiss is not None:
@@ -227,7 +227,7 @@ def speed(tracks: int, dim: int, n_queries: int, seed: int = 0) -> dict:
         index.add(ids, vectors)
         return index
 
-    measure("VectorIndex (serve.index, exact)", index_build,
+    measure("VectorIndex (serve.catalog.index, exact)", index_build,
             lambda ix, q: [i for i, _ in ix.search(q, 10)], 4 * dim + 8)
     allowed = ids[rng.random(tracks) < 0.1]  # a filter that keeps 10% of the catalog
     with tempfile.TemporaryDirectory() as folder:
@@ -240,7 +240,7 @@ def speed(tracks: int, dim: int, n_queries: int, seed: int = 0) -> dict:
         loaded.search(queries[0], 10)
         report["index_save_s"], report["index_load_and_first_query_s"] = round(save_s, 3), round(
             time.perf_counter() - started, 3)
-        report["options"]["VectorIndex (serve.index, exact)"]["filtered_10pct_median_ms"] = _latencies(
+        report["options"]["VectorIndex (serve.catalog.index, exact)"]["filtered_10pct_median_ms"] = _latencies(
             lambda q: loaded.search(q, 10, allowed=allowed), queries[:20])["median_ms"]
         started = time.perf_counter()
         loaded.add(np.arange(tracks, tracks + 100), normalise(rng.standard_normal((100, dim))))

@@ -5,7 +5,7 @@
 The corpus's song families are split: 20% of the families are held out and each of their clips
 is a query; the catalog holds the other families' clips, so no excerpt of the query's own song
 can be found. The query clip's audio embedding
-(musicllm.embeddings, the frozen encoder) goes through serve.search.Searcher (the catalog's
+(musicllm.embeddings, the frozen encoder) goes through serve.catalog.search.Searcher (the catalog's
 standardised exact index, the path `musicllm search --audio` takes). Relevance is graded by the
 labels a catalog track shares with the query: one point each for the same style (genre), the
 same key and mode, the same tempo band (<80, 80-110, 110-140, >=140 BPM) and similar
@@ -68,9 +68,9 @@ def logmel_vectors(clips: list[np.ndarray], rate: int) -> np.ndarray:
 def audio_quality(clips: list[dict], corpus: Path, checkpoint: Path | None, seed: int = 0) -> dict:
     """Query by a held-out family's clip: audio embedding vs log-mel vs random (see the docstring)."""
     from musicllm.embeddings import EMBEDDING_KIND, Standardizer, audio_embeddings
-    from serve.catalog import Catalog, TrackSpec
-    from serve.filters import Filters
-    from serve.search import Searcher
+    from serve.catalog.store import Catalog, TrackSpec
+    from serve.catalog.filters import Filters
+    from serve.catalog.search import Searcher
 
     model, processor = _embedding_model(checkpoint)
     rng = random.Random(seed)

@@ -8,14 +8,14 @@ Then any OpenAI client works unchanged (base_url http://127.0.0.1:8000/v1), send
 `{"type": "input_audio", "input_audio": {"data": <base64>, "format": "wav"}}` content parts.
 
 Routes: POST /v1/chat/completions (JSON or SSE stream), GET /v1/models, GET /health (no key),
-and POST /v1/recommend with --catalog (what it means: serve.recommend).
+and POST /v1/recommend with --catalog (what it means: serve.catalog.recommend).
 Every error is an OpenAI error body with a 4xx/5xx status; the server keeps serving after it.
 Requests go to the engine concurrently (no lock here): the engine batches them. The event loop
 only routes: parsing the body, decoding audio, tokenising and embedding run in worker threads,
 after cheap size checks (bytes, characters, clips, decoded samples); more than
 Limits.max_concurrent requests in flight get 503 with Retry-After.
 
-This module knows HTTP and nothing about models: what a request means is `serve.openai_format`,
+This module knows HTTP and nothing about models: what a request means is `serve.gateway.openai_format`,
 how text is generated is the engine's (`musicllm.engines`).
 """
 
@@ -45,8 +45,10 @@ from musicllm.engine_choice import KINDS
 from musicllm.engines import EngineRequestError, EngineUnavailable
 from musicllm.paths import default_model
 from musicllm.vocabulary import API_KEY_ENV
-from serve.openai_format import (MiB, APIError, Limits, StreamOptions, audio_bytes, chunk_body, completion_body,
-                                 decode_clip, error_body, parse_chat_request, usage)
+from serve.catalog.filters import Filters, parse_key, parse_tempo
+from serve.catalog.recommend import MAX_K, MAX_QUERY_CHARS, Recommender
+from serve.gateway.openai_format import (MiB, APIError, Limits, StreamOptions, audio_bytes, bad, chunk_body,
+                                         completion_body, decode_clip, error_body, parse_chat_request, usage)
 
 log = logging.getLogger("musicllm.serve")
 
@@ -104,7 +106,7 @@ def create_app(engine, *, api_key: str | None = None, limits: Limits | None = No
 
 
 def _add_recommend_route(app: FastAPI, catalog: str | Path, engine, limits: Limits, dependencies: list) -> None:
-    """POST /v1/recommend: catalog tracks like a song and/or fitting a description (serve.recommend).
+    """POST /v1/recommend: catalog tracks like a song and/or fitting a description (serve.catalog.recommend).
 
     The catalog is used from one worker thread (SQLite connections belong to their thread), which
     also keeps search off the event loop; the song's embedding and the reasons use the engine."""
@@ -113,8 +115,7 @@ def _add_recommend_route(app: FastAPI, catalog: str | Path, engine, limits: Limi
     from dataclasses import asdict
 
     from musicllm.embeddings import audio_embedding
-    from serve.recommend import Recommender, parse_recommend_body
-    from serve.search import Searcher, existing_catalog
+    from serve.catalog.search import Searcher, existing_catalog
 
     catalog = existing_catalog(catalog)  # a wrong --catalog stops the server at start, not each request
     worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="musicllm-catalog")
@@ -151,6 +152,66 @@ def _add_recommend_route(app: FastAPI, catalog: str | Path, engine, limits: Limi
             texts = [c.text for c in await asyncio.gather(*(engine.complete(r) for r in requests))]
         picks = await in_worker(lambda: recommender().picks(hits, texts))
         return JSONResponse({"object": "list", "model": engine.model_id, "data": [asdict(p) for p in picks]})
+
+
+def parse_recommend_body(body) -> dict:
+    """The request's fields, checked: {audio part | track | neither, k, query, filters, explain,
+    max_tokens}; without a song, `query` (a description) is required. Raises
+    serve.gateway.openai_format.APIError (400) naming the field."""
+    if not isinstance(body, dict):
+        raise bad("The request body must be a JSON object.", None, "invalid_type")
+    if body.get("input_audio") is not None and body.get("track") is not None:
+        raise bad("Give at most one song: 'input_audio' or 'track', not both.", "track", "invalid_value")
+    k = body.get("k", 5)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise bad(f"'k' must be an integer between 1 and {MAX_K}, got {k!r}.", "k")
+    for name, kind in (("query", str), ("track", str), ("explain", bool), ("filters", dict)):
+        if body.get(name) is not None and not isinstance(body[name], kind):
+            raise bad(f"'{name}' must be {'an object' if kind is dict else kind.__name__}.", name, "invalid_type")
+    for name in ("query", "track"):  # checked before anything reads them: a description, a name
+        if len(body.get(name) or "") > MAX_QUERY_CHARS:
+            raise bad(f"'{name}' is {len(body[name]):,} characters long; the limit is {MAX_QUERY_CHARS:,}.", name,
+                      "string_too_long")
+    if body.get("input_audio") is None and body.get("track") is None and not (body.get("query") or "").strip():
+        raise bad("Give a song, 'input_audio' ({\"data\": base64, \"format\": \"wav\"}) or 'track' (a catalog "
+                  "track's name), and/or 'query' (a description, e.g. \"calm piano for studying\").", "query",
+                  "missing_required_parameter")
+    max_tokens = body.get("max_tokens", 96)
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= 512:
+        raise bad(f"'max_tokens' must be an integer between 1 and 512, got {max_tokens!r}.", "max_tokens")
+    return dict(k=k, query=body.get("query"), track=body.get("track"), explain=body.get("explain", True),
+                max_tokens=max_tokens, filters=parse_filters(body.get("filters") or {}))
+
+
+def parse_filters(raw: dict) -> Filters:
+    """The `filters` object: tempo ("90-120" or [90, 120]), key, mode, metre, instruments, style, mood."""
+    known = {"tempo", "key", "mode", "metre", "instruments", "style", "mood"}
+    for name in raw:
+        if name not in known:
+            raise bad(f"filters.{name}: unknown filter; use {', '.join(sorted(known))}.", f"filters.{name}")
+    try:
+        tempo = raw.get("tempo")
+        if isinstance(tempo, list) and len(tempo) == 2 and all(isinstance(t, (int, float)) for t in tempo):
+            tempo = parse_tempo(f"{tempo[0]}-{tempo[1]}")
+        elif tempo is not None:
+            tempo = parse_tempo(str(tempo))
+        filters = Filters(tempo=tempo)
+        if raw.get("key"):
+            filters.key, filters.mode = parse_key(str(raw["key"]))
+        for name in ("mode", "metre", "style", "mood"):
+            if raw.get(name) is not None:
+                if not isinstance(raw[name], str):
+                    raise ValueError(f"{name}: must be a string")
+                setattr(filters, name, raw[name])
+        instruments = raw.get("instruments") or []
+        if isinstance(instruments, str):
+            instruments = [instruments]
+        if not isinstance(instruments, list) or not all(isinstance(i, str) for i in instruments):
+            raise ValueError("instruments: must be a list of instrument names")
+        filters.instruments = instruments
+    except ValueError as err:
+        raise bad(f"filters.{err}", "filters") from None
+    return filters
 
 
 class Admission:

@@ -2,7 +2,7 @@
 
 Upload a song you like and/or describe what you want ("calm piano for studying"), narrow by
 tempo range, key, mode, metre, instruments and style, and get the catalog's picks: title, the
-catalog's attributes, and the reason (grounded in the pick's stored captions, serve.recommend).
+catalog's attributes, and the reason (grounded in the pick's stored captions, serve.catalog.recommend).
 The tab sends one POST /v1/recommend to the gateway (`{"input_audio", "query", "filters", "k"}`;
 without a song, `{"query", ...}` alone: the catalog searched by the description) and shows what
 comes back; the gateway's 4xx messages are shown as they are.
@@ -58,12 +58,12 @@ def picks_view(picks: list[dict]) -> str:
 
 
 def recommend_tab(gateway, max_clip_bytes: int) -> None:
-    """Build the tab's components and events inside the current `gr.Blocks` (serve.web.build_app)."""
+    """Build the tab's components and events inside the current `gr.Blocks` (serve.web.app.build_app)."""
     import anyio.to_thread
     import gradio as gr
 
     from musicllm.audio import AudioError
-    from serve.openai_format import clip_part
+    from serve.gateway.openai_format import clip_part
 
     async def recommend(path, query, tempo, key, mode, metre, instruments, style, k):
         if path is None and not (query or "").strip():

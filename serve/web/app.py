@@ -1,13 +1,13 @@
 """The web demo: chat about a song in the browser, answered by the API gateway.
 
     musicllm demo                                           # starts the model, the gateway and this page
-    python -m serve.web --gateway http://127.0.0.1:8000/v1  # this page alone, for a running gateway
+    python -m serve.web.app --gateway http://127.0.0.1:8000/v1  # this page alone, for a running gateway
 
 Upload or record a clip: its waveform, tempo, key, mode, metre and chroma appear (MIR
 estimates from `musicllm.analysis`, computed here). Questions go to the gateway with the
 `openai` client as standard chat-completions requests, the clip as an `input_audio` part in
 the first user turn and the earlier turns as history, and the answer streams into the chat.
-The "Recommend" tab (serve.web_recommend) asks the gateway's POST /v1/recommend for catalog
+The "Recommend" tab (serve.web.recommend_tab) asks the gateway's POST /v1/recommend for catalog
 tracks like a song and/or a description, with attribute filters.
 
 This module never touches the model: it knows only the OpenAI protocol and a gateway URL. So
@@ -29,8 +29,8 @@ from pathlib import Path
 from musicllm.analysis import SAMPLE_RATE as ANALYSIS_RATE
 from musicllm.audio import AudioError, load_audio
 from musicllm.vocabulary import API_KEY_ENV, MAX_AUDIO_SECONDS  # the gateway's default limit, checked here first
-from serve.openai_format import MAX_CLIP_BYTES, clip_part
-from serve.web_recommend import asks_for_recommendations, picks_markdown, recommend_tab
+from serve.gateway.openai_format import MAX_CLIP_BYTES, clip_part
+from serve.web.recommend_tab import asks_for_recommendations, picks_markdown, recommend_tab
 
 CAPTION_PROMPT = "Write a caption for this track."  # one of the caption phrasings the model was trained on
 RECOMMEND_PROMPT = "Recommend tracks like this one."  # answered from the gateway's catalog (POST /v1/recommend)
@@ -87,7 +87,7 @@ def analyze_clip(path: str, max_seconds: float = MAX_AUDIO_SECONDS):
     """(panel markdown, waveform figure, chroma figure) for a clip file; AudioError naming the
     file when it cannot be used."""
     from musicllm.analysis import analyze
-    from serve.plots import chroma_figure, waveform_figure
+    from serve.web.plots import chroma_figure, waveform_figure
 
     name = clip_name(path)
     audio = load_audio(path, ANALYSIS_RATE, max_seconds=max_seconds, name=name)
@@ -100,7 +100,7 @@ def example_clip(folder: str | os.PathLike) -> str:
     """A WAV of `test_clip` in `folder`, offered on the page for users without a song at hand."""
     import soundfile as sf
 
-    from serve.chat import test_clip
+    from musicllm.audio import test_clip
 
     path = Path(folder) / "c-major-arpeggio-120bpm.wav"
     if not path.is_file():
@@ -314,7 +314,7 @@ def stop_on_signals() -> dict:
 def main(argv: list[str] | None = None) -> int:
     import time
 
-    parser = argparse.ArgumentParser(prog="python -m serve.web", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m serve.web.app", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gateway", default="http://127.0.0.1:8000/v1",
                         help="base URL of the OpenAI-compatible gateway (musicllm serve), ending in /v1")

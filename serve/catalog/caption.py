@@ -12,7 +12,7 @@ Input: a folder (audio files found recursively by suffix, named by their path re
 folder), one audio file, or a clip manifest (JSONL with `id`, `audio` relative to the manifest,
 and `labels`, `metadata`, `source`, `license` kept as the track's labels and metadata).
 
-What each track gets (serve.catalog documents the tables):
+What each track gets (serve.catalog.store documents the tables):
 - one caption per window of `--window-seconds` (default: the model's own window; a tail shorter
   than MIN_TAIL of a window joins the window before it), the model asked `--prompt`;
 - one whole-track summary (window -1): the model asked `--summary-prompt` about the whole track,
@@ -27,7 +27,7 @@ its status in one transaction, so a rerun of the same command after any interrup
 kill -9, a lost machine) captions exactly the tracks still pending. Unreadable files (missing,
 empty, corrupt, silent, not audio, too long) are recorded as failed with the reason and skipped;
 `--retry-failed` tries them again. Sharding: `--shard i/N` takes the tracks whose name hashes to
-i (serve.catalog.shard_of), so N jobs with the same input split it with no coordination, each
+i (serve.catalog.store.shard_of), so N jobs with the same input split it with no coordination, each
 into its own database; `--merge` joins them.
 
 Beyond one machine: N shard jobs, each with its own database, then `--merge`: a Slurm array
@@ -35,9 +35,9 @@ Beyond one machine: N shard jobs, each with its own database, then `--merge`: a 
 (`--shard $JOB_COMPLETION_INDEX/N`), each with `--engine vllm` on its GPU. Or Ray Data (an extra,
 `pip install 'musicllm[ray]'`): `--ray-workers N [--ray-address auto]` streams the pending tracks
 through N engine actors (one GPU each with --engine vllm) and stores their records here, one
-transaction per track, into --out (serve.caption_ray).
+transaction per track, into --out (serve.catalog.caption_ray).
 
-This module knows nothing about how engines batch (serve.captioner) or how search reads the catalog.
+This module knows nothing about how engines batch (serve.catalog.captioner) or how search reads the catalog.
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ from pathlib import Path
 
 from musicllm.audio import AUDIO_SUFFIXES  # the names load_audio reads as audio
 from musicllm.jsonl import FormatError, read_jsonl
-from serve.catalog import Catalog, CatalogError, TrackSpec, shard_of
-from serve.captioner import (  # noqa: F401 (caption_spans: re-exported)
+from serve.catalog.store import Catalog, CatalogError, TrackSpec, shard_of
+from serve.catalog.captioner import (  # noqa: F401 (caption_spans: re-exported)
     CAPTION_PROMPT, SUMMARY_PROMPT, Captioner, caption_spans, open_engine, resolve_checkpoint, store)
 
 
@@ -137,7 +137,7 @@ def pending_tracks(catalog: Catalog, specs: list[TrackSpec], retry_failed: bool 
 
 def caption(args: argparse.Namespace) -> int:
     if args.ray_workers:
-        from serve.caption_ray import require_ray_data
+        from serve.catalog.caption_ray import require_ray_data
 
         require_ray_data()
     shard = parse_shard(args.shard)
@@ -188,7 +188,7 @@ def run_job(args: argparse.Namespace, catalog: Catalog, pending: list, engine=No
 def caption_pending(args: argparse.Namespace, catalog: Catalog, pending: list, job: int, engine=None) -> dict[str, int]:
     """The records of `pending` from `engine`, a new --engine, or Ray Data actors, stored here."""
     if args.ray_workers:
-        from serve.caption_ray import ray_records
+        from serve.catalog.caption_ray import ray_records
 
         with ray_records(args, pending) as records:
             return caption_into(catalog, records, len(pending), job)

@@ -11,7 +11,7 @@ so tracks already done or failed never enter the dataset. A Ray Dataset of (trac
 path) rows goes through `map_batches` with CaptionActor, an actor class that opens the engine
 once (`--engine vllm`: the vLLM offline engine, one GPU per actor when the cluster has a GPU
 per actor; otherwise the transformers engine on CPU) and turns each batch of tracks into
-serve.captioner records. The records stream back to the driver (`iter_rows`), which stores each
+serve.catalog.captioner records. The records stream back to the driver (`iter_rows`), which stores each
 in its own transaction as it arrives: the catalog has one writer, and exactly-once holds as in a
 local run. A run killed at any moment loses only records in flight: their tracks are still
 pending, and the same command picks them up.
@@ -43,7 +43,7 @@ class CaptionActor:
     def __init__(self, args: argparse.Namespace):
         import torch
 
-        from serve.captioner import Captioner, open_engine
+        from serve.catalog.captioner import Captioner, open_engine
 
         torch.set_num_threads(args.threads)
         self.engines = contextlib.ExitStack()  # the actor's engine lives as long as the actor
@@ -57,7 +57,7 @@ class CaptionActor:
 
 def ray_env(args: argparse.Namespace) -> dict:
     """The workers' runtime_env: this source tree importable, torch threads pinned."""
-    source = str(Path(__file__).resolve().parents[1])
+    source = str(Path(__file__).resolve().parents[2])
     return {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")])),
                          "OMP_NUM_THREADS": str(args.threads)}}
 
@@ -76,7 +76,7 @@ def ray_records(args: argparse.Namespace, pending: list) -> Iterator[Iterator[di
     Ray down. Without --ray-address a local instance with --ray-workers CPUs starts and stops."""
     import ray
 
-    from serve.captioner import resolve_checkpoint
+    from serve.catalog.captioner import resolve_checkpoint
 
     resolve_checkpoint(args)  # build the default model once, here, not in every actor
     workers = args.ray_workers

@@ -1,4 +1,4 @@
-"""The catalog's SQLite schema and the records read from it (serve.catalog.Catalog uses them).
+"""The catalog's SQLite schema and the records read from it (serve.catalog.store.Catalog uses them).
 
 Schema (SCHEMA_VERSION 1; WAL mode, so readers such as search run while a caption job writes):
 

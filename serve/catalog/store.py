@@ -6,7 +6,7 @@
     catalog.finish_track(track.id, captions=[...], embedding=vector, estimates={...}, ...)
     catalog.export("music.jsonl")        # or .csv
 
-The tables, and the records read from them, are in serve.catalog_schema (re-exported here).
+The tables, and the records read from them, are in serve.catalog.schema (re-exported here).
 
 Exactly once: a track's captions, embedding, attributes and its status change commit in ONE
 transaction (`finish_track` / `fail_track`), so a process killed at any moment leaves each track
@@ -27,7 +27,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from serve.catalog_schema import (  # noqa: F401 (re-exported: the catalog's public names)
+from serve.catalog.schema import (  # noqa: F401 (re-exported: the catalog's public names)
     ATTRIBUTES, SCHEMA, SCHEMA_VERSION, STATUSES, Caption, CatalogError, Track, TrackSpec, attribute_values,
     file_hash, json_text, merged_attributes, shard_of, track_from_row)
 

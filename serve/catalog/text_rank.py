@@ -11,7 +11,7 @@ labels). nDCG@10: metadata-keyword BM25 (the baseline) 0.288, BM25 over captions
 over captions 0.290, both fused by reciprocal rank 0.348 (recall@10 0.32 / 0.33 / 0.29 / 0.36).
 They fail differently: BM25 wins where the query's words are in the text (tempo + instrument:
 0.88 vs 0.73), the embedding where they are not (a genre the captions never name: 0.33 vs 0.11),
-so search fuses both ("hybrid", `serve.search.DEFAULT_TEXT_METHOD`), in the API and the command
+so search fuses both ("hybrid", `serve.catalog.search.DEFAULT_TEXT_METHOD`), in the API and the command
 line alike: the forward pass is numpy (below), so loading the model costs ~0.1 s, not the 5-15 s
 of transformers + torch here, and a query ~10 ms; a caption document costs ~20 ms once (stored).
 
@@ -114,7 +114,7 @@ def model_folder() -> Path:
             raise TextEmbedderMissing(f"{path}: missing; reinstall {EMBEDDING_PACKAGE}")
         if verified.get(str(path)) == [expected, *_stamp(path)]:
             continue  # hashed before and not touched since (any write changes ctime)
-        from serve.catalog import file_hash
+        from serve.catalog.store import file_hash
 
         if file_hash(path) != expected:
             raise TextEmbedderMissing(f"{path}: sha256 differs from all-MiniLM-L6-v2's published file; "

@@ -5,13 +5,13 @@
         store(catalog, record, job_id)           # one transaction per track
 
 A record is a plain JSON-ready dict, so the same worker runs in this process (`musicllm caption`)
-or inside a Ray Data actor whose records stream back to the driver (serve.caption_ray):
+or inside a Ray Data actor whose records stream back to the driver (serve.catalog.caption_ray):
     {"track_id", "error"}                                    the track cannot be captioned
     {"track_id", "content_hash", "duration", "estimates", "embedding": [floats],
      "embedding_kind", "captions": [[window, start, end, text, model], ...]}
-Window -1 is the whole-track summary (serve.catalog_schema). Every caption is the model's text
+Window -1 is the whole-track summary (serve.catalog.schema). Every caption is the model's text
 without the sentences that contradict the track's own facts (its labels, else the MIR estimates
-stored beside it), repeat an earlier sentence or are broken (serve.grounding); a caption with
+stored beside it), repeat an earlier sentence or are broken (serve.catalog.grounding); a caption with
 nothing left is stored empty.
 
 This module knows nothing about where tracks come from or how the catalog is sharded; only
@@ -30,9 +30,9 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from musicllm.paths import default_model
-from serve.catalog import Caption, Catalog, file_hash
-from serve.catalog_schema import merged_attributes
-from serve.grounding import checked
+from serve.catalog.store import Caption, Catalog, file_hash
+from serve.catalog.schema import merged_attributes
+from serve.catalog.grounding import checked
 
 CAPTION_PROMPT = "Write a caption for this track."  # caption phrasings the default model was trained on
 SUMMARY_PROMPT = "Describe this music."
@@ -62,7 +62,7 @@ def caption_spans(num_samples: int, window: int) -> list[tuple[int, int]]:
 
 class Captioner:
     """Prepares tracks (decode, analyse, build requests) and generates them in batches of
-    `args.batch_size` requests. `args`: the `musicllm caption` options (serve.caption.parse_args)."""
+    `args.batch_size` requests. `args`: the `musicllm caption` options (serve.catalog.caption.parse_args)."""
 
     def __init__(self, engine, args: argparse.Namespace):
         from musicllm.embeddings import EMBEDDING_KIND
@@ -144,7 +144,7 @@ class Captioner:
         vectors = audio_embeddings(self.engine.model, self.engine.processor, [p.audio for p in batch])
         rate, at, records = self.engine.sample_rate, 0, []
         for prepared, vector in zip(batch, vectors):
-            # Each caption without the sentences that contradict the track's facts, repeat or break (serve.grounding)
+            # Each caption without the sentences that contradict the track's facts, repeat or break (serve.catalog.grounding)
             texts = [checked(c.text, prepared.attributes) for c in completions[at: at + len(prepared.requests)]]
             at += len(prepared.requests)
             captions = [[i, s / rate, e / rate, text, self.model_name]

@@ -5,7 +5,7 @@
     where, params = filters.sql()         # for SELECT id FROM tracks WHERE ...
 
 The same filters come from `musicllm search` / `musicllm recommend` flags (`add_filter_arguments`)
-and from the `filters` object of POST /v1/recommend (serve.recommend). Keys are spelled with sharps,
+and from the `filters` object of POST /v1/recommend (serve.catalog.recommend). Keys are spelled with sharps,
 as the catalog stores them. This module knows the catalog's `tracks` columns and nothing else.
 """
 

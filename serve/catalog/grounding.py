@@ -12,15 +12,15 @@ The model's text is kept sentence by sentence. A sentence is dropped when it
   value is None, except a tempo: a BPM number about a track known to have none is invented);
 - repeats itself or an earlier sentence (four words in a row said twice: how a looping small
   model reads; eval.follow's `repeats_itself` uses the same measure).
-Nothing is added: what is left is the model's own words (serve.captioner stores it as the
-caption; serve.recommend as a pick's reason, with its own checks for names).
+Nothing is added: what is left is the model's own words (serve.catalog.captioner stores it as the
+caption; serve.catalog.recommend as a pick's reason, with its own checks for names).
 """
 
 from __future__ import annotations
 
 import re
 
-from serve.filters import parse_key
+from serve.catalog.filters import parse_key
 
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 SENTENCE_START = re.compile(r"[A-Z0-9]")

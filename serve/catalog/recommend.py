@@ -7,7 +7,7 @@ description, each with a reason.
     curl 127.0.0.1:8000/v1/recommend -d '{"query": "calm piano for studying", "k": 5}'
 
 1. Candidates: nearest neighbours of the song's audio embedding among the catalog's tracks
-   (serve.search.Searcher), restricted by attribute filters, fused with a text query over the
+   (serve.catalog.search.Searcher), restricted by attribute filters, fused with a text query over the
    stored captions and attributes ("more like this but with piano"), or that text search alone
    for a description without a song; the song itself (same file hash, or --track) is left out.
 2. Reasons: the LLM hears the song (or, for a description alone, reads the description) and reads
@@ -17,14 +17,13 @@ description, each with a reason.
    Its text is attached to one pick and kept only sentence by sentence: a sentence that quotes a
    name, names another track or holds a capitalised multi-word name is dropped, and so is one
    that states a tempo, key, mode or metre the pick's facts contradict, repeats itself or is
-   broken (serve.grounding); what is left, or a reason written from the stored facts, is the
+   broken (serve.catalog.grounding); what is left, or a reason written from the stored facts, is the
    pick's `reason`. So no track outside the catalog is ever named.
 
-The command line (`musicllm recommend`) is serve.recommend_cli; the HTTP route is the gateway's
-(serve.api), which checks a request's fields with `parse_recommend_body`; the web page's side is
-serve.web_recommend.
+The command line (`musicllm recommend`) is serve.recommend_cli; the HTTP route, POST
+/v1/recommend, is the gateway's (serve.gateway.api); the web page's side is serve.web.recommend_tab.
 
-This module knows nothing about HTTP; the catalog and search are serve.catalog / serve.search,
+This module knows nothing about HTTP; the catalog and search are serve.catalog.store / serve.catalog.search,
 generation is the engine's.
 """
 
@@ -33,9 +32,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from serve.filters import Filters, parse_key, parse_tempo
-from serve.grounding import checked, sentences
-from serve.search import Hit, Searcher
+from serve.catalog.filters import Filters
+from serve.catalog.grounding import checked, sentences
+from serve.catalog.search import Hit, Searcher
 
 SYSTEM = ("You are a music assistant. You explain why a track from the user's catalog suits someone who likes "
           "the song they played. Use only the facts given about the track; never mention other songs or artists.")
@@ -100,7 +99,7 @@ def fallback_reason(hit: Hit) -> str:
 
 def grounded(text: str, own_names: set[str], other_names: set[str], attributes: dict | None = None) -> str:
     """`text` without the sentences that could name a track outside the pick, or that
-    serve.grounding drops (broken, repeated, or, given the pick's `attributes`, contradicting them)."""
+    serve.catalog.grounding drops (broken, repeated, or, given the pick's `attributes`, contradicting them)."""
     own = {n.lower() for n in own_names if n}
     others = {n.lower() for n in other_names if n and n.lower() not in own}
     kept = []
@@ -179,69 +178,3 @@ class Recommender:
 
     def _captions(self, track_id: int) -> list[str]:
         return [c.text for c in self.searcher.catalog.captions(track_id)]
-
-
-# ---- POST /v1/recommend ------------------------------------------------------------------------
-
-def parse_recommend_body(body) -> dict:
-    """The request's fields, checked: {audio part | track | neither, k, query, filters, explain,
-    max_tokens}; without a song, `query` (a description) is required. Raises
-    serve.openai_format.APIError (400) naming the field."""
-    from serve.openai_format import bad
-
-    if not isinstance(body, dict):
-        raise bad("The request body must be a JSON object.", None, "invalid_type")
-    if body.get("input_audio") is not None and body.get("track") is not None:
-        raise bad("Give at most one song: 'input_audio' or 'track', not both.", "track", "invalid_value")
-    k = body.get("k", 5)
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
-        raise bad(f"'k' must be an integer between 1 and {MAX_K}, got {k!r}.", "k")
-    for name, kind in (("query", str), ("track", str), ("explain", bool), ("filters", dict)):
-        if body.get(name) is not None and not isinstance(body[name], kind):
-            raise bad(f"'{name}' must be {'an object' if kind is dict else kind.__name__}.", name, "invalid_type")
-    for name in ("query", "track"):  # checked before anything reads them: a description, a name
-        if len(body.get(name) or "") > MAX_QUERY_CHARS:
-            raise bad(f"'{name}' is {len(body[name]):,} characters long; the limit is {MAX_QUERY_CHARS:,}.", name,
-                      "string_too_long")
-    if body.get("input_audio") is None and body.get("track") is None and not (body.get("query") or "").strip():
-        raise bad("Give a song, 'input_audio' ({\"data\": base64, \"format\": \"wav\"}) or 'track' (a catalog "
-                  "track's name), and/or 'query' (a description, e.g. \"calm piano for studying\").", "query",
-                  "missing_required_parameter")
-    max_tokens = body.get("max_tokens", 96)
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= 512:
-        raise bad(f"'max_tokens' must be an integer between 1 and 512, got {max_tokens!r}.", "max_tokens")
-    return dict(k=k, query=body.get("query"), track=body.get("track"), explain=body.get("explain", True),
-                max_tokens=max_tokens, filters=parse_filters(body.get("filters") or {}))
-
-
-def parse_filters(raw: dict) -> Filters:
-    """The `filters` object: tempo ("90-120" or [90, 120]), key, mode, metre, instruments, style, mood."""
-    from serve.openai_format import bad
-
-    known = {"tempo", "key", "mode", "metre", "instruments", "style", "mood"}
-    for name in raw:
-        if name not in known:
-            raise bad(f"filters.{name}: unknown filter; use {', '.join(sorted(known))}.", f"filters.{name}")
-    try:
-        tempo = raw.get("tempo")
-        if isinstance(tempo, list) and len(tempo) == 2 and all(isinstance(t, (int, float)) for t in tempo):
-            tempo = parse_tempo(f"{tempo[0]}-{tempo[1]}")
-        elif tempo is not None:
-            tempo = parse_tempo(str(tempo))
-        filters = Filters(tempo=tempo)
-        if raw.get("key"):
-            filters.key, filters.mode = parse_key(str(raw["key"]))
-        for name in ("mode", "metre", "style", "mood"):
-            if raw.get(name) is not None:
-                if not isinstance(raw[name], str):
-                    raise ValueError(f"{name}: must be a string")
-                setattr(filters, name, raw[name])
-        instruments = raw.get("instruments") or []
-        if isinstance(instruments, str):
-            instruments = [instruments]
-        if not isinstance(instruments, list) or not all(isinstance(i, str) for i in instruments):
-            raise ValueError("instruments: must be a list of instrument names")
-        filters.instruments = instruments
-    except ValueError as err:
-        raise bad(f"filters.{err}", "filters") from None
-    return filters

@@ -9,7 +9,7 @@
   words. "hybrid" (the default) fuses BM25 and all-MiniLM-L6-v2 cosine by reciprocal rank;
   "bm25" and "embedding" are the two alone. Hybrid ranks best on the procedural corpus (nDCG@10
   0.35 vs 0.31 for BM25, eval/benchmarks/retrieval.py). The embedding runs in numpy
-  (serve.text_rank), so a cold `musicllm search "..."` needs no torch and answers in about
+  (serve.catalog.text_rank), so a cold `musicllm search "..."` needs no torch and answers in about
   0.4 s on 2 cores (eval/benchmarks/cli_latency.py).
 - Audio: nearest neighbours of the clip's embedding (musicllm.embeddings, the frozen encoder)
   among the tracks' stored embeddings, after the catalog-fitted standardisation.
@@ -36,10 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
-from serve.catalog import ATTRIBUTES, Catalog, CatalogError
-from serve.filters import Filters, add_filter_arguments, filters_from_args
-from serve.index import VectorIndex
-from serve.text_rank import BM25, TextEmbedder, TextEmbedderMissing, reciprocal_rank_fusion
+from serve.catalog.store import ATTRIBUTES, Catalog, CatalogError
+from serve.catalog.filters import Filters, add_filter_arguments, filters_from_args
+from serve.catalog.index import VectorIndex
+from serve.catalog.text_rank import BM25, TextEmbedder, TextEmbedderMissing, reciprocal_rank_fusion
 
 TEXT_METHODS = ("hybrid", "bm25", "embedding")
 DEFAULT_TEXT_METHOD = "hybrid"  # best ranking (module docstring), for the API and the command alike
@@ -292,7 +292,7 @@ def embed_audio_file(path: str | Path, checkpoint: str | Path | None = None) -> 
     when it cannot be used."""
     from musicllm.embeddings import AudioEncoder, audio_embedding
     from musicllm.paths import default_model_dir
-    from serve.catalog import file_hash
+    from serve.catalog.store import file_hash
 
     checkpoint = Path(checkpoint or default_model_dir()).expanduser()
     if not (checkpoint / "config.json").is_file():
