@@ -43,6 +43,7 @@ import random
 from pathlib import Path
 
 from data_gen.formats import MC_COLUMNS
+from data_gen.multiple_choice import row_hash  # the writer's option order, reproduced by "hash"
 from musicllm.audio import AUDIO_SUFFIXES  # what load_audio reads
 from data_gen.text_attributes import question_type
 
@@ -175,12 +176,6 @@ def item_id(row: dict) -> str:
         return row["id"]
     text = "\x1f".join([row["question"], *(row[c] for c in OPTION_COLUMNS)])
     return f"{row.get('dataset_identifier') or 'q'}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
-
-
-def row_hash(row: dict) -> int:
-    """`data_gen.multiple_choice.row_hash`, reproduced (eval may not import the generator)."""
-    text = "\x1f".join([row["question"], *(row[c] for c in OPTION_COLUMNS)])
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
 
 
 def balanced_positions(count: int, seed: int) -> list[int]:

@@ -161,9 +161,21 @@ def default_model_built(size: str) -> Path:
     from musicllm.paths import default_model, default_model_dir
 
     if not (default_model_dir() / "config.json").is_file():
-        build = subprocess.run([sys.executable, "-m", "musicllm.cli", "quickstart", "--size", size])
-        if build.returncode != 0:
-            raise RuntimeError(f"building the default model failed (musicllm quickstart exited {build.returncode}); "
+        # Its own session: a Ctrl-C reaches it once, from here, whether the user pressed it or SIGTERM came.
+        build = subprocess.Popen([sys.executable, "-m", "musicllm.cli", "quickstart", "--size", size],
+                                 start_new_session=True)
+        try:
+            code = build.wait()
+        except KeyboardInterrupt:  # stopped where it is; the next start resumes from its last finished step
+            build.send_signal(signal.SIGINT)
+            try:
+                build.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                build.kill()
+                build.wait()
+            raise
+        if code != 0:
+            raise RuntimeError(f"building the default model failed (musicllm quickstart exited {code}); "
                                "run `musicllm quickstart` to see or resume it")
     return default_model()
 

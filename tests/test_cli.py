@@ -209,6 +209,22 @@ def test_quickstart_then_demo_as_a_new_user_would(tmp_path):
     assert f"({held_out(home)} tracks, complete: reused)" in again.output  # the catalog is not captioned twice
 
 
+@pytest.mark.timeout(300)
+def test_stopping_the_demo_while_it_builds_stops_the_build_too(tmp_path):
+    """SIGTERM while `musicllm demo` builds the default model: the build (a child process) stops
+    where it is, says how to resume, and the demo exits 0 with nothing left running."""
+    env = {"MUSICLLM_HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
+    with Demo("--size", "small", env=env) as demo:
+        demo.wait_for("[....] synthesise the procedural corpus", timeout=240)
+        started = demo.stop(signal.SIGTERM, timeout=120)
+        assert demo.process.returncode == 0, demo.output[-3000:]
+        assert "quickstart: interrupted; run it again to resume" in demo.output and "stopped." in demo.output
+        assert "Traceback" not in demo.output, demo.output[-3000:]
+        assert any("quickstart" in command for command in demo.commands)
+        assert alive(started) == [], [p.cmdline() for p in alive(started)]
+    assert not (tmp_path / "default" / "model").exists()
+
+
 def check_answers_respond_to_the_question(client, model: str, clip: Path) -> None:
     """A new user asks two different things about one clip: each answer is about what was asked
     (eval.follow's reading of an answer), and the two answers differ."""

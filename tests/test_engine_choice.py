@@ -58,6 +58,18 @@ def test_a_model_vllm_cannot_serve_falls_back_with_auto_and_is_an_error_with_vll
             open_engine("vllm", broken, stack, workdir=tmp_path / "vllm")
 
 
+def test_a_server_given_by_url_is_used_as_it_is(serving_checkpoint):
+    """--vllm-url names someone else's server: auto and vllm use it without a probe (it may still be
+    loading), and the engine's health check says what is wrong until it answers."""
+    import asyncio
+
+    with contextlib.ExitStack() as stack:
+        for kind in ("auto", "vllm"):
+            engine = open_engine(kind, serving_checkpoint, stack, vllm_url="http://127.0.0.1:9/v1", say=pytest.fail)
+            assert engine.name == "vllm" and engine.base_url == "http://127.0.0.1:9/v1"
+            assert "127.0.0.1:9" in asyncio.run(engine.problem())
+
+
 def test_an_unknown_kind_is_refused_by_name(serving_checkpoint):
     with contextlib.ExitStack() as stack, pytest.raises(ValueError, match="engine must be one of auto, transformers, "
                                                                          "vllm, not 'llama.cpp'"):

@@ -287,5 +287,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--size", choices=sorted(SIZES), default="default", help="corpus and training size")
     parser.add_argument("--workers", type=int, default=2, help="processes for rendering and annotation")
     args = parser.parse_args(argv)
-    print(ensure_default_model(force=args.force, size=args.size, workers=args.workers))
+    try:
+        print(ensure_default_model(force=args.force, size=args.size, workers=args.workers))
+    except KeyboardInterrupt:
+        print("\nquickstart: interrupted; run it again to resume from the last finished step", flush=True)
+        return 130
     return 0

@@ -50,6 +50,7 @@ import sys
 from pathlib import Path
 
 from musicllm.audio import AUDIO_SUFFIXES  # the names load_audio reads as audio
+from musicllm.engines import EngineUnavailable
 from musicllm.jsonl import FormatError, read_jsonl
 from serve.catalog.store import Catalog, CatalogError, TrackSpec, shard_of
 from serve.catalog.captioner import (  # noqa: F401 (caption_spans: re-exported)
@@ -268,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.merge:
             return merge(args)
         return caption(args)
-    except (FileNotFoundError, ValueError, CatalogError) as error:
+    except (FileNotFoundError, ValueError, CatalogError, EngineUnavailable) as error:  # --engine vllm without vLLM
         print(f"error: {error}", file=sys.stderr)
         return 1
 

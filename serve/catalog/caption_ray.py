@@ -78,7 +78,7 @@ def ray_records(args: argparse.Namespace, pending: list) -> Iterator[Iterator[di
 
     from serve.catalog.captioner import resolve_checkpoint
 
-    resolve_checkpoint(args)  # build the default model once, here, not in every actor
+    resolve_checkpoint(args)  # the default model's folder, found once here (or a clear error), not in every actor
     workers = args.ray_workers
     local = dict(num_cpus=workers, include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE)
     ray.init(**(dict(address=args.ray_address) if args.ray_address else local), runtime_env=ray_env(args),
