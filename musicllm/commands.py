@@ -20,7 +20,7 @@ def info(argv: list[str]) -> int:
             version = "not installed"
         print(f"{name:13s} {version}")
     model_dir = paths.default_model_dir()
-    state = "built" if (model_dir / "config.json").is_file() else "not built (run: musicllm quickstart)"
+    state = "built" if paths.has_default_model() else "not built (run: musicllm quickstart)"
     print(f"default model {model_dir}  [{state}]")
     return 0
 

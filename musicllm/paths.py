@@ -15,11 +15,16 @@ def default_model_dir() -> Path:
     return home() / "default" / "model"
 
 
+def has_default_model() -> bool:
+    """Whether `musicllm quickstart` has published the default checkpoint (it appears whole or not at all)."""
+    return (default_model_dir() / "config.json").is_file()
+
+
 def default_model() -> Path:
     """The default checkpoint folder. Only `musicllm quickstart` (and `musicllm demo`, which runs it)
     builds it; when it is missing, every other command stops here and says how to build it."""
     folder = default_model_dir()
-    if not (folder / "config.json").is_file():
+    if not has_default_model():
         raise SystemExit(f"error: there is no default model at {folder}: build it with `musicllm quickstart` "
                          "(or start `musicllm demo`, which builds it first), or give a checkpoint with --checkpoint")
     return folder

@@ -158,9 +158,9 @@ def default_model_built(size: str) -> Path:
     its progress shows here, and the memory that training took is free again before serving starts."""
     import subprocess
 
-    from musicllm.paths import default_model, default_model_dir
+    from musicllm.paths import default_model, has_default_model
 
-    if not (default_model_dir() / "config.json").is_file():
+    if not has_default_model():
         # Its own session: a Ctrl-C reaches it once, from here, whether the user pressed it or SIGTERM came.
         build = subprocess.Popen([sys.executable, "-m", "musicllm.cli", "quickstart", "--size", size],
                                  start_new_session=True)

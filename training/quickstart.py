@@ -261,7 +261,7 @@ def ensure_default_model(force: bool = False, size: str = "default", workers: in
     """The default checkpoint folder, built first if it is missing (or `force`)."""
     out = paths.default_model_dir()
     root = out.parent
-    if (out / "config.json").is_file() and not force:
+    if paths.has_default_model() and not force:
         return out
     if force:
         shutil.rmtree(root, ignore_errors=True)

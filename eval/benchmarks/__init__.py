@@ -51,9 +51,8 @@ def choose_checkpoint(given, workdir: Path) -> tuple[Path, str]:
 
     if given is not None:
         return Path(given).expanduser(), "given"
-    default = paths.default_model_dir()
-    if (default / "config.json").is_file():
-        return default, "default"
+    if paths.has_default_model():
+        return paths.default_model_dir(), "default"
     return stand_in_checkpoint(Path(workdir) / "stand-in"), "stand-in (tiny preset, random weights)"
 
 
