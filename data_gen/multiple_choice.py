@@ -531,6 +531,30 @@ def write_csv(rows: list[dict], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def write_questions(manifest: Path, out: Path, per_clip: int = 4, seed: int = 0, split: str = "test",
+                    distractors: str = "muchomusic", balance_answers: bool = False) -> list[dict]:
+    """Multiple-choice questions on `manifest`'s clips of `split` ("all": every clip), written to the
+    CSV `out` (whole or not at all); returns the rows. Raises FormatError/KeyError for a bad manifest."""
+    # In id order: the seeded choices below follow the clips, so any order of the manifest's
+    # lines gives the same questions
+    everything = sorted(read_jsonl(manifest), key=lambda c: c["id"])
+    clips = {c["id"]: c for c in everything if split == "all" or c.get("split") == split}
+    positions, rows = PositionCycle(seeded_rng("mc-positions", seed)), []
+    odds = instrument_odds(everything)
+    vocabulary = answer_vocabulary(everything, seeded_rng("mc-vocabulary", seed), odds)
+    asked = balanced_dimensions(list(clips.values()), seeded_rng("mc-balance", seed)) if balance_answers else {}
+    for clip in tqdm(clips.values(), unit="clip", desc="questions"):
+        clip = {**clip, "audio": relocate_audio(clip["audio"], manifest.parent, out.parent)}
+        rows += make_questions(clip, seeded_rng("mc", seed, clip["id"]), per_clip, positions,
+                               dimensions=asked.get(clip["id"]), distractors=distractors, vocabulary=vocabulary,
+                               odds=odds)
+    write_csv(rows, out)
+    flagged = sum(1 for r in rows if "text_only_guessable" in r["flags"])
+    print(f"{len(rows)} questions on {len(clips)} clips ({split} split) -> {out}; "
+          f"{flagged} flagged text_only_guessable")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="musicllm data mc", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -549,28 +573,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="ask fewer questions whose answer is common among these clips, so that every "
                              "answer of a dimension is right about equally often (for test sets)")
     args = parser.parse_args(argv)
-    out = args.out or args.manifest.parent / "multiple_choice.csv"
     try:
-        # In id order: the seeded choices below follow the clips, so any order of the manifest's
-        # lines gives the same questions
-        everything = sorted(read_jsonl(args.manifest), key=lambda c: c["id"])
-        clips = {c["id"]: c for c in everything if args.split == "all" or c.get("split") == args.split}
+        write_questions(args.manifest, args.out or args.manifest.parent / "multiple_choice.csv", args.per_clip,
+                        args.seed, args.split, args.distractors, args.balance_answers)
     except (FormatError, KeyError) as err:
         print(f"musicllm data mc: {args.manifest}: {err}", file=sys.stderr)
         return 2
-    positions, rows = PositionCycle(seeded_rng("mc-positions", args.seed)), []
-    odds = instrument_odds(everything)
-    vocabulary = answer_vocabulary(everything, seeded_rng("mc-vocabulary", args.seed), odds)
-    asked = balanced_dimensions(list(clips.values()), seeded_rng("mc-balance", args.seed)) if args.balance_answers else {}
-    for clip in tqdm(clips.values(), unit="clip", desc="questions"):
-        clip = {**clip, "audio": relocate_audio(clip["audio"], args.manifest.parent, out.parent)}
-        rows += make_questions(clip, seeded_rng("mc", args.seed, clip["id"]), args.per_clip, positions,
-                               dimensions=asked.get(clip["id"]), distractors=args.distractors, vocabulary=vocabulary,
-                               odds=odds)
-    write_csv(rows, out)
-    flagged = sum(1 for r in rows if "text_only_guessable" in r["flags"])
-    print(f"{len(rows)} questions on {len(clips)} clips ({args.split} split) -> {out}; "
-          f"{flagged} flagged text_only_guessable")
     return 0
 
 

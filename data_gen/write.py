@@ -69,13 +69,19 @@ def load_clips(manifest: Path, out_dir: Path) -> tuple[list[dict], list[dict]]:
     return clips, skips
 
 
+def template_writer(seed: int = 0, wordings: Path | None = None):
+    """The offline writer; `wordings`: a file of more wordings of each factual question
+    (data_gen.wordings). Raises ValueError for a wordings file that is not one."""
+    from data_gen.writers.template import TemplateWriter
+
+    from data_gen.wordings import load_wordings
+
+    return TemplateWriter(seed=seed, wordings=load_wordings(wordings) if wordings else None)
+
+
 def make_writer(args, out_dir: Path):
     if args.writer == "template":
-        from data_gen.writers.template import TemplateWriter
-
-        from data_gen.wordings import load_wordings
-
-        return TemplateWriter(seed=args.seed, wordings=load_wordings(args.wordings) if args.wordings else None)
+        return template_writer(args.seed, args.wordings)
     if not args.base_url or not args.model:
         raise SystemExit("musicllm data write: --writer llm needs --base-url and --model")
     from data_gen.writers.llm import LLMWriter  # imports the LLM client only when it is used
@@ -133,6 +139,18 @@ def run(clips: list[dict], writer, tasks: list[str], per_clip: int, seed: int, o
     return counts
 
 
+def write_conversations(manifest: Path, out_dir: Path, writer, tasks: list[str] = TASKS, per_clip: int = 1,
+                        seed: int = 0) -> dict[str, int]:
+    """Write the conversations of `manifest`'s clips that `out_dir` lacks; returns counts per outcome
+    and "clips". Raises FileNotFoundError for a missing manifest, FormatError for one that is not."""
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{manifest}: no such manifest")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    clips, early_skips = load_clips(manifest, out_dir)
+    counts = run(clips, writer, list(dict.fromkeys(tasks)), per_clip, seed, out_dir, early_skips)
+    return {**counts, "clips": len(clips)}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="musicllm data write", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -161,27 +179,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if not args.manifest.is_file():
-        print(f"musicllm data write: {args.manifest}: no such manifest", file=sys.stderr)
-        return 2
     out_dir = args.out or args.manifest.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        clips, early_skips = load_clips(args.manifest, out_dir)
-    except FormatError as err:
-        print(f"musicllm data write: {err}", file=sys.stderr)
-        return 2
     try:
         writer = make_writer(args, out_dir)
-    except ValueError as err:  # a wordings file that is not one
+        counts = write_conversations(args.manifest, out_dir, writer, args.tasks, args.per_clip, args.seed)
+    except (OSError, FormatError, ValueError) as err:  # ValueError: a wordings file that is not one
         print(f"musicllm data write: {err}", file=sys.stderr)
         return 2
-    try:
-        counts = run(clips, writer, list(dict.fromkeys(args.tasks)), args.per_clip, args.seed, out_dir, early_skips)
     except KeyboardInterrupt:
         print("\ninterrupted: rerun the same command to continue where it stopped", file=sys.stderr)
         return 130
-    print(f"{len(clips)} clips: wrote {counts['captions']} captions and {counts['instructions']} instruction "
+    print(f"{counts['clips']} clips: wrote {counts['captions']} captions and {counts['instructions']} instruction "
           f"conversations to {out_dir}; {counts['already_done']} were there already; {counts['skipped']} skipped"
           + (f" (reasons in {out_dir / SKIPPED})" if counts["skipped"] else ""))
     return 0

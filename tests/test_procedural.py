@@ -131,9 +131,9 @@ def test_coverage_of_240_seeds():
 
 @pytest.mark.parametrize("corpus_seed", [0, 1])
 def test_a_200_clip_corpus_covers_every_key_metre_and_style(corpus_seed):
-    from data_gen.procedural.corpus import clip_specs, parser
+    from data_gen.procedural.corpus import clip_specs, parse_options
 
-    args = parser().parse_args(["--out", "unused", "--clips", "200", "--seed", str(corpus_seed)])
+    args = parse_options(["--out", "unused", "--clips", "200", "--seed", str(corpus_seed)])
     specs = clip_specs(args)
     songs = [compose(s.family_seed, seconds=4.0) for s in specs if s.variation == 0]
     assert len(songs) == 50
@@ -423,28 +423,28 @@ def test_textures_render_audibly(style):
 
 # ----------------------------------------------------------------------------- soundfonts
 def test_soundfont_per_clip_is_balanced_and_fixed_by_the_seed():
-    from data_gen.procedural.corpus import clip_specs, parser
+    from data_gen.procedural.corpus import clip_specs, parse_options
 
     argv = ["--out", "unused", "--clips", "40", "--soundfonts", "FluidR3_GM.sf2", "TimGM6mb.sf2"]
-    fonts = [s.soundfont for s in clip_specs(parser().parse_args(argv))]
-    assert fonts == [s.soundfont for s in clip_specs(parser().parse_args(argv))]
+    fonts = [s.soundfont for s in clip_specs(parse_options(argv))]
+    assert fonts == [s.soundfont for s in clip_specs(parse_options(argv))]
     assert Counter(fonts) == {"FluidR3_GM.sf2": 20, "TimGM6mb.sf2": 20}
     assert all(fonts[i] != fonts[i + 1] for i in range(0, 40, 2))  # balanced rounds, not chance
-    assert fonts != [s.soundfont for s in clip_specs(parser().parse_args(argv + ["--seed", "1"]))]
-    assert {s.soundfont for s in clip_specs(parser().parse_args(["--out", "unused", "--clips", "4"]))} == {None}
+    assert fonts != [s.soundfont for s in clip_specs(parse_options(argv + ["--seed", "1"]))]
+    assert {s.soundfont for s in clip_specs(parse_options(["--out", "unused", "--clips", "4"]))} == {None}
 
 
 @needs_fluidsynth
 @needs_timgm
 def test_synth_records_each_clips_soundfont(tmp_path):
-    from data_gen.procedural.corpus import clip_specs, parser
+    from data_gen.procedural.corpus import clip_specs, parse_options
 
     argv = _synth_argv(tmp_path / "corpus", 4, 0, "--soundfonts", "FluidR3_GM.sf2", "TimGM6mb.sf2")
     from data_gen.procedural.corpus import main
 
     assert main(argv) == 0
     records = {r["id"]: r for r in formats.read_jsonl(tmp_path / "corpus" / "manifest.jsonl")}
-    specs = clip_specs(parser().parse_args(argv))
+    specs = clip_specs(parse_options(argv))
     assert [records[s.id]["generator"]["soundfont"] for s in specs] == [s.soundfont for s in specs]
     assert {s.soundfont for s in specs} == {"FluidR3_GM.sf2", "TimGM6mb.sf2"}
     config = json.loads((tmp_path / "corpus" / "synth_config.json").read_text())
@@ -553,9 +553,9 @@ def test_style_names_and_groups_on_the_command_line(tmp_path, capsys):
 
 @pytest.mark.parametrize("extra", [["--styles", "train"], ["--styles", "all", "--exclude-styles", "ood"]])
 def test_a_training_corpus_has_no_held_out_style(extra):
-    from data_gen.procedural.corpus import chosen_styles, clip_specs, parser
+    from data_gen.procedural.corpus import chosen_styles, clip_specs, parse_options
 
-    args = parser().parse_args(["--out", "unused", "--clips", "224", *extra])
+    args = parse_options(["--out", "unused", "--clips", "224", *extra])
     styles = chosen_styles(args)
     assert styles == list(TRAIN_STYLES)
     songs = [compose(s.family_seed, seconds=4.0, styles=styles) for s in clip_specs(args) if s.variation == 0]

@@ -120,6 +120,16 @@ def test_two_processes_train_the_same_model(dataset, tmp_path):
     load_checkpoint(tmp_path / "ddp" / "model")
 
 
+def test_a_run_is_repeated_from_its_config_json(dataset, tmp_path):
+    """OUT/config.json holds every setting of a run (the default's stage 2 is repeated this way,
+    README): read back as the run's config file, it trains the same loss curve again."""
+    assert main(args(dataset, tmp_path / "first", "pretrain", steps=4)) == 0
+    assert main([str(tmp_path / "first" / "config.json"), f"--out={tmp_path / 'again'}"]) == 0
+    assert losses(tmp_path / "again") == losses(tmp_path / "first")
+    first = json.loads((tmp_path / "first" / "config.json").read_text())
+    assert json.loads((tmp_path / "again" / "config.json").read_text()) == {**first, "out": str(tmp_path / "again")}
+
+
 def test_bad_settings_are_reported(dataset, tmp_path, capsys):
     assert main([f"--out={tmp_path}", "--stage=warmup"]) == 2
     assert "choose one of" in capsys.readouterr().err

