@@ -78,7 +78,8 @@ def by_clip(files: list[Path]) -> dict[str, list[dict]]:
 def dialogue(clip: str, records: list[dict], turns: int, index: int, seed: int, out_dir: Path) -> dict | None:
     """One seeded dialogue of `turns` exchanges about the clip whose audio file is `clip` (None
     when it has too few distinct ones)."""
-    rng = seeded_rng(seed, clip, "dialogue", index)
+    clip_id = next((r["clip_id"] for r in records if r.get("clip_id")), Path(clip).stem)
+    rng = seeded_rng(seed, clip_id, "dialogue", index)  # not the path: the same dialogues wherever the data live
     exchanges, seen, taken = [], set(), Counter()
     for record in rng.sample(records, len(records)):
         turn, group = first_turn(record), TURN_GROUPS.get(record["task"], record["task"])
@@ -96,7 +97,6 @@ def dialogue(clip: str, records: list[dict], turns: int, index: int, seed: int, 
     for number, (question, answer) in enumerate(exchanges):
         messages.append({"role": "user", "content": f"{AUDIO}\n{question}" if number == 0 else question})
         messages.append({"role": "assistant", "content": answer})
-    clip_id = next((r["clip_id"] for r in records if r.get("clip_id")), Path(clip).stem)
     return validate_conversation({
         "id": f"{clip_id}:dialogue:{index}", "audio": [os.path.relpath(clip, out_dir.resolve())], "messages": messages,
         "task": "dialogue", "clip_id": clip_id, "split": records[0].get("split", "train"),

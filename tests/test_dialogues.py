@@ -55,6 +55,17 @@ def test_a_dialogue_asks_one_clip_several_kinds_of_question(tmp_path):
     assert [json.loads(line)["messages"] for line in again.read_text().splitlines()] == [r["messages"] for r in rows]
 
 
+def test_the_same_dialogues_wherever_the_data_live(tmp_path):
+    """A build under another home writes the same dialogues (they are seeded by clip, not by path)."""
+    outs = []
+    for home in ("one", "other/place"):
+        folder = tmp_path / home
+        folder.mkdir(parents=True)
+        outs.append(folder / "data" / "dialogues.jsonl")
+        write_dialogues([write_files(folder)], outs[-1], per_clip=6, turns=4, seed=0)
+    assert outs[0].read_text() == outs[1].read_text()
+
+
 def test_missing_input_is_a_clear_error(tmp_path, capsys):
     assert main([str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "d.jsonl")]) == 2
     error = capsys.readouterr().err
