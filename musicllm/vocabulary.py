@@ -29,6 +29,23 @@ def key_name(tonic: str, mode: str) -> str:
     return f"{tonic} {mode}"
 
 
+# A track's attributes, one name each from the corpus's labels to the web page (the catalog's
+# columns, its filters, the API's `filters` and `attributes`).
+ATTRIBUTES = ("tempo_bpm", "key", "mode", "time_signature", "genre", "mood", "instruments")
+
+
+def attribute_phrases(attributes: dict, instruments: int | None = None) -> dict[str, str]:
+    """The known ATTRIBUTES as words, in reading order, unknowns left out: {"genre": "rock",
+    "mood": "dark", "key": "E minor", "tempo": "168 BPM", "time signature": "4/4",
+    "instruments": "drums, guitar"}; `instruments`: name at most this many."""
+    key = " ".join(x for x in (attributes.get("key"), attributes.get("mode")) if x)
+    bpm = attributes.get("tempo_bpm")
+    phrases = {"genre": attributes.get("genre"), "mood": attributes.get("mood"), "key": key,
+               "tempo": f"{bpm:.0f} BPM" if bpm else None, "time signature": attributes.get("time_signature"),
+               "instruments": ", ".join((attributes.get("instruments") or [])[:instruments])}
+    return {name: phrase for name, phrase in phrases.items() if phrase}
+
+
 # The longest clip a server takes by default (a flag of `serve` and `demo`), in seconds: checked
 # from the file header before decoding.
 MAX_AUDIO_SECONDS = 600.0

@@ -95,6 +95,10 @@ def test_the_song_itself_and_a_named_track_are_left_out(catalog_path, transforme
     picks = recommender.recommend(track_name="music/garage-fury.wav", k=2)
     assert "Garage Fury" not in {p.title for p in picks} and len(picks) == 2
     assert all(p.reason.startswith("Recommended because") for p in picks)
+    for pick in picks:  # the reason states the pick's stored facts, in the catalog's words
+        a = pick.attributes
+        assert f"{a['genre']}, {a['mood']}, {a['key']} {a['mode']}, {a['tempo_bpm']:.0f} BPM, {a['time_signature']}" \
+            in pick.reason, pick.reason
     clip = clicks(3.0, 168)
     picks = recommender.recommend(audio=audio_embedding(engine.model, engine.processor, clip), file_hash="hash-Night Drive",
                                   k=7)

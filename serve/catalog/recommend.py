@@ -32,6 +32,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from musicllm.vocabulary import attribute_phrases
 from serve.catalog.filters import Filters
 from serve.catalog.grounding import checked, sentences
 from serve.catalog.search import Hit, Searcher
@@ -57,13 +58,7 @@ class Pick(Hit):
 
 def facts_text(hit: Hit, captions: list[str]) -> str:
     """The pick's stored facts as the prompt states them (the only thing the LLM is told)."""
-    a = hit.attributes
-    rows = [("style", a.get("genre")), ("mood", a.get("mood")),
-            ("key", " ".join(x for x in (a.get("key"), a.get("mode")) if x) or None),
-            ("metre", a.get("time_signature")),
-            ("tempo", f"{a['tempo_bpm']:.0f} BPM" if a.get("tempo_bpm") else None),
-            ("instruments", ", ".join(a.get("instruments") or []) or None)]
-    lines = [f"- {name}: {value}" for name, value in rows if value]
+    lines = [f"- {name}: {phrase}" for name, phrase in attribute_phrases(hit.attributes).items()]
     lines += [f"- description: {text}" for text in captions[:4]]
     return "\n".join(lines)
 
@@ -85,10 +80,7 @@ def explanation_messages(hit: Hit, captions: list[str], description: str | None 
 
 def fallback_reason(hit: Hit) -> str:
     """A reason from the stored facts alone, for when the LLM's text does not survive the check."""
-    a = hit.attributes
-    parts = [p for p in (a.get("genre"), a.get("mood"), " ".join(x for x in (a.get("key"), a.get("mode")) if x),
-                         f"{a['tempo_bpm']:.0f} BPM" if a.get("tempo_bpm") else None,
-                         ", ".join((a.get("instruments") or [])[:3]) or None) if p]
+    parts = list(attribute_phrases(hit.attributes, instruments=3).values())
     # Ranked by sound, but a small catalog's nearest track may still be far: say the rank, not "close".
     closeness = f"it is among the catalog's nearest tracks to your song by sound (similarity " \
                 f"{hit.matched['audio_cosine']:.2f})" if "audio_cosine" in hit.matched else \

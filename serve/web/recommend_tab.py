@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from musicllm.vocabulary import PITCH_CLASSES, TIME_SIGNATURES as METRES
+from musicllm.vocabulary import PITCH_CLASSES, TIME_SIGNATURES as METRES, attribute_phrases
 
 ANY = "any"
 KEYS = [ANY] + [f"{tonic} {mode}" for mode in ("major", "minor") for tonic in PITCH_CLASSES]
@@ -38,11 +38,7 @@ def recommend_body(audio_part: dict | None, query: str, k: int, tempo: str = "",
 
 def attributes_line(attributes: dict) -> str:
     """"rock · E minor · 168 BPM · 4/4 · drums, guitar": what the catalog says, unknowns left out."""
-    key = " ".join(x for x in (attributes.get("key"), attributes.get("mode")) if x)
-    tempo = f"{attributes['tempo_bpm']:.0f} BPM" if attributes.get("tempo_bpm") else ""
-    parts = [attributes.get("genre"), attributes.get("mood"), key, tempo, attributes.get("time_signature"),
-             ", ".join(attributes.get("instruments") or [])]
-    return " · ".join(part for part in parts if part)
+    return " · ".join(attribute_phrases(attributes).values())
 
 
 def picks_view(picks: list[dict]) -> str:
