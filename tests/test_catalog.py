@@ -39,6 +39,8 @@ def test_wal_mode_and_adding_tracks_again_keeps_them(catalog):
     assert catalog.add_tracks([TrackSpec("piano.wav", "/elsewhere/piano.wav"), TrackSpec("new.wav", "/n.wav")]) == 1
     assert catalog.track(piano.id).status == "done" and catalog.track(piano.id).path == "/music/piano.wav"
     assert catalog.counts() == {"pending": 2, "done": 1, "failed": 0}
+    assert [t.name for t in catalog.tracks(ids=[piano.id, 9999])] == ["piano.wav"]
+    assert [t.name for t in catalog.tracks(status="pending", ids={piano.id})] == []
 
 
 def test_finish_is_all_at_once_and_never_twice(catalog):

@@ -218,13 +218,81 @@ def test_parse_key(text, expected):
     assert parse_key(text) == expected
 
 
-def test_bm25_ranks_rarer_words_higher():
-    from serve.catalog.text_rank import BM25, tokenize
+def test_full_text_index_ranks_documents_with_more_query_words_first():
+    from serve.catalog.text_rank import MAX_QUERY_WORDS, FullTextIndex, match_terms
 
-    assert tokenize("Drums in 6/8, C# minor-key songs") == ["drum", "6/8", "c#", "minor", "key", "song"]
-    bm25 = BM25(["piano and strings", "piano solo", "distorted guitar and drums"])
-    scores = bm25.scores("piano solo")
-    assert scores[1] > scores[0] > scores[2] == 0
+    # Each word a quoted string (never FTS5 syntax), metres whole, sharps kept, stopwords dropped.
+    assert match_terms('Drums AND "C#" in 6/8 NEAR -rock* rock') == ['"drums"', '"c#"', '"6/8"', '"near"', '"rock"']
+    assert match_terms('- " ( * ^ : the') == []
+    index = FullTextIndex()  # in memory
+    index.add([10, 20, 30, 40, 50], ["piano and strings", "piano solo", "distorted guitars and drums",
+                                     "a choir singing", "brass band march"])
+    found = index.search("piano solo", 10)
+    assert [i for i, _ in found] == [20, 10] and found[0][1] > found[1][1] > 0  # no shared word: not found
+    assert [i for i, _ in index.search("guitar", 10)] == [30]  # stemmed: "guitars"
+    assert [i for i, _ in index.search("piano", 10, allowed={10, 30})] == [10]
+    assert index.search("the", 10) == [] and len(index) == 5
+    assert index.search(" ".join(f"word{n}" for n in range(10 * MAX_QUERY_WORDS)), 10) == []
+
+
+def test_full_text_index_ranks_by_how_many_query_words_a_document_holds():
+    """FTS5's bm25() gives a word in over half the documents ("minor" here) an IDF of ~0, so by
+    bm25() alone the short A-major rock track would win; it holds fewer of the query's words."""
+    from serve.catalog.text_rank import FullTextIndex
+
+    index = FullTextIndex()
+    index.add(range(6), ["fast rock in A major",
+                         "fast and loud rock with distorted guitars and pounding drums in E minor",
+                         "a slow piano waltz in A minor", "a smoky jazz ballad in D minor",
+                         "a cheerful fiddle tune in G major", "a dreamy ambient pad in D major"])
+    assert [i for i, _ in index.search("fast minor-key rock", 3)] == [1, 0, 2]
+
+
+@pytest.mark.parametrize("query, expected", [
+    ('rock AND "', {"Garage Fury", "Punk Minute"}),
+    ("f#", {"Night Drive"}),
+    ("c#", set()),  # no track in C#; "C major" is another key
+    ("6/8", {"Sunday Folk"}),
+    ("4/4", {"Moonlit Study", "Garage Fury", "Night Drive", "Blue Smoke", "Punk Minute", "Ambient Drift"}),
+    ("NEAR(rock, fiddle)", {"Garage Fury", "Punk Minute", "Sunday Folk"}),
+    ("-", set()), ('"', set()), ("NEAR", set()), ("*", set()), ("piano:", {"Moonlit Study", "Quiet Keys", "Blue Smoke"}),
+])
+def test_typed_punctuation_and_fts_operators_are_plain_text(searcher, query, expected):
+    searcher.text_method = "bm25"
+    try:
+        assert set(titles(searcher.search(query, k=10))) == expected
+    finally:
+        searcher.text_method = "hybrid"
+    assert len(searcher.search(query, k=3)) == 3  # hybrid: the embedding still answers
+
+
+def test_full_text_table_is_built_for_an_old_catalog_and_kept_in_sync(tmp_path, transformers_engine, monkeypatch):
+    import sqlite3
+    from contextlib import closing
+
+    from serve.catalog.search import TEXT_TABLE, Searcher, main
+
+    def tables() -> set[str]:
+        with closing(sqlite3.connect(path)) as db:
+            return {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+
+    engine = transformers_engine
+    path = build_catalog(tmp_path / "music.db", engine.model, engine.processor, dict(list(TRACKS.items())[:-1]))
+    assert TEXT_TABLE not in tables()  # a catalog as the previous version left it
+    searcher = Searcher(path, text_method="bm25")
+    assert titles(searcher.search("calm piano", k=1)) == ["Moonlit Study"]
+    assert TEXT_TABLE in tables() and len(searcher.full_text()) == 7
+    assert titles(searcher.search("dreamy ambient pad", k=1)) != ["Ambient Drift"]
+    build_catalog(path, engine.model, engine.processor, {"Ambient Drift": TRACKS["Ambient Drift"]})  # a job adds one
+    assert titles(searcher.search("dreamy ambient pad", k=1)) == ["Ambient Drift"]
+    searcher.catalog.db.execute("DELETE FROM tracks WHERE name LIKE '%ambient-drift%'")  # and a track goes
+    assert titles(searcher.search("dreamy ambient pad", k=1)) != ["Ambient Drift"] and len(searcher.full_text()) == 7
+    searcher.close()
+    reopened = Searcher(path, text_method="bm25")  # the table is kept in the catalog: nothing to index again
+    monkeypatch.setattr(reopened, "documents", lambda only=None: pytest.fail("documents indexed again"))
+    assert titles(reopened.search("calm piano", k=1)) == ["Moonlit Study"]
+    reopened.close()
+    assert main(['rock AND "', "--catalog", str(path), "--text-method", "bm25", "--k", "1"]) == 0
 
 
 def test_command_line(catalog_path, capsys):

@@ -32,6 +32,11 @@ Schema (SCHEMA_VERSION 1; WAL mode, so readers such as search run while a captio
                  status 'running'|'finished'|'failed'|'interrupted' (killed: a later run saw it gone),
                  done, failed INTEGER (tracks this job finished)
     meta         key TEXT PK, value TEXT   (schema_version)
+    track_text   FTS5 table (serve.catalog.text_rank.FullTextIndex): rowid = tracks.id of a done track,
+                 document TEXT (its captions and attribute words, serve.catalog.search.track_document).
+                 Derived, not part of the schema version: search creates it on the first text query
+                 and keeps it in sync (a catalog from before it existed, or a merge, is simply indexed
+                 then); merges and exports leave it out.
 
 This module knows the tables and nothing about how a job fills them.
 """

@@ -6,11 +6,12 @@
     musicllm search --catalog music.db --metre 3/4 --style classical --json
 
 - Text: over each track's captions (whole-track summary + window captions) and its attribute
-  words. "hybrid" (the default) fuses BM25 and all-MiniLM-L6-v2 cosine by reciprocal rank;
-  "bm25" and "embedding" are the two alone. Hybrid ranks best on the procedural corpus (nDCG@10
-  0.35 vs 0.31 for BM25, eval/benchmarks/retrieval.py). The embedding runs in numpy
-  (serve.catalog.text_rank), so a cold `musicllm search "..."` needs no torch and answers in about
-  0.4 s on 2 cores (eval/benchmarks/cli_latency.py).
+  words. "hybrid" (the default) fuses BM25 (SQLite FTS5, serve.catalog.text_rank.FullTextIndex)
+  and all-MiniLM-L6-v2 cosine by reciprocal rank; "bm25" and "embedding" are the two alone.
+  Hybrid ranks best on the procedural corpus (nDCG@10 0.35 vs 0.31 for BM25,
+  eval/benchmarks/retrieval.py). The embedding runs in numpy (serve.catalog.text_rank), so a cold
+  `musicllm search "..."` needs no torch and answers in about 0.4 s on 2 cores
+  (eval/benchmarks/cli_latency.py).
 - Audio: nearest neighbours of the clip's embedding (musicllm.embeddings, the frozen encoder)
   among the tracks' stored embeddings, after the catalog-fitted standardisation.
 - Attributes: SQL filters on the catalog's indexed columns (tempo range, key, mode, metre,
@@ -20,7 +21,9 @@
 The vector indexes live beside the database (`music.db.index/audio`, `.../text`): built on first
 use, extended with tracks added since (incremental), rebuilt with --rebuild-index or when the
 catalog has doubled since the standardisation was fitted. Text embeddings are stored in the
-catalog (embeddings kind TEXT_EMBEDDING_KIND) so a rebuild never recomputes them.
+catalog (embeddings kind TEXT_EMBEDDING_KIND) so a rebuild never recomputes them. The full-text
+table is in the catalog too (TEXT_TABLE): created by the first text query, so a catalog made
+before it existed searches as well, and brought up to date with the done tracks after changes.
 
 This module knows nothing about HTTP or how captions were made; the catalog is the truth and the
 indexes are derived from it.
@@ -39,10 +42,11 @@ import numpy as np
 from serve.catalog.store import ATTRIBUTES, Catalog, CatalogError
 from serve.catalog.filters import Filters, add_filter_arguments, filters_from_args
 from serve.catalog.index import VectorIndex
-from serve.catalog.text_rank import BM25, TextEmbedder, TextEmbedderMissing, reciprocal_rank_fusion
+from serve.catalog.text_rank import FullTextIndex, TextEmbedder, TextEmbedderMissing, reciprocal_rank_fusion
 
 TEXT_METHODS = ("hybrid", "bm25", "embedding")
 DEFAULT_TEXT_METHOD = "hybrid"  # best ranking (module docstring), for the API and the command alike
+TEXT_TABLE = "track_text"  # the catalog's FTS5 table of track documents (serve.catalog.schema)
 # Refit the audio standardisation (a full rebuild) once the catalog has grown this much since.
 REFIT_GROWTH = 2.0
 MIN_TRACKS_TO_STANDARDISE = 8
@@ -88,8 +92,7 @@ class Searcher:
         self.catalog = catalog if isinstance(catalog, Catalog) else Catalog(existing_catalog(catalog))
         self.text_method, self.rebuild_index = text_method, rebuild_index
         self.index_dir = Path(str(self.catalog.path) + ".index")
-        self._audio_index = self._text_index = self._bm25 = self._embedder = None
-        self._bm25_ids: list[int] = []
+        self._audio_index = self._text_index = self._full_text = self._embedder = None
         self._state = self._catalog_state()
 
     def _catalog_state(self) -> tuple:
@@ -98,10 +101,10 @@ class Searcher:
 
     def refresh(self) -> None:
         """Forget what was read from the catalog if it changed since (a caption job adding tracks
-        while the API serves): the next query re-syncs the indexes (incrementally) and BM25."""
+        while the API serves): the next query re-syncs the indexes (incrementally)."""
         state = self._catalog_state()
         if state != self._state:
-            self._audio_index = self._text_index = self._bm25 = None
+            self._audio_index = self._text_index = self._full_text = None
             self._state = state
 
     # -- indexes ----------------------------------------------------------------------------
@@ -159,14 +162,17 @@ class Searcher:
                                "rebuild it (--rebuild-index)")
         index.add(ids, vectors)
 
-    def documents(self) -> tuple[list[int], list[str]]:
-        """(track ids, search documents) of every done track (one read of the captions table)."""
+    def documents(self, only: set[int] | None = None) -> tuple[list[int], list[str]]:
+        """(track ids, search documents) of every done track, or of those in `only` (one read of
+        the captions table)."""
         captions: dict[int, list[str]] = {}
+        among = "" if only is None else " WHERE track_id IN (SELECT value FROM json_each(?))"
         for track_id, text in self.catalog.db.execute(
-                "SELECT track_id, text FROM captions ORDER BY track_id, window < 0 DESC, window"):
+                f"SELECT track_id, text FROM captions{among} ORDER BY track_id, window < 0 DESC, window",
+                () if only is None else (json.dumps(sorted(only)),)):
             captions.setdefault(track_id, []).append(text)
         ids, docs = [], []
-        for track in self.catalog.tracks(status="done"):
+        for track in self.catalog.tracks(status="done", ids=only):
             ids.append(track.id)
             docs.append(track_document(track.attributes, captions.get(track.id, [])))
         return ids, docs
@@ -191,11 +197,21 @@ class Searcher:
             self._embedder = TextEmbedder()
         return self._embedder
 
-    def bm25(self) -> tuple[BM25, list[int]]:
-        if self._bm25 is None:
-            self._bm25_ids, docs = self.documents()
-            self._bm25 = BM25(docs)
-        return self._bm25, self._bm25_ids
+    def full_text(self) -> FullTextIndex:
+        """The catalog's FTS5 table, in sync with its done tracks: created when missing (a catalog
+        made before it existed), the done tracks it lacks added, tracks no longer done removed. A
+        done track's text never changes (Catalog.finish_track writes it once), so ids suffice."""
+        if self._full_text is None:
+            index = FullTextIndex(self.catalog.db, TEXT_TABLE)
+            done = {r[0] for r in self.catalog.db.execute("SELECT id FROM tracks WHERE status = 'done'")}
+            have = index.ids()
+            if done != have:
+                ids, docs = self.documents(done - have)
+                with self.catalog.transaction():  # another process syncing too: add replaces, remove forgives
+                    index.remove(have - done)
+                    index.add(ids, docs)
+            self._full_text = index
+        return self._full_text
 
     # -- queries ----------------------------------------------------------------------------
 
@@ -210,10 +226,7 @@ class Searcher:
         """Track ids best first for a text query (only tracks that match it at all)."""
         rankings = []
         if self.text_method in ("bm25", "hybrid"):
-            bm25, ids = self.bm25()
-            scores = bm25.scores(query)
-            order = [ids[i] for i in np.argsort(-scores, kind="stable") if scores[i] > 0]
-            rankings.append([i for i in order if allowed is None or i in allowed][:depth])
+            rankings.append([i for i, _ in self.full_text().search(query, depth, allowed=allowed)])
         if self.text_method in ("embedding", "hybrid"):
             index = self.text_index()
             if len(index):

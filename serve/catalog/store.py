@@ -88,12 +88,20 @@ class Catalog:
                 added += cursor.rowcount
         return added
 
-    def tracks(self, status: str | None = None, shard: tuple[int, int] | None = None) -> Iterator[Track]:
-        """Tracks in id order, optionally only those with `status` and in shard (i, N)."""
+    def tracks(self, status: str | None = None, shard: tuple[int, int] | None = None,
+               ids: Iterable[int] | None = None) -> Iterator[Track]:
+        """Tracks in id order, optionally only those with `status`, in shard (i, N) and among `ids`."""
         if status is not None and status not in STATUSES:
             raise CatalogError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
-        query = "SELECT * FROM tracks" + (" WHERE status = ?" if status else "") + " ORDER BY id"
-        for row in self.db.execute(query, (status,) if status else ()).fetchall():
+        where, params = [], []
+        if status:
+            where.append("status = ?")
+            params.append(status)
+        if ids is not None:  # one JSON parameter: no limit on how many ids
+            where.append("id IN (SELECT value FROM json_each(?))")
+            params.append(json.dumps(sorted(int(i) for i in ids)))
+        query = "SELECT * FROM tracks" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY id"
+        for row in self.db.execute(query, params).fetchall():
             if shard is None or shard_of(row["name"], shard[1]) == shard[0]:
                 yield track_from_row(row)
 

