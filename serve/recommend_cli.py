@@ -140,8 +140,8 @@ def ask_gateway(args: argparse.Namespace) -> list[Pick]:
     body = {"k": args.k, "explain": not args.no_explain, "max_tokens": args.max_tokens}
     if args.query:
         body["query"] = args.query
-    raw = {"tempo": args.tempo, "key": args.key, "mode": args.mode, "metre": args.metre,
-           "instruments": args.instrument or None, "style": args.style, "mood": args.mood}
+    raw = {"tempo": args.tempo, "key": args.key, "mode": args.mode, "time_signature": args.time_signature,
+           "instruments": args.instrument or None, "genre": args.genre, "mood": args.mood}
     body["filters"] = {name: value for name, value in raw.items() if value}
     if args.audio:  # the gateway's formats as they are; anything else (AIFF, Opus...) re-encoded as FLAC
         body["input_audio"] = clip_part(args.audio)["input_audio"]

@@ -242,6 +242,11 @@ def test_route_recommends_from_a_description_alone(gateway):
     narrowed = gateway.post("/v1/recommend", json={"query": "slow piano", "k": 2, "filters": {"mode": "minor"},
                                                    "explain": False}).json()["data"]
     assert [p["title"] for p in narrowed] == ["Quiet Keys", "Blue Smoke"]
+    # Filters take the names the picks' attributes have (the corpus's, from the manifest to the page).
+    rock = gateway.post("/v1/recommend", json={"query": "fast", "k": 5, "explain": False,
+                                               "filters": {"genre": "rock", "time_signature": "4/4"}}).json()["data"]
+    assert {p["title"] for p in rock} == {"Garage Fury", "Punk Minute"}
+    assert all(p["attributes"]["genre"] == "rock" and p["attributes"]["time_signature"] == "4/4" for p in rock)
 
 
 def test_route_recommends_catalog_tracks_with_reasons(gateway):
@@ -267,6 +272,8 @@ def test_route_recommends_catalog_tracks_with_reasons(gateway):
     ({"input_audio": {"data": "AAAA", "format": "midi"}}, 400, "request.input_audio.format", "unsupported audio format"),
     ({"track": "music/moonlit-study.wav", "k": 0}, 400, "k", "'k' must be an integer between 1 and 50"),
     ({"track": "music/moonlit-study.wav", "filters": {"colour": "blue"}}, 400, "filters.colour", "unknown filter"),
+    ({"track": "music/moonlit-study.wav", "filters": {"metre": "3/4"}}, 400, "filters.metre",
+     "unknown filter; use genre, instruments, key, mode, mood, tempo, time_signature"),
     ({"track": "music/moonlit-study.wav", "filters": {"tempo": "fast"}}, 400, "filters", "expected a BPM range"),
     ({"track": "nope"}, 404, "track", "no track named 'nope' in the catalog"),
     ({"query": "calm piano " * 200_000}, 400, "query", "'query' is 2,200,000 characters long; the limit is 2,000"),

@@ -115,8 +115,8 @@ def test_audio_query_finds_tracks_that_sound_alike(searcher, transformers_engine
     (dict(tempo=(150, 200)), {"Garage Fury", "Punk Minute"}),
     (dict(key="A", mode="minor"), {"Quiet Keys"}),
     (dict(mode="minor", instruments=["piano"]), {"Quiet Keys", "Blue Smoke"}),
-    (dict(metre="6/8"), {"Sunday Folk"}),
-    (dict(style="Rock"), {"Garage Fury", "Punk Minute"}),
+    (dict(time_signature="6/8"), {"Sunday Folk"}),
+    (dict(genre="Rock"), {"Garage Fury", "Punk Minute"}),
     (dict(instruments=["drums", "synth bass"]), {"Night Drive"}),
     (dict(mood="calm", tempo=(100, 200)), set()),
 ])
@@ -147,7 +147,7 @@ def test_filters_combine_with_text_and_audio(searcher, transformers_engine):
 def test_exclude_and_errors(searcher):
     from serve.catalog.filters import Filters
 
-    hits = searcher.search(filters=Filters(style="rock"), k=10, exclude={searcher.search("punk", k=1)[0].track_id})
+    hits = searcher.search(filters=Filters(genre="rock"), k=10, exclude={searcher.search("punk", k=1)[0].track_id})
     assert titles(hits) == ["Garage Fury"]
     with pytest.raises(ValueError, match="text query, an audio clip or at least one attribute filter"):
         searcher.search()

@@ -310,7 +310,7 @@ def test_the_recommend_tab_shows_catalog_picks_for_a_song_with_filters_and_reaso
         expect(item).to_contain_text(pick["attributes"]["genre"])
 
     page.locator("#rec-tempo input, #rec-tempo textarea").fill("160-200")
-    page.locator("#rec-style input, #rec-style textarea").fill("rock")
+    page.locator("#rec-genre input, #rec-genre textarea").fill("rock")
     page.locator("#rec-go").click()
     expect(page.locator("#rec-picks li")).to_have_count(2)
     assert shown_picks(page) == ["Garage Fury", "Punk Minute"]
@@ -352,8 +352,8 @@ def test_the_recommend_tab_with_a_description_alone_shows_catalog_picks(page, ga
 def test_recommend_request_bodies_leave_out_what_the_user_left_open():
     assert recommend_body(None, "  calm piano ", 5) == {"k": 5, "filters": {}, "query": "calm piano"}
     part = {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}
-    assert recommend_body(part, "", 3, tempo=" 90-120 ", key="A minor", mode="any", metre="6/8",
-                          instruments="piano, fiddle ,", style="folk") == {
+    assert recommend_body(part, "", 3, tempo=" 90-120 ", key="A minor", mode="any", time_signature="6/8",
+                          instruments="piano, fiddle ,", genre="folk") == {
         "k": 3, "input_audio": {"data": "AAAA", "format": "wav"},
-        "filters": {"tempo": "90-120", "key": "A minor", "metre": "6/8", "style": "folk",
+        "filters": {"tempo": "90-120", "key": "A minor", "time_signature": "6/8", "genre": "folk",
                     "instruments": ["piano", "fiddle"]}}

@@ -1,4 +1,4 @@
-"""Attribute filters for catalog search: tempo range, key, mode, metre, instruments, style, mood.
+"""Attribute filters for catalog search: tempo range, key, mode, time signature, instruments, genre, mood.
 
     filters = Filters(tempo=parse_tempo("90-120"), instruments=["piano"])
     filters.key, filters.mode = parse_key("A minor")
@@ -15,7 +15,7 @@ import argparse
 import re
 from dataclasses import asdict, dataclass, field
 
-from musicllm.vocabulary import PITCH_CLASSES, TIME_SIGNATURES as METRES
+from musicllm.vocabulary import PITCH_CLASSES, TIME_SIGNATURES
 
 _FLATS = {"DB": "C#", "EB": "D#", "GB": "F#", "AB": "G#", "BB": "A#", "CB": "B", "FB": "E"}
 
@@ -26,9 +26,9 @@ class Filters:
     tempo: tuple[float, float] | None = None  # BPM, inclusive
     key: str | None = None  # tonic with sharps, "C".."B"
     mode: str | None = None  # "major" | "minor"
-    metre: str | None = None  # "3/4" | "4/4" | "6/8"
+    time_signature: str | None = None  # "3/4" | "4/4" | "6/8"
     instruments: list[str] = field(default_factory=list)  # every one must play
-    style: str | None = None  # the catalog's genre
+    genre: str | None = None
     mood: str | None = None
 
     def active(self) -> bool:
@@ -40,8 +40,8 @@ class Filters:
         if self.tempo:
             where.append("tempo_bpm BETWEEN ? AND ?")
             params += list(self.tempo)
-        for column, value in (("key", self.key), ("mode", self.mode), ("time_signature", self.metre),
-                              ("genre", self.style), ("mood", self.mood)):
+        for column, value in (("key", self.key), ("mode", self.mode), ("time_signature", self.time_signature),
+                              ("genre", self.genre), ("mood", self.mood)):
             if value:
                 where.append(f"lower({column}) = lower(?)")
                 params.append(value)
@@ -81,17 +81,18 @@ def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tempo", help="tempo range in BPM, e.g. 90-120 (or one value)")
     group.add_argument("--key", help="key, e.g. 'A minor', 'F# major', 'Bb' (any mode)")
     group.add_argument("--mode", choices=["major", "minor"], help="major or minor, any key")
-    group.add_argument("--metre", "--time-signature", dest="metre", choices=METRES, help="time signature")
+    group.add_argument("--time-signature", "--metre", dest="time_signature", choices=TIME_SIGNATURES,
+                       help="time signature")
     group.add_argument("--instrument", action="append", default=[],
                        help="an instrument that must play, e.g. piano (repeat for several)")
-    group.add_argument("--style", "--genre", dest="style", help="style (the catalog's genre), e.g. rock")
+    group.add_argument("--genre", "--style", dest="genre", help="genre, e.g. rock")
     group.add_argument("--mood", help="mood, e.g. calm")
 
 
 def filters_from_args(args: argparse.Namespace) -> Filters:
     """Filters from parsed flags; ValueError naming the flag on a bad value."""
-    filters = Filters(tempo=parse_tempo(args.tempo) if args.tempo else None, metre=args.metre,
-                      instruments=list(args.instrument), style=args.style, mood=args.mood, mode=args.mode)
+    filters = Filters(tempo=parse_tempo(args.tempo) if args.tempo else None, time_signature=args.time_signature,
+                      instruments=list(args.instrument), genre=args.genre, mood=args.mood, mode=args.mode)
     if args.key:
         filters.key, mode = parse_key(args.key)
         if mode and args.mode and mode != args.mode:

@@ -49,10 +49,11 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from musicllm.vocabulary import ATTRIBUTES
+
 SCHEMA_VERSION = 1
 STATUSES = ("pending", "done", "failed")
-# Flat, indexed columns for attribute filters; each is the label when known, else the estimate.
-ATTRIBUTES = ("tempo_bpm", "key", "mode", "time_signature", "genre", "mood", "instruments")
+# ATTRIBUTES are flat, indexed columns for attribute filters; each is the label when known, else the estimate.
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);

@@ -3,7 +3,7 @@
     musicllm search "calm piano for studying" --catalog music.db
     musicllm search "fast minor-key rock" --catalog music.db --tempo 140-200 --k 5
     musicllm search --catalog music.db --audio song.mp3 --key "A minor" --instrument piano
-    musicllm search --catalog music.db --metre 3/4 --style classical --json
+    musicllm search --catalog music.db --time-signature 3/4 --genre classical --json
 
 - Text: over each track's captions (whole-track summary + window captions) and its attribute
   words. "hybrid" (the default) fuses BM25 (SQLite FTS5, serve.catalog.text_rank.FullTextIndex)
@@ -14,8 +14,8 @@
   (eval/benchmarks/cli_latency.py).
 - Audio: nearest neighbours of the clip's embedding (musicllm.embeddings, the frozen encoder)
   among the tracks' stored embeddings, after the catalog-fitted standardisation.
-- Attributes: SQL filters on the catalog's indexed columns (tempo range, key, mode, metre,
-  instrument, style = genre, mood); they restrict the candidates of the other two, or list
+- Attributes: SQL filters on the catalog's indexed columns (tempo range, key, mode, time
+  signature, instrument, genre, mood); they restrict the candidates of the other two, or list
   the matching tracks on their own. Text and audio together are fused by reciprocal rank.
 
 The vector indexes live beside the database (`music.db.index/audio`, `.../text`): built on first

@@ -184,8 +184,8 @@ def parse_recommend_body(body) -> dict:
 
 
 def parse_filters(raw: dict) -> Filters:
-    """The `filters` object: tempo ("90-120" or [90, 120]), key, mode, metre, instruments, style, mood."""
-    known = {"tempo", "key", "mode", "metre", "instruments", "style", "mood"}
+    """The `filters` object: tempo ("90-120" or [90, 120]), key, mode, time_signature, instruments, genre, mood."""
+    known = {"tempo", "key", "mode", "time_signature", "instruments", "genre", "mood"}
     for name in raw:
         if name not in known:
             raise bad(f"filters.{name}: unknown filter; use {', '.join(sorted(known))}.", f"filters.{name}")
@@ -198,7 +198,7 @@ def parse_filters(raw: dict) -> Filters:
         filters = Filters(tempo=tempo)
         if raw.get("key"):
             filters.key, filters.mode = parse_key(str(raw["key"]))
-        for name in ("mode", "metre", "style", "mood"):
+        for name in ("mode", "time_signature", "genre", "mood"):
             if raw.get(name) is not None:
                 if not isinstance(raw[name], str):
                     raise ValueError(f"{name}: must be a string")

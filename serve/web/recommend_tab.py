@@ -1,7 +1,7 @@
 """The web page's "Recommend" tab: catalog tracks for a song and/or a description, with filters.
 
 Upload a song you like and/or describe what you want ("calm piano for studying"), narrow by
-tempo range, key, mode, metre, instruments and style, and get the catalog's picks: title, the
+tempo range, key, mode, time signature, instruments and genre, and get the catalog's picks: title, the
 catalog's attributes, and the reason (grounded in the pick's stored captions, serve.catalog.recommend).
 The tab sends one POST /v1/recommend to the gateway (`{"input_audio", "query", "filters", "k"}`;
 without a song, `{"query", ...}` alone: the catalog searched by the description) and shows what
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from musicllm.vocabulary import PITCH_CLASSES, TIME_SIGNATURES as METRES, attribute_phrases
+from musicllm.vocabulary import PITCH_CLASSES, TIME_SIGNATURES, attribute_phrases
 
 ANY = "any"
 KEYS = [ANY] + [f"{tonic} {mode}" for mode in ("major", "minor") for tonic in PITCH_CLASSES]
@@ -23,10 +23,10 @@ MAX_PICKS = 20
 
 
 def recommend_body(audio_part: dict | None, query: str, k: int, tempo: str = "", key: str = ANY, mode: str = ANY,
-                   metre: str = ANY, instruments: str = "", style: str = "") -> dict:
+                   time_signature: str = ANY, instruments: str = "", genre: str = "") -> dict:
     """The POST /v1/recommend body for the tab's fields; empty fields and "any" are left out."""
     filters = {"tempo": tempo.strip(), "key": "" if key == ANY else key, "mode": "" if mode == ANY else mode,
-               "metre": "" if metre == ANY else metre, "style": style.strip(),
+               "time_signature": "" if time_signature == ANY else time_signature, "genre": genre.strip(),
                "instruments": [name.strip() for name in instruments.split(",") if name.strip()]}
     body = {"k": int(k), "filters": {name: value for name, value in filters.items() if value}}
     if audio_part is not None:
@@ -61,7 +61,7 @@ def recommend_tab(gateway, max_clip_bytes: int) -> None:
     from musicllm.audio import AudioError
     from serve.gateway.openai_format import clip_part
 
-    async def recommend(path, query, tempo, key, mode, metre, instruments, style, k):
+    async def recommend(path, query, tempo, key, mode, time_signature, instruments, genre, k):
         if path is None and not (query or "").strip():
             gr.Warning("Upload a song you like or describe what you want (or both).")
             return gr.skip()
@@ -71,7 +71,8 @@ def recommend_tab(gateway, max_clip_bytes: int) -> None:
                 audio_part = await anyio.to_thread.run_sync(clip_part, path, max_clip_bytes)  # file I/O, maybe FLAC
             except AudioError as err:
                 raise gr.Error(str(err), title="Unusable audio", print_exception=False) from err
-        body = recommend_body(audio_part, query or "", k, tempo or "", key, mode, metre, instruments or "", style or "")
+        body = recommend_body(audio_part, query or "", k, tempo or "", key, mode, time_signature, instruments or "",
+                              genre or "")
         # A description alone goes as it is: the gateway searches the catalog's captions and attributes.
         return picks_view(await gateway.recommend_picks(body))
 
@@ -87,16 +88,17 @@ def recommend_tab(gateway, max_clip_bytes: int) -> None:
                     tempo = gr.Textbox(label="Tempo (BPM)", placeholder="90-120", elem_id="rec-tempo")
                     key = gr.Dropdown(KEYS, value=ANY, label="Key", elem_id="rec-key")
                     mode = gr.Dropdown([ANY, "major", "minor"], value=ANY, label="Mode", elem_id="rec-mode")
-                    metre = gr.Dropdown([ANY, *METRES], value=ANY, label="Metre", elem_id="rec-metre")
+                    time_signature = gr.Dropdown([ANY, *TIME_SIGNATURES], value=ANY, label="Time signature",
+                                                 elem_id="rec-time-signature")
                 with gr.Row():
                     instruments = gr.Textbox(label="Instruments (comma-separated, all must play)",
                                              placeholder="piano", elem_id="rec-instruments")
-                    style = gr.Textbox(label="Style", placeholder="rock", elem_id="rec-style")
+                    genre = gr.Textbox(label="Genre", placeholder="rock", elem_id="rec-genre")
             k = gr.Slider(1, MAX_PICKS, value=5, step=1, label="How many picks", elem_id="rec-k")
             go = gr.Button("Recommend", variant="primary", elem_id="rec-go")
         with gr.Column(scale=3):
             picks = gr.Markdown("The picks appear here.", elem_id="rec-picks")
-    inputs = [song, query, tempo, key, mode, metre, instruments, style, k]
+    inputs = [song, query, tempo, key, mode, time_signature, instruments, genre, k]
     go.click(recommend, inputs, picks, concurrency_limit=None)
     query.submit(recommend, inputs, picks, concurrency_limit=None)
 
