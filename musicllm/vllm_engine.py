@@ -47,26 +47,26 @@ def encode_embeds(tensor) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _server_error(status: int, body: bytes) -> Exception:
-    """vLLM's OpenAI error body -> EngineRequestError for a 4xx (the request), RuntimeError otherwise."""
-    import json
+def _status_and_message(err) -> tuple[int, str]:
+    """An `openai.APIError`'s HTTP status and vLLM's own message. An error event inside a stream
+    has no status: its body's `code` stands in (vLLM puts the status there)."""
+    import openai
 
-    try:
-        message = json.loads(body)["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        message = body.decode(errors="replace")[:500]
-    if 400 <= status < 500:
-        return EngineRequestError(f"vLLM refused the request: {message}")
-    return RuntimeError(f"vLLM server error {status}: {message}")
+    if isinstance(err, openai.APIStatusError):
+        status = err.status_code
+    else:
+        status = int(err.code) if (err.code or "").isdigit() else 500
+    message = err.body.get("message") if isinstance(err.body, dict) else err.body  # vLLM's 401 body is a string
+    return status, message if isinstance(message, str) and message else err.message
 
 
 class VLLMServerEngine(LocalModelEngine):
     """The LLM in a vLLM OpenAI server (reached by `base_url`), everything before it here.
 
     Each request is rendered and embedded in this process (worker threads, so the event loop
-    keeps serving) and sent to `/v1/completions` as `prompt_embeds`; vLLM batches concurrent
-    requests itself. The checkpoint is loaded whole, though only the audio tower, the projector
-    and the LLM's input embeddings are used here."""
+    keeps serving) and sent with the `openai` client to `/v1/completions` as `prompt_embeds`;
+    vLLM batches concurrent requests itself. The checkpoint is loaded whole, though only the
+    audio tower, the projector and the LLM's input embeddings are used here."""
 
     name = "vllm"
 
@@ -76,113 +76,107 @@ class VLLMServerEngine(LocalModelEngine):
 
         model, processor = load_checkpoint(Path(checkpoint_dir).expanduser())
         super().__init__(model, processor, model_id)
-        self.base_url, self.timeout = base_url.rstrip("/"), timeout
-        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.base_url, self.api_key, self.timeout = base_url.rstrip("/"), api_key, timeout
         self.served_name: str | None = None  # the server's model, asked for once
-        # An httpx client belongs to the event loop it was used in (tests and scripts may run several).
+        # A client (its connection pool) belongs to the event loop it was used in (tests and scripts may run several).
         self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def _client(self):
-        import httpx
+        import openai
 
         loop = asyncio.get_running_loop()
         if loop not in self._clients:
-            self._clients[loop] = httpx.AsyncClient(base_url=self.base_url, headers=self.headers, timeout=self.timeout)
+            # One retry (the client's own, after about half a second): a pooled keep-alive
+            # connection that the server closed just as a request went out fails before any
+            # answer, and a fresh connection mends it (64 users for 2 minutes met it once). A
+            # refused connection or a 5xx is tried twice too. The client insists on a key: a
+            # server started without one ignores "EMPTY" (None would send OPENAI_API_KEY to it).
+            self._clients[loop] = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key or "EMPTY",
+                                                     timeout=self.timeout, max_retries=1)
         return self._clients[loop]
 
     @contextlib.asynccontextmanager
-    async def _reaching(self):
-        """Connection failures as EngineUnavailable: the server is down (or restarting)."""
-        import httpx
+    async def _answering(self):
+        """The client's errors as the engine's, each saying what went wrong: the server not
+        reached, or refusing our key -> EngineUnavailable; refusing the request ->
+        EngineRequestError (with vLLM's message); failing it -> RuntimeError."""
+        import openai
 
         try:
             yield
-        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as err:
+        except openai.APITimeoutError as err:
+            raise EngineUnavailable(f"the vLLM server at {self.base_url} did not answer within {self.timeout:g} s"
+                                    ) from err
+        except openai.APIConnectionError as err:  # refused, reset, or gone mid-answer
             raise EngineUnavailable(f"the vLLM server at {self.base_url} is not answering "
-                                    f"({type(err).__name__}); it may be restarting, retry shortly") from None
+                                    f"({type(err.__cause__ or err).__name__}); it may be restarting, retry shortly"
+                                    ) from err
+        except openai.APIError as err:  # an error status, or an error event inside the stream
+            status, message = _status_and_message(err)
+            if status in (401, 403):  # our key, so nobody's request gets through
+                raise EngineUnavailable(f"the vLLM server at {self.base_url} refused the API key "
+                                        f"({status} {message}): give the key it was started with") from err
+            if 400 <= status < 500:
+                raise EngineRequestError(f"vLLM refused the request: {message}") from err
+            raise RuntimeError(f"the vLLM server at {self.base_url} failed ({status}): {message}") from err
 
     async def problem(self) -> str | None:
-        import httpx
+        import openai
 
-        root = self.base_url.removesuffix("/v1")
-        try:
-            response = await self._client().get(f"{root}/health", timeout=2.0)
-        except httpx.HTTPError as err:
-            return f"the vLLM server at {self.base_url} is not answering ({type(err).__name__})"
-        return None if response.status_code == 200 else f"the vLLM server's /health says {response.status_code}"
+        try:  # /health sits beside /v1, not under it
+            await self._client().get(self.base_url.removesuffix("/v1") + "/health", cast_to=str,
+                                     options={"timeout": 2.0, "max_retries": 0})
+        except openai.APIStatusError as err:
+            return f"the vLLM server at {self.base_url} says {err.status_code} on /health"
+        except openai.APIError as err:
+            return f"the vLLM server at {self.base_url} is not answering ({type(err.__cause__ or err).__name__})"
+        return None
 
     async def _server_model(self) -> str:
         """The served model's name and context length, from GET /models."""
         if self.served_name is None:
-            async with self._reaching():
-                response = await self._client().get("/models")
-            if response.status_code != 200:
-                raise _server_error(response.status_code, response.content)
-            served = response.json()["data"][0]
-            self.context = int(served.get("max_model_len") or self.context)
-            self.served_name = served["id"]
+            async with self._answering():
+                served = (await self._client().models.list()).data[0]
+            self.context = int(getattr(served, "max_model_len", None) or self.context)  # a vLLM field
+            self.served_name = served.id
         return self.served_name
 
-    async def _body(self, request: GenerationRequest) -> dict:
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Delta]:
+        import openai
+
         served = await self._server_model()
         ids = await asyncio.to_thread(self.prompt_ids, request)  # tokenising, like embedding, off the event loop
         embeds = await asyncio.to_thread(self.prompt_embeds, ids, request.clips)
-        body = dict(model=served, prompt_embeds=encode_embeds(embeds), max_tokens=request.max_tokens,
-                    temperature=request.temperature, top_p=request.top_p,
-                    frequency_penalty=request.frequency_penalty, stream=True,
-                    stream_options={"include_usage": True})
-        if request.seed is not None:
-            body["seed"] = request.seed
-        if request.stop:
-            body["stop"] = list(request.stop)
-        return body
-
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[Delta]:
-        import json
-
-        body = await self._body(request)
-        async with self._reaching():
-            response = await self._send(self._client().build_request("POST", "/completions", json=body))
+        async with self._answering():
+            chunks = await self._client().completions.create(
+                model=served, prompt=openai.omit,  # the whole prompt is in prompt_embeds
+                max_tokens=request.max_tokens, temperature=request.temperature, top_p=request.top_p,
+                frequency_penalty=request.frequency_penalty,
+                seed=openai.omit if request.seed is None else request.seed, stop=list(request.stop) or openai.omit,
+                stream=True, stream_options={"include_usage": True},
+                extra_body={"prompt_embeds": encode_embeds(embeds)})
         # Leaving early (the caller stopped listening) closes the connection, and vLLM aborts a
         # request whose client has gone.
-        async with self._reaching(), contextlib.aclosing(response):
-            if response.status_code != 200:
-                raise _server_error(response.status_code, await response.aread())
-            last = None
-            async for line in response.aiter_lines():
-                if not line.startswith("data: ") or line == "data: [DONE]":
-                    continue
-                chunk = json.loads(line[len("data: "):])
-                if "error" in chunk:
-                    raise _server_error(int(chunk["error"].get("code") or 500), line[6:].encode())
-                for choice in chunk.get("choices") or []:
-                    if choice.get("finish_reason"):  # held back until the usage chunk that follows
-                        last = Delta(choice.get("text") or "", choice["finish_reason"])
-                    elif choice.get("text"):
-                        yield Delta(choice["text"])
-                if chunk.get("usage") and last is not None:
-                    last.prompt_tokens = chunk["usage"]["prompt_tokens"]
-                    last.completion_tokens = chunk["usage"]["completion_tokens"]
+        last = None
+        async with self._answering(), chunks:
+            async for chunk in chunks:
+                for choice in chunk.choices or []:
+                    if choice.finish_reason:  # held back until the usage chunk that follows
+                        last = Delta(choice.text or "", choice.finish_reason)
+                    elif choice.text:
+                        yield Delta(choice.text)
+                if chunk.usage and last is not None:
+                    last.prompt_tokens = chunk.usage.prompt_tokens
+                    last.completion_tokens = chunk.usage.completion_tokens
         if last is None:
-            raise RuntimeError("vLLM ended the stream without a finish reason")
+            raise RuntimeError(f"the vLLM server at {self.base_url} ended the stream without a finish reason")
         yield last
-
-    async def _send(self, request):
-        """The streamed response's headers. A pooled keep-alive connection that the server closed
-        just as the request went out fails before any answer; that is retried once, on a fresh
-        connection (64 users for 2 minutes met it once). A refused connection is not retried."""
-        import httpx
-
-        try:
-            return await self._client().send(request, stream=True)
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
-            return await self._client().send(request, stream=True)
 
     async def _leave_loop(self) -> None:
         with contextlib.suppress(RuntimeError):
             client = self._clients.pop(asyncio.get_running_loop(), None)
             if client is not None:
-                await client.aclose()
+                await client.close()
 
 
 class VLLMOfflineEngine(LocalModelEngine):

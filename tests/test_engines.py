@@ -1,13 +1,19 @@
 """The generation engines: transformers (batched, streaming) and vLLM (server and offline) give the
 same greedy answers about a clip, stream what they answer, batch concurrent users, refuse bad
-requests by name, and stop work nobody waits for any more."""
+requests by name, stop work nobody waits for any more, and say which vLLM server failed and how
+(a FakeVLLM plays the failures the real one is never made to have)."""
 
 import asyncio
+import json
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
 
-from musicllm.engines import EngineRequestError, GenerationRequest
+from musicllm.engines import EngineRequestError, EngineUnavailable, GenerationRequest
 from serving_fixtures import CONTEXT, KEY_QUESTION, SERVING_ANSWERS, SERVING_CLIPS, VLLM_KEY, serving_conversation
 
 CASES = [(kind, turns) for kind in SERVING_CLIPS for turns in (1, 2)]  # turn 2: audio only in turn 1
@@ -213,6 +219,106 @@ def test_vllm_server_engine_refuses_bad_requests(vllm_engine):
     finally:
         vllm_engine.served_name = served
     assert asyncio.run(vllm_engine.complete(request())).text == expected("piano", 1)
+
+
+def test_a_wrong_key_or_no_server_is_reported_with_the_servers_url(serving_checkpoint, vllm_url):
+    """What the gateway turns into a 503 names the vLLM server and says what is wrong with it."""
+    from musicllm.vllm_engine import VLLMServerEngine
+    from musicllm.vllm_server import free_port
+
+    wrong = VLLMServerEngine(serving_checkpoint, vllm_url, api_key="wrong")
+    with pytest.raises(EngineUnavailable, match=rf"vLLM server at {re.escape(vllm_url)} refused the API key \(401"):
+        asyncio.run(wrong.complete(request()))
+    nowhere = f"http://127.0.0.1:{free_port()}/v1"
+    absent = VLLMServerEngine(serving_checkpoint, nowhere, api_key=VLLM_KEY)
+    with pytest.raises(EngineUnavailable, match=rf"vLLM server at {re.escape(nowhere)} is not answering"):
+        asyncio.run(absent.complete(request()))
+    assert asyncio.run(absent.problem()).startswith(f"the vLLM server at {nowhere} is not answering")
+
+
+class FakeVLLM(BaseHTTPRequestHandler):
+    """What the real server is never made to do here: answer a 500 (`server.mode` "fail"), send an
+    error event inside a stream ("error event"), or stream until the client leaves ("endless":
+    then `server.gone` is set)."""
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _answer(self, status: int, content_type: str, body: dict | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Connection", "close")  # the body ends when the connection does
+        self.end_headers()
+        if body is not None:
+            self.wfile.write(json.dumps(body).encode())
+
+    def _event(self, payload: dict) -> None:
+        self.wfile.write(f"data: {json.dumps(payload)}\n\n".encode())
+        self.wfile.flush()
+
+    def do_GET(self) -> None:
+        self._answer(200, "application/json", {"object": "list", "data": [{"id": "musicllm", "max_model_len": CONTEXT}]})
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        if self.server.mode == "fail":
+            return self._answer(500, "application/json", {"error": {"message": "EngineCore died", "code": 500}})
+        self._answer(200, "text/event-stream")
+        self._event({"choices": [{"index": 0, "text": "A calm", "finish_reason": None}]})
+        if self.server.mode == "error event":
+            return self._event({"error": {"message": "the engine failed mid-answer", "code": 500}})
+        try:
+            for _ in range(400):  # 10 s unless the client leaves
+                time.sleep(0.025)
+                self._event({"choices": [{"index": 0, "text": " la", "finish_reason": None}]})
+        except OSError:  # broken pipe, connection reset: the client closed the connection
+            self.server.gone.set()
+
+
+@pytest.fixture(scope="module")
+def fake_vllm(serving_checkpoint):
+    """(server, engine): a FakeVLLM on 127.0.0.1 and a VLLMServerEngine that uses it."""
+    from musicllm.vllm_engine import VLLMServerEngine
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeVLLM)
+    server.mode, server.gone, server.daemon_threads = "fail", threading.Event(), True
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    engine = VLLMServerEngine(serving_checkpoint, f"http://127.0.0.1:{server.server_port}/v1")
+    yield server, engine
+    engine.close()
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_vllm_server_failures_are_errors_that_name_the_server(fake_vllm):
+    server, engine = fake_vllm
+    url = re.escape(engine.base_url)
+    server.mode = "fail"
+    with pytest.raises(RuntimeError, match=rf"the vLLM server at {url} failed \(500\): EngineCore died"):
+        asyncio.run(engine.complete(request()))
+    server.mode = "error event"  # after a first piece of the answer
+    with pytest.raises(RuntimeError, match=rf"the vLLM server at {url} failed \(500\): the engine failed mid-answer"):
+        asyncio.run(engine.complete(request()))
+
+
+def test_leaving_a_vllm_stream_closes_its_connection(fake_vllm):
+    """What a client disconnect does to the gateway's generator; vLLM aborts a request whose
+    connection has closed."""
+    server, engine = fake_vllm
+    server.mode = "endless"
+    server.gone.clear()
+
+    async def leave_after_first_delta():
+        stream = engine.stream(request())
+        async for _ in stream:
+            break
+        await stream.aclose()
+        return await asyncio.to_thread(server.gone.wait, 5)
+
+    assert asyncio.run(leave_after_first_delta())  # not the 10 s the server would stream for
 
 
 OFFLINE_SCRIPT = """
