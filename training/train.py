@@ -120,6 +120,9 @@ def set_trainable(model, config: TrainConfig) -> list[torch.nn.Parameter]:
 
 
 def lr_lambda(config: TrainConfig):
+    """Linear warmup from lr/warmup, then cosine down to lr * min_lr_ratio. After the warmup this
+    is transformers' get_cosine_with_min_lr_schedule_with_warmup to the last digit (checked at
+    200 steps); its warmup starts at 0, a step that learns nothing, so the warmup stays ours."""
     warmup, total, floor = config.optim.warmup_steps, config.max_steps, config.optim.min_lr_ratio
 
     def schedule(step: int) -> float:
