@@ -180,6 +180,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out_dir = args.out or args.manifest.parent
+    if not args.manifest.is_file():  # before the writer, which makes its cache folder
+        print(f"musicllm data write: {args.manifest}: no such manifest", file=sys.stderr)
+        return 2
     try:
         writer = make_writer(args, out_dir)
         counts = write_conversations(args.manifest, out_dir, writer, args.tasks, args.per_clip, args.seed)

@@ -141,9 +141,10 @@ def index_catalog(path: Path) -> Path:
     searcher = Searcher(path)
     try:
         started = time.monotonic()
-        print("      search indexes: audio vectors, then text embeddings of new captions (~20 ms a track) ...",
+        print("      search indexes: audio vectors, words, then text embeddings of new captions (~20 ms a track) ...",
               flush=True)
         searcher.audio_index()
+        searcher.full_text()
         searcher.text_index(progress=True)
         print(f"      search indexes ready ({time.monotonic() - started:.0f} s)", flush=True)
     except TextEmbedderMissing as err:

