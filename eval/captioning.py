@@ -37,12 +37,13 @@ from collections import defaultdict
 from pathlib import Path
 
 from data_gen.formats import FormatError, JsonlWriter, read_jsonl
-from musicllm.vocabulary import tempo_band
+from musicllm.vocabulary import ATTRIBUTES as TRACK_ATTRIBUTES, tempo_band
 from data_gen.text_attributes import (GENRES, INSTRUMENTS, bpms_in, canonical_genre, canonical_instrument, genres_in,
                              instruments_in, keys_in, mentions, metres_in, modes_in, tempo_bands_in)
 from eval.caption_metrics import caption_metrics
 
-ATTRIBUTES = ("tempo", "key", "mode", "metre", "instruments", "genre")
+# A track's attributes a caption is checked on (all but the mood), under their usual names.
+ATTRIBUTES = tuple(name for name in TRACK_ATTRIBUTES if name != "mood")
 STATUSES = ("correct", "wrong", "not_stated")
 BPM_TOLERANCE = 0.04
 DEFAULT_PROMPT = "Describe this music."
@@ -60,7 +61,7 @@ def attribute_accuracy(caption: str, labels: dict) -> dict[str, dict]:
     bpm = labels.get("tempo_bpm")
     if isinstance(bpm, (int, float)) and bpm > 0:
         near = any(abs(b - bpm) <= BPM_TOLERANCE * bpm for b in bpms_in(caption))
-        out["tempo"] = {"status": "correct" if near else _status(tempo_bands_in(caption), tempo_band(float(bpm)))}
+        out["tempo_bpm"] = {"status": "correct" if near else _status(tempo_bands_in(caption), tempo_band(float(bpm)))}
     tonic, mode = labels.get("key"), labels.get("mode")
     if tonic:
         stated = keys_in(caption)
@@ -71,7 +72,7 @@ def attribute_accuracy(caption: str, labels: dict) -> dict[str, dict]:
     if mode:
         out["mode"] = {"status": _status(modes_in(caption), mode)}
     if labels.get("time_signature"):
-        out["metre"] = {"status": _status(metres_in(caption), labels["time_signature"])}
+        out["time_signature"] = {"status": _status(metres_in(caption), labels["time_signature"])}
     instruments = labels.get("instruments")
     if isinstance(instruments, list) and instruments:
         truth = {canonical_instrument(i) for i in instruments}

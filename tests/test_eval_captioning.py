@@ -50,21 +50,21 @@ def statuses(caption, labels=LABELS):
 
 def test_attribute_accuracy_on_hand_written_captions():
     right = "A hip-hop track in F# minor at 121 BPM, in 3/4, with piano, bass and a drum kit."
-    assert statuses(right) == dict.fromkeys(["tempo", "key", "mode", "metre", "instruments", "genre"], "correct")
+    assert statuses(right) == dict.fromkeys(["tempo_bpm", "key", "mode", "time_signature", "instruments", "genre"], "correct")
     assert attribute_accuracy(right, LABELS)["instruments"]["recall"] == 1.0
     wrong = "A slow jazz ballad in A major, four beats to the bar, played on a flute."
-    assert statuses(wrong) == {"tempo": "not_stated", "key": "wrong", "mode": "wrong", "metre": "wrong",
+    assert statuses(wrong) == {"tempo_bpm": "not_stated", "key": "wrong", "mode": "wrong", "time_signature": "wrong",
                                "instruments": "wrong", "genre": "wrong"}  # "slow" is no tempo without a tempo noun
-    assert statuses("It has a slow tempo.")["tempo"] == "wrong"
-    assert statuses("It moves at 124 BPM.", {"tempo_bpm": 127.0})["tempo"] == "correct"  # other band, within 4%
-    assert statuses("It moves at 90 BPM.")["tempo"] == "wrong"
-    assert statuses("Its pace is medium-fast.")["tempo"] == "correct"
+    assert statuses("It has a slow tempo.")["tempo_bpm"] == "wrong"
+    assert statuses("It moves at 124 BPM.", {"tempo_bpm": 127.0})["tempo_bpm"] == "correct"  # other band, within 4%
+    assert statuses("It moves at 90 BPM.")["tempo_bpm"] == "wrong"
+    assert statuses("Its pace is medium-fast.")["tempo_bpm"] == "correct"
     assert set(statuses("Some music.").values()) == {"not_stated"}
     partial = attribute_accuracy("Piano and a synth pad.", LABELS)["instruments"]
     assert partial == {"status": "correct", "recall": pytest.approx(1 / 3), "precision": 0.5}
     assert statuses("It is in a minor key.", {"mode": "minor"}) == {"mode": "correct"}  # "a minor" is no A minor
-    assert statuses("A slow tempo that turns into a fast tempo.", {"tempo_bpm": 60.0})["tempo"] == "wrong"  # two bands
-    assert statuses("Somewhere between 60 and 70 BPM.", {"tempo_bpm": 64.0})["tempo"] == "correct"
+    assert statuses("A slow tempo that turns into a fast tempo.", {"tempo_bpm": 60.0})["tempo_bpm"] == "wrong"  # two bands
+    assert statuses("Somewhere between 60 and 70 BPM.", {"tempo_bpm": 64.0})["tempo_bpm"] == "correct"
 
 
 def test_summary_and_scoring_command(tmp_path, capsys):
@@ -73,7 +73,7 @@ def test_summary_and_scoring_command(tmp_path, capsys):
             {"id": "c1", "caption": "A jazz tune.", "references": [], "labels": {"genre": "jazz", "tempo_bpm": 60}}]
     summary = summarize_attributes(rows)
     assert summary["genre"] == {"n": 2, "correct": 1.0, "wrong": 0.0, "not_stated": 0.0}
-    assert summary["tempo"]["correct"] == 0.5 and summary["tempo"]["not_stated"] == 0.5
+    assert summary["tempo_bpm"]["correct"] == 0.5 and summary["tempo_bpm"]["not_stated"] == 0.5
     out = tmp_path / "caps.jsonl"
     out.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert main(["--out", str(out)]) == 0
