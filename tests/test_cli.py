@@ -154,7 +154,7 @@ def port_open(url: str) -> bool:
         return sock.connect_ex(("127.0.0.1", int(url.split(":")[2].split("/")[0]))) == 0
 
 
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(2700)
 def test_quickstart_then_demo_as_a_new_user_would(tmp_path):
     """The README's main job on a fresh home folder (small size): `musicllm demo` builds the default
     model (every pipeline step once), starts vLLM, the gateway and the web chat, answers through
@@ -163,8 +163,9 @@ def test_quickstart_then_demo_as_a_new_user_would(tmp_path):
     env = {"MUSICLLM_HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
     with socket.socket() as taken, Demo("--size", "small", "--web-port", str(port_of(taken)), env=env) as demo:
         # A journey, not a speed test (benchmarks measure speed): the small build took 15+ min on a
-        # slow day here (2026-12-03: stage 2 at 7-10 s a step), over the 900 s this allowed before.
-        demo.wait_for("Press Ctrl-C to stop.", timeout=1500)
+        # slow day here (2026-12-03: stage 2 at 7-10 s a step), and in the whole suite, beside an
+        # idle vLLM server of another test's fixture, the test took 1506 s of the 1800 it had.
+        demo.wait_for("Press Ctrl-C to stop.", timeout=2400)
         out = demo.output
         for step in ["synthesise the procedural corpus", "write captions", "MIR estimates",
                      "synthesise the out-of-distribution corpus", "build the model from its backbones",
