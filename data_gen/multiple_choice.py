@@ -534,7 +534,10 @@ def write_csv(rows: list[dict], path: Path) -> None:
 def write_questions(manifest: Path, out: Path, per_clip: int = 4, seed: int = 0, split: str = "test",
                     distractors: str = "muchomusic", balance_answers: bool = False) -> list[dict]:
     """Multiple-choice questions on `manifest`'s clips of `split` ("all": every clip), written to the
-    CSV `out` (whole or not at all); returns the rows. Raises FormatError/KeyError for a bad manifest."""
+    CSV `out` (whole or not at all); returns the rows. Raises FileNotFoundError for a missing
+    manifest (read_jsonl reads none as empty), FormatError/KeyError for a bad one."""
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{manifest}: no such manifest")
     # In id order: the seeded choices below follow the clips, so any order of the manifest's
     # lines gives the same questions
     everything = sorted(read_jsonl(manifest), key=lambda c: c["id"])
@@ -576,6 +579,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         write_questions(args.manifest, args.out or args.manifest.parent / "multiple_choice.csv", args.per_clip,
                         args.seed, args.split, args.distractors, args.balance_answers)
+    except FileNotFoundError as err:
+        print(f"musicllm data mc: {err}", file=sys.stderr)
+        return 2
     except (FormatError, KeyError) as err:
         print(f"musicllm data mc: {args.manifest}: {err}", file=sys.stderr)
         return 2

@@ -154,6 +154,13 @@ def test_cli_writes_the_test_split_with_audio_beside_the_csv(tmp_path):
     assert Path(tmp_path / "corpus" / "multiple_choice.csv").exists()
 
 
+def test_a_missing_manifest_is_a_clear_error_and_writes_nothing(tmp_path, capsys):
+    missing = tmp_path / "corpus" / "manifest.jsonl"
+    assert main([str(missing), "--out", str(tmp_path / "mc.csv")]) == 2
+    assert f"{missing}: no such manifest" in capsys.readouterr().err
+    assert not (tmp_path / "mc.csv").exists()
+
+
 def test_other_spellings_of_the_truth_are_never_wrong_options():
     # The procedural corpus says "drums", "alto sax", "strings", "classical", "hip-hop".
     from data_gen.writers.phrases import may_be_playing
