@@ -10,6 +10,7 @@ or a feature extractor: sample rate, window length, and the encoder's framing as
 
 from __future__ import annotations
 
+import numpy as np
 from transformers import AutoConfig, PretrainedConfig
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
@@ -62,6 +63,32 @@ class MusicFeaturesConfig(PretrainedConfig):
         # [+ 12 bass pitch classes, 24 bass key strengths] [+ 50 tags, 200 tagger embedding]
         return (self.n_mels + 12 + 12 + 4 + 2 * self.tempo_bins + 24 + (37 if self.key_sharpness > 0 else 0)
                 + (36 if self.bass_chroma else 0) + self.tagger_size)
+
+    @property
+    def pitch_class_offsets(self) -> list[int]:
+        """Where each block of 12 values indexed by pitch class C..B starts in a frame: chroma,
+        window-mean chroma, major and minor key strengths [, key posteriors major and minor, tonic
+        posterior] [, bass chroma, its major and minor key strengths]. Transposing the music
+        rotates each of these blocks alike (the key head relies on it, projector.py)."""
+        M, B = self.n_mels, self.tempo_bins
+        offsets = [M, M + 12, M + 28 + 2 * B, M + 40 + 2 * B]
+        if self.key_sharpness > 0:
+            offsets += [M + 52 + 2 * B, M + 64 + 2 * B, M + 77 + 2 * B]
+        if self.bass_chroma:
+            start = M + 52 + 2 * B + (37 if self.key_sharpness > 0 else 0)
+            offsets += [start, start + 12, start + 24]
+        return offsets
+
+    @property
+    def tempogram_offsets(self) -> list[int]:
+        """Where the frame's tempogram and the window-mean tempogram start (tempo_bins values each,
+        at the lags of `tempogram_bpm`)."""
+        return [self.n_mels + 28, self.n_mels + 28 + self.tempo_bins]
+
+    @property
+    def tempogram_bpm(self) -> list[float]:
+        """The tempo (BPM) of each tempogram bin's lag: log-spaced from tempo_max_bpm down to tempo_min_bpm."""
+        return [float(b) for b in np.geomspace(self.tempo_max_bpm, self.tempo_min_bpm, self.tempo_bins)]
 
 
 AutoConfig.register(MusicFeaturesConfig.model_type, MusicFeaturesConfig)

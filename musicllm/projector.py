@@ -21,15 +21,41 @@ and a probability-weighted blend of " 90" and " 120" is neither; with them the L
 heads' answer in half of the multiple-choice questions where the heads were right (README).
 The heads are trained on labels (training/attributes.py) and frozen in later stages, so nothing
 needs a gradient through the choice; a wrong head gives a wrong word, not a missing one.
+
+The key (tonic and mode) has a head of its own when the tonic attribute names its
+`pitch_features`: groups of 12 window statistics indexed by pitch class C..B (chroma, key
+strengths, bass chroma...). Transposing music rotates every group alike, so one small MLP scores
+"the tonic is pitch class k, major / minor" from the groups rotated to start at k, for each of
+the 12 k: what it learns of one key holds for all twelve. The tonic's logits are that joint
+score summed over the two modes, the mode's summed over the tonics. On the default corpus's
+held-out clips it named the key (tonic and mode) of 96% (valid) and 90% (test), where one MLP
+over all the statistics named 82% and 79% (README).
+
+The tempo (its band, " fast", and its BPM to the nearest 10, " 120") has a head of its own when
+the tempo attribute names its `tempogram_features`: the window's tempogram (onset
+autocorrelation at log-spaced lags, `tempogram_bpm`) as a few channels. A tempo twice as fast
+shifts the tempogram by a fixed number of bins, so a small convolution along the bins scores
+"the beat is at this bin's tempo" alike at every tempo; each tempo class's logit is the bins'
+scores summed over the share of each bin's range that falls in the class's `bpm_ranges`. On the
+default corpus's held-out clips it named the tempo band of 93% (valid) and 88% (test), where
+one MLP over all the statistics named 77% and 73%. The metre (`tempogram_pooled`) reads the same
+tempogram through convolutions of its own, taken at their largest and mean over the bins: how the
+bar's lag stands to the beat's, wherever the tempo puts them (metre 92% valid, 88% test, against
+70% and 67%).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from transformers.activations import ACT2FN
 
 from musicllm.configuration import MusicLLMConfig
+from musicllm.vocabulary import MODES
+
+KEY_HIDDEN = 64  # the key head's width (32 and 128 scored the same on held-out clips)
+TEMPO_CHANNELS, TEMPO_KERNEL = 16, 21  # the tempo head's convolutions: 21 bins span 2.6 octaves of tempo
 
 
 class MusicLLMProjector(nn.Module):
@@ -57,7 +83,34 @@ class MusicLLMProjector(nn.Module):
                                          nn.Linear(hidden, config.text_config.hidden_size))
         self.attributes = config.audio_attributes or []
         self.attribute_head = None
-        trained = [a for a in self.attributes if "feature_index" not in a]
+        trained = [a for a in self.attributes if source(a) == "head"]
+        self.pitch_features = next((a["pitch_features"] for a in self.attributes if "pitch_features" in a), None)
+        if any(source(a) == "key" for a in self.attributes):
+            if self.pitch_features is None:
+                raise ValueError("attributes from the key head need the tonic's `pitch_features`")
+            groups = len(self.pitch_features)
+            # per group (not per feature: that would tell pitch classes apart), from the training clips
+            self.attribute_key_scale = nn.Parameter(torch.ones(groups))
+            self.attribute_key_shift = nn.Parameter(torch.zeros(groups))
+            self.attribute_key_head = nn.Sequential(nn.Linear(groups * 12, KEY_HIDDEN), ACT2FN[config.projector_act],
+                                                    nn.Linear(KEY_HIDDEN, len(MODES)))
+        tempo = next((a for a in self.attributes if "tempogram_features" in a), None)
+        rhythm = [a for a in self.attributes if source(a) in ("tempo", "metre")]
+        self.tempogram, self.tempo_shares, self.attribute_metre_head = None, {}, None
+        if rhythm:
+            if tempo is None:
+                raise ValueError("attributes from the tempogram need the tempo's `tempogram_features`")
+            self.tempogram, act = tempo["tempogram_features"], config.projector_act
+            self.attribute_tempo_scale = nn.Parameter(torch.ones(len(self.tempogram)))  # per channel, as for the key
+            self.attribute_tempo_shift = nn.Parameter(torch.zeros(len(self.tempogram)))
+            self.attribute_tempo_head = nn.Sequential(*tempogram_convolutions(len(self.tempogram), act),
+                                                      nn.Conv1d(TEMPO_CHANNELS, 1, 1))
+            # log share of each bin's tempo range in each class's: (bins, classes) per attribute
+            self.tempo_shares = {a["name"]: bin_class_log_shares(tempo["tempogram_bpm"], a["bpm_ranges"])
+                                 for a in rhythm if source(a) == "tempo"}
+            metre = [a for a in rhythm if source(a) == "metre"]
+            self.attribute_metre_head = nn.Sequential(*tempogram_convolutions(len(self.tempogram), act)) if metre else None
+            self.attribute_metre_out = nn.Linear(2 * TEMPO_CHANNELS, len(metre[0]["classes"])) if metre else None
         if trained:
             classes = sum(len(a["classes"]) for a in trained)
             # Features on their own scales, standardised per feature (set from the training
@@ -103,9 +156,40 @@ class MusicLLMProjector(nn.Module):
 
     def attribute_parameters(self) -> list[nn.Parameter]:
         """What training/attributes.py trains and the later stages keep frozen."""
-        if self.attribute_head is None:
-            return []
-        return [self.attribute_scale, self.attribute_shift, *self.attribute_head.parameters()]
+        params = []
+        if self.attribute_head is not None:
+            params += [self.attribute_scale, self.attribute_shift, *self.attribute_head.parameters()]
+        if self.pitch_features is not None:
+            params += [self.attribute_key_scale, self.attribute_key_shift, *self.attribute_key_head.parameters()]
+        if self.tempogram is not None:
+            params += [self.attribute_tempo_scale, self.attribute_tempo_shift, *self.attribute_tempo_head.parameters()]
+        if self.attribute_metre_head is not None:
+            params += [*self.attribute_metre_head.parameters(), *self.attribute_metre_out.parameters()]
+        return params
+
+    def tempogram_channels(self, stats: torch.Tensor) -> torch.Tensor:
+        """(W, 2C) window stats -> (W, channels, bins): the tempogram's, standardised."""
+        channels = stats[:, torch.tensor(self.tempogram, device=stats.device)]
+        return channels * self.attribute_tempo_scale[:, None] + self.attribute_tempo_shift[:, None]
+
+    def tempo_logits(self, stats: torch.Tensor) -> torch.Tensor:
+        """(W, 2C) window stats -> (W, bins): the beat is at each tempogram bin's tempo."""
+        return self.attribute_tempo_head(self.tempogram_channels(stats))[:, 0]
+
+    def metre_logits(self, stats: torch.Tensor, dropout: float = 0.0) -> torch.Tensor:
+        """(W, 2C) window stats -> (W, metre classes), from the tempogram's pattern wherever it lies."""
+        hidden = self.attribute_metre_head(self.tempogram_channels(stats))  # W, channels, bins
+        pooled = torch.cat([hidden.amax(-1), hidden.mean(-1)], dim=-1)
+        return self.attribute_metre_out(nn.functional.dropout(pooled, dropout, self.training))
+
+    def key_logits(self, stats: torch.Tensor, dropout: float = 0.0) -> torch.Tensor:
+        """(W, 2C) window stats -> (W, 2, 12) logits of (mode, tonic): major C..B, then minor C..B."""
+        index = torch.tensor(self.pitch_features, device=stats.device)  # G, 12
+        groups = stats[:, index] * self.attribute_key_scale[:, None] + self.attribute_key_shift[:, None]  # W, G, 12
+        rotate = (torch.arange(12, device=stats.device)[:, None] + torch.arange(12, device=stats.device)) % 12
+        rotated = groups[:, :, rotate].transpose(1, 2).flatten(2)  # W, 12 tonics, G*12: each group from the tonic up
+        hidden = self.attribute_key_head[:-1](rotated)
+        return self.attribute_key_head[-1](nn.functional.dropout(hidden, dropout, self.training)).transpose(1, 2)
 
     def attribute_logits(self, stats: torch.Tensor, dropout: float = 0.0) -> list[torch.Tensor]:
         """(W, 2C) window stats -> one (W, classes) logit tensor per attribute, in config order.
@@ -114,17 +198,26 @@ class MusicLLMProjector(nn.Module):
         An attribute with a `feature_index` (a list of feature positions) has no head: its
         classes are features that already are probabilities (a pretrained tagger's tags), and its
         logits are the logits of their window means."""
-        trained = [a for a in self.attributes if "feature_index" not in a]
+        trained = [a for a in self.attributes if source(a) == "head"]
         learned = iter([])
         if trained:
             hidden = self.attribute_head[:-1](stats * self.attribute_scale + self.attribute_shift)  # W, H
             logits = self.attribute_head[-1](nn.functional.dropout(hidden, dropout, self.training))  # W, all classes
             learned = iter(torch.split(logits, [len(a["classes"]) for a in trained], dim=-1))
+        key = self.key_logits(stats, dropout) if self.pitch_features is not None else None
+        tempo = self.tempo_logits(stats) if self.tempo_shares else None
         out = []
         for attribute in self.attributes:
-            if "feature_index" in attribute:
+            if source(attribute) == "tagger":
                 means = stats[:, attribute["feature_index"]].float()  # W, classes: the frames' mean probabilities
                 out.append(torch.logit(means.clamp(1e-4, 1 - 1e-4)))
+            elif source(attribute) == "key":  # the joint key's logits summed over the other half
+                out.append(key.logsumexp(1) if attribute["key"] == "tonic" else key.logsumexp(2))
+            elif source(attribute) == "tempo":  # the bins' logits summed into the classes' ranges
+                shares = torch.as_tensor(self.tempo_shares[attribute["name"]], dtype=tempo.dtype, device=tempo.device)
+                out.append((tempo[:, :, None] + shares).logsumexp(1))
+            elif source(attribute) == "metre":
+                out.append(self.metre_logits(stats, dropout))
             else:
                 out.append(next(learned))
         return out
@@ -138,6 +231,35 @@ class MusicLLMProjector(nn.Module):
             ids.append(label.expand(len(top), -1))  # W, label tokens (" key:")
             ids.append(word_table(attribute).to(top.device)[top].flatten(1))  # W, words * longest
         return embeddings[torch.cat(ids, dim=1)]  # W, A, D
+
+
+def source(attribute: dict) -> str:
+    """Where an attribute's logits come from: "tagger" (a `feature_index`: a pretrained tagger's
+    tag probabilities), "key" (the key head: `key` is "tonic" or "mode"), "tempo" (the tempo head:
+    its classes' `bpm_ranges`), "metre" (`tempogram_pooled`: the metre head) or "head" (the shared one)."""
+    if "feature_index" in attribute:
+        return "tagger"
+    if "key" in attribute:
+        return "key"
+    return "tempo" if "bpm_ranges" in attribute else "metre" if attribute.get("tempogram_pooled") else "head"
+
+
+def tempogram_convolutions(channels: int, act: str) -> list[nn.Module]:
+    """Two convolutions along the tempogram's bins (lags)."""
+    return [nn.Conv1d(channels, TEMPO_CHANNELS, TEMPO_KERNEL, padding=TEMPO_KERNEL // 2), ACT2FN[act],
+            nn.Conv1d(TEMPO_CHANNELS, TEMPO_CHANNELS, TEMPO_KERNEL, padding=TEMPO_KERNEL // 2), ACT2FN[act]]
+
+
+def bin_class_log_shares(bin_bpm: list[float], ranges: list[list[float]]) -> np.ndarray:
+    """(bins, classes) log of the share of each bin's tempo range (log-spaced bins: in log BPM,
+    halfway to its neighbours) that lies in each class's [low, high) BPM range; about -69 where
+    none does."""
+    centres = np.log(np.asarray(bin_bpm, dtype=np.float64))
+    half = abs(centres[1] - centres[0]) / 2
+    low, high = centres - half, centres + half
+    bounds = np.log(np.clip(np.asarray(ranges, dtype=np.float64), 1e-3, None))  # classes, 2
+    inside = np.clip(np.minimum(high[:, None], bounds[None, :, 1]) - np.maximum(low[:, None], bounds[None, :, 0]), 0, None)
+    return np.log(np.maximum(inside / (2 * half), 1e-30)).astype(np.float32)
 
 
 def word_table(attribute: dict) -> torch.Tensor:

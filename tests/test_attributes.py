@@ -74,6 +74,12 @@ def test_heads_learn_the_labels_and_stay_frozen_in_the_next_stage(tmp_path):
     assert processor.tokenizer.decode(tonic["label_ids"]) == " key:"
     expected = tonic["label_ids"] + word_table(tonic)[tonic["classes"].index("A")].tolist()
     torch.testing.assert_close(tokens, embed[expected])
+    # The key head learns keys, not notes: a D tone, a tonic no training clip had, is named D.
+    frames, frame_lens = model.encode_audio(**processor.audio_windows(
+        [(0.3 * np.sin(2 * np.pi * 293.66 * np.arange(32000) / 16000)).astype(np.float32)]))
+    with torch.no_grad():
+        logits = model.multi_modal_projector.attribute_logits(model.multi_modal_projector.window_stats(frames, frame_lens))
+    assert tonic["classes"][int(logits[names.index("tonic")].argmax())] == "D"
 
     # Stage 1 from it: the projector's other parts train, the heads do not.
     settings = ["--stage=align", f"--out={tmp_path / 'align'}", "--max_steps=3", "--batch_size=2", "--save_every=3",
@@ -84,7 +90,9 @@ def test_heads_learn_the_labels_and_stay_frozen_in_the_next_stage(tmp_path):
     aligned, _ = load_checkpoint(tmp_path / "align" / "model")
     old, new = model.multi_modal_projector, aligned.multi_modal_projector
     torch.testing.assert_close(new.attribute_head.state_dict(), old.attribute_head.state_dict())
+    torch.testing.assert_close(new.attribute_key_head.state_dict(), old.attribute_key_head.state_dict())
     torch.testing.assert_close(new.attribute_scale, old.attribute_scale)
+    torch.testing.assert_close(new.attribute_key_scale, old.attribute_key_scale)
     assert not torch.equal(new.linear_1.weight, old.linear_1.weight)
 
 
@@ -159,3 +167,115 @@ def test_the_default_recipe_shape_tagger_tags_and_no_frame_tokens(tmp_path):
 
     trained = load_file(next((tmp_path / "instruct" / "checkpoints").glob("step-*")) / "trainable.safetensors")
     assert trained and all("lora_" in name and ".layers.1." in name for name in trained), sorted(trained)[:4]
+
+
+def test_the_key_head_turns_with_the_music():
+    """Transposing music by k semitones rotates every pitch-class block of its features by k: the
+    key head's tonic then moves by k and its mode stays (what it learns of one key holds for all
+    twelve), and a projector's tonic and mode are the joint key's two sums."""
+    from musicllm.configuration import MusicFeaturesConfig
+    from musicllm.projector import MusicLLMProjector
+    from musicllm.tiny import build_tiny
+    from training.attributes import attribute_specs
+
+    torch.manual_seed(0)
+    audio = MusicFeaturesConfig(key_sharpness=20.0, bass_chroma=True)
+    model, processor = build_tiny(["C# minor", "A major"] * 20, 300, stack_factor=0, text_overrides=SMALL_LLM,
+                                  audio_config=audio)
+    config = model.config
+    config.audio_attributes = attribute_specs(processor.tokenizer, config.audio_config)
+    projector = MusicLLMProjector(config).eval()
+    names = [a["name"] for a in config.audio_attributes]
+    blocks = config.audio_attributes[names.index("tonic")]["pitch_features"]
+    assert len(blocks) == 11 and all(len(block) == 12 for block in blocks)
+    C = audio.hidden_size
+    assert blocks[0][0] == audio.n_mels and blocks[-1][0] == C + audio.n_mels  # chroma's mean, then its spread
+
+    stats = torch.randn(3, 2 * C)
+    shifted = stats.clone()
+    index = torch.tensor(blocks)
+    shifted[:, index] = stats[:, index.roll(5, dims=1)]  # up 5 semitones: pitch class p takes p - 5's value
+    with torch.no_grad():
+        before, after = projector.attribute_logits(stats), projector.attribute_logits(shifted)
+        joint = projector.key_logits(stats)
+    tonic, mode = names.index("tonic"), names.index("mode")
+    torch.testing.assert_close(after[tonic], before[tonic].roll(5, dims=1), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(after[mode], before[mode], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(before[tonic], joint.logsumexp(1))
+    torch.testing.assert_close(before[mode], joint.logsumexp(2))
+
+
+def clicks(bpm: float, seconds: float = 8.0, level: float = 0.5, beats_per_bar: int = 1) -> np.ndarray:
+    """A click track: a 20 ms decaying 1 kHz blip on every beat, the bar's first four times as loud."""
+    t = np.arange(int(seconds * 16000)) / 16000
+    wave = np.zeros_like(t)
+    blip = np.sin(2 * np.pi * 1000 * t[:320]) * np.exp(-t[:320] / 0.005)
+    for beat, start in enumerate(np.arange(0.0, seconds - 0.02, 60.0 / bpm)):
+        i = int(start * 16000)
+        wave[i:i + 320] += blip * (1.0 if beat % beats_per_bar else 4.0) / 4.0
+    return (level * wave).astype(np.float32)
+
+
+def test_the_tempo_head_names_a_tempo_no_clip_had(tmp_path):
+    """The tempo head reads the tempogram along its bins, so what it learns of one tempo holds for
+    all: trained on click tracks at five tempi, it puts a click track at 130 BPM, a tempo no clip
+    had, in its band (fast) and near its BPM."""
+    from musicllm.tiny import build_tiny
+
+    (tmp_path / "clips").mkdir()
+    rows = []
+    for split, tempi in (("train", (60, 75, 100, 150, 180, 62, 78, 104, 144, 176)), ("valid", (70, 90, 160))):
+        for bpm in tempi:
+            name = f"{split}{bpm}"
+            sf.write(tmp_path / "clips" / f"{name}.wav", clicks(bpm), 16000)
+            rows.append({"id": name, "audio": f"clips/{name}.wav", "split": split, "labels": {"tempo_bpm": bpm}})
+    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    torch.manual_seed(0)
+    model, processor = build_tiny(["slow", "fast 120"] * 20, 300, stack_factor=10, text_overrides=SMALL_LLM)
+    save_checkpoint(model, processor, tmp_path / "start", export=False)
+    assert attributes_main(["--model", str(tmp_path / "start"), "--manifest", str(tmp_path / "manifest.jsonl"),
+                            "--feature-cache", str(tmp_path / "cache"), "--out", str(tmp_path / "heads"),
+                            "--epochs", "200"]) == 0
+    model, processor = load_checkpoint(tmp_path / "heads")
+    names = [a["name"] for a in model.config.audio_attributes]
+    projector = model.multi_modal_projector
+    frames, frame_lens = model.encode_audio(**processor.audio_windows([clicks(130)]))
+    with torch.no_grad():
+        logits = projector.attribute_logits(projector.window_stats(frames, frame_lens))
+    band, bpm = (model.config.audio_attributes[names.index(n)]["classes"][int(logits[names.index(n)][0].argmax())]
+                 for n in ("tempo", "bpm"))
+    assert band == "fast" and bpm == "130", (band, bpm)
+
+
+def test_the_metre_head_hears_the_bar_at_a_tempo_no_clip_had(tmp_path):
+    """The metre head reads the tempogram's pattern wherever the tempo puts it: trained on accented
+    click tracks in 3/4 and 4/4 at three tempi, it tells the two apart at a tempo no clip had."""
+    from musicllm.tiny import build_tiny
+
+    (tmp_path / "clips").mkdir()
+    rows = []
+    for split, tempi in (("train", (80, 100, 140)), ("valid", (110,))):
+        for bpm in tempi:
+            for metre, beats in (("3/4", 3), ("4/4", 4)):
+                name = f"{split}{bpm}_{beats}"
+                sf.write(tmp_path / "clips" / f"{name}.wav", clicks(bpm, 10.0, beats_per_bar=beats), 16000)
+                rows.append({"id": name, "audio": f"clips/{name}.wav", "split": split,
+                             "labels": {"time_signature": metre}})
+    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    torch.manual_seed(0)
+    model, processor = build_tiny(["3/4", "4/4"] * 20, 300, stack_factor=10, text_overrides=SMALL_LLM)
+    save_checkpoint(model, processor, tmp_path / "start", export=False)
+    assert attributes_main(["--model", str(tmp_path / "start"), "--manifest", str(tmp_path / "manifest.jsonl"),
+                            "--feature-cache", str(tmp_path / "cache"), "--out", str(tmp_path / "heads"),
+                            "--epochs", "200"]) == 0
+    model, processor = load_checkpoint(tmp_path / "heads")
+    names = [a["name"] for a in model.config.audio_attributes]
+    metre = model.config.audio_attributes[names.index("metre")]
+    projector = model.multi_modal_projector
+    heard = []
+    for beats in (3, 4):
+        frames, frame_lens = model.encode_audio(**processor.audio_windows([clicks(170, 10.0, beats_per_bar=beats)]))
+        with torch.no_grad():
+            logits = projector.attribute_logits(projector.window_stats(frames, frame_lens))[names.index("metre")]
+        heard.append(metre["classes"][int(logits[0].argmax())])
+    assert heard == ["3/4", "4/4"]

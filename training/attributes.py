@@ -43,6 +43,13 @@ def bpm_class(bpm: float) -> str:
     return str(min(200, max(50, int(round(bpm / 10.0)) * 10)))
 
 
+# Each tempo class's [low, high) BPM, for the tempo head (1 and 10000 stand for no bound)
+BPM_RANGES = [[1.0 if c == BPM_CLASSES[0] else int(c) - 5.0, 10000.0 if c == BPM_CLASSES[-1] else int(c) + 5.0]
+              for c in BPM_CLASSES]
+BAND_RANGES = [[low, min(high, 10000.0)] for low, high in zip([1.0] + [u for u, _ in TEMPO_BANDS[:-1]],
+                                                              [u for u, _ in TEMPO_BANDS])]
+
+
 # name -> (classes, the clip's class from its labels: None when unlabelled)
 ATTRIBUTES = {
     "tempo": ([name for _, name in TEMPO_BANDS], lambda labels: tempo_band(labels["tempo_bpm"]) if "tempo_bpm" in labels else None),
@@ -74,7 +81,11 @@ LABELS = {"tempo": " tempo:", "tonic": " key:", "metre": " metre:", "style": " g
 
 def attribute_specs(tokenizer, audio_config=None) -> list[dict]:
     """The config's `audio_attributes`: classes, their words' token ids (as written mid-sentence),
-    the label read before them and how many tokens each attribute takes (projector.py). With a tagger in the features encoder
+    the label read before them and how many tokens each attribute takes (projector.py). With the
+    DSP features encoder the tonic and the mode come from the key head, which reads the blocks of
+    pitch-class features (`pitch_features`), and the tempo band and BPM from the tempo head, which
+    reads the tempogram (`tempogram_features`, classes' `bpm_ranges`), as does the metre's
+    (`tempogram_pooled`). With a tagger in the features encoder
     (`audio_config.tagger`), its tags come last, read straight off its outputs (`feature_index`,
     no head to train)."""
     words = lambda classes: [tokenizer.encode(" " + word, add_special_tokens=False) for word in classes]  # noqa: E731
@@ -86,7 +97,21 @@ def attribute_specs(tokenizer, audio_config=None) -> list[dict]:
         return {"name": name, "classes": list(classes), "multi_label": count > 1, "token_ids": ids, "pad_id": pad_id,
                 "label_ids": label, "words": count, "slots": len(label) + count * max(map(len, ids)), **more}
 
-    specs = [spec(name, classes, MULTI_LABEL.get(name, 1)) for name, (classes, _) in ATTRIBUTES.items()]
+    more = {name: {} for name in ATTRIBUTES}
+    if hasattr(audio_config, "pitch_class_offsets"):  # the DSP features: the key has its own head
+        C = audio_config.hidden_size  # a window's statistics are the frames' means, then their spreads
+        offsets = audio_config.pitch_class_offsets
+        groups = [list(range(o, o + 12)) for o in offsets] + [list(range(C + offsets[0], C + offsets[0] + 12))]
+        more["tonic"] = {"key": "tonic", "pitch_features": groups}  # the means of each block, the chroma's spread
+        more["mode"] = {"key": "mode"}
+        B = audio_config.tempo_bins  # the tempo head reads the tempogram's mean and spread, and the window's
+        tempogram, window = audio_config.tempogram_offsets
+        more["tempo"] = {"bpm_ranges": BAND_RANGES, "tempogram_bpm": audio_config.tempogram_bpm,
+                         "tempogram_features": [list(range(tempogram, tempogram + B)), list(range(window, window + B)),
+                                                list(range(C + tempogram, C + tempogram + B))]}
+        more["bpm"] = {"bpm_ranges": BPM_RANGES}
+        more["metre"] = {"tempogram_pooled": True}
+    specs = [spec(name, classes, MULTI_LABEL.get(name, 1), **more[name]) for name, (classes, _) in ATTRIBUTES.items()]
     if getattr(audio_config, "tagger", None):
         from musicllm.musicnn import MODELS
 
@@ -190,6 +215,16 @@ def train_heads(model, processor, manifest: Path, cache_dir: Path, settings: Hea
     with torch.no_grad():
         projector.attribute_scale.copy_(1 / std)
         projector.attribute_shift.copy_(-mean / std)
+        if projector.pitch_features is not None:  # one scale per block of 12, keeping transposition a rotation
+            blocks = x_train[:, torch.tensor(projector.pitch_features)]  # windows, blocks, 12
+            mean, std = blocks.mean((0, 2)), blocks.std((0, 2)) + 1e-4
+            projector.attribute_key_scale.copy_(1 / std)
+            projector.attribute_key_shift.copy_(-mean / std)
+        if projector.tempogram is not None:  # the tempo and metre heads' input
+            channels = x_train[:, torch.tensor(projector.tempogram)]  # windows, channels, bins
+            mean, std = channels.mean((0, 2)), channels.std((0, 2)) + 1e-4
+            projector.attribute_tempo_scale.copy_(1 / std)
+            projector.attribute_tempo_shift.copy_(-mean / std)
     optimizer = torch.optim.AdamW(projector.attribute_parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     best, best_state, history = -1.0, None, []
     for epoch in tqdm(range(1, settings.epochs + 1), desc="attribute heads", unit="epoch"):

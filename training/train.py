@@ -109,9 +109,8 @@ def set_trainable(model, config: TrainConfig) -> list[torch.nn.Parameter]:
                      top_layers=lora.top_layers)
         projector = model.multi_modal_projector
         projector.requires_grad_(True)
-        if projector.attribute_head is not None:  # trained on labels (training/attributes.py), then kept
-            for param in projector.attribute_parameters():
-                param.requires_grad_(False)
+        for param in projector.attribute_parameters():  # trained on labels (training/attributes.py), then kept
+            param.requires_grad_(False)
         if getattr(model.audio_tower, "layer_weights", None) is not None:
             model.audio_tower.layer_weights.requires_grad_(True)
     if config.model.gradient_checkpointing:
