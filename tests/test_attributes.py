@@ -216,12 +216,34 @@ def clicks(bpm: float, seconds: float = 8.0, level: float = 0.5, beats_per_bar: 
     return (level * wave).astype(np.float32)
 
 
+def heard_by_trained_heads(root, rows: list[dict], texts: list[str], clips: list[np.ndarray]) -> dict[str, list[str]]:
+    """Heads trained on ROOT's clips (`rows`, the manifest) for a tiny model; per attribute, the
+    class each of `clips` gets."""
+    from musicllm.tiny import build_tiny
+
+    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    torch.manual_seed(0)
+    model, processor = build_tiny(texts * 20, 300, stack_factor=10, text_overrides=SMALL_LLM)
+    save_checkpoint(model, processor, root / "start", export=False)
+    assert attributes_main(["--model", str(root / "start"), "--manifest", str(root / "manifest.jsonl"),
+                            "--feature-cache", str(root / "cache"), "--out", str(root / "heads"),
+                            "--epochs", "200"]) == 0
+    model, processor = load_checkpoint(root / "heads")
+    projector = model.multi_modal_projector
+    heard = {a["name"]: [] for a in model.config.audio_attributes}
+    for clip in clips:
+        frames, frame_lens = model.encode_audio(**processor.audio_windows([clip]))
+        with torch.no_grad():
+            logits = projector.attribute_logits(projector.window_stats(frames, frame_lens))
+        for attribute, scores in zip(model.config.audio_attributes, logits):
+            heard[attribute["name"]].append(attribute["classes"][int(scores[0].argmax())])
+    return heard
+
+
 def test_the_tempo_head_names_a_tempo_no_clip_had(tmp_path):
     """The tempo head reads the tempogram along its bins, so what it learns of one tempo holds for
     all: trained on click tracks at five tempi, it puts a click track at 130 BPM, a tempo no clip
-    had, in its band (fast) and near its BPM."""
-    from musicllm.tiny import build_tiny
-
+    had, in its band (fast) and at its BPM."""
     (tmp_path / "clips").mkdir()
     rows = []
     for split, tempi in (("train", (60, 75, 100, 150, 180, 62, 78, 104, 144, 176)), ("valid", (70, 90, 160))):
@@ -229,29 +251,14 @@ def test_the_tempo_head_names_a_tempo_no_clip_had(tmp_path):
             name = f"{split}{bpm}"
             sf.write(tmp_path / "clips" / f"{name}.wav", clicks(bpm), 16000)
             rows.append({"id": name, "audio": f"clips/{name}.wav", "split": split, "labels": {"tempo_bpm": bpm}})
-    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    torch.manual_seed(0)
-    model, processor = build_tiny(["slow", "fast 120"] * 20, 300, stack_factor=10, text_overrides=SMALL_LLM)
-    save_checkpoint(model, processor, tmp_path / "start", export=False)
-    assert attributes_main(["--model", str(tmp_path / "start"), "--manifest", str(tmp_path / "manifest.jsonl"),
-                            "--feature-cache", str(tmp_path / "cache"), "--out", str(tmp_path / "heads"),
-                            "--epochs", "200"]) == 0
-    model, processor = load_checkpoint(tmp_path / "heads")
-    names = [a["name"] for a in model.config.audio_attributes]
-    projector = model.multi_modal_projector
-    frames, frame_lens = model.encode_audio(**processor.audio_windows([clicks(130)]))
-    with torch.no_grad():
-        logits = projector.attribute_logits(projector.window_stats(frames, frame_lens))
-    band, bpm = (model.config.audio_attributes[names.index(n)]["classes"][int(logits[names.index(n)][0].argmax())]
-                 for n in ("tempo", "bpm"))
+    heard = heard_by_trained_heads(tmp_path, rows, ["slow", "fast 120"], [clicks(130)])
+    band, bpm = heard["tempo"][0], heard["bpm"][0]
     assert band == "fast" and bpm == "130", (band, bpm)
 
 
 def test_the_metre_head_hears_the_bar_at_a_tempo_no_clip_had(tmp_path):
     """The metre head reads the tempogram's pattern wherever the tempo puts it: trained on accented
     click tracks in 3/4 and 4/4 at three tempi, it tells the two apart at a tempo no clip had."""
-    from musicllm.tiny import build_tiny
-
     (tmp_path / "clips").mkdir()
     rows = []
     for split, tempi in (("train", (80, 100, 140)), ("valid", (110,))):
@@ -261,21 +268,6 @@ def test_the_metre_head_hears_the_bar_at_a_tempo_no_clip_had(tmp_path):
                 sf.write(tmp_path / "clips" / f"{name}.wav", clicks(bpm, 10.0, beats_per_bar=beats), 16000)
                 rows.append({"id": name, "audio": f"clips/{name}.wav", "split": split,
                              "labels": {"time_signature": metre}})
-    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    torch.manual_seed(0)
-    model, processor = build_tiny(["3/4", "4/4"] * 20, 300, stack_factor=10, text_overrides=SMALL_LLM)
-    save_checkpoint(model, processor, tmp_path / "start", export=False)
-    assert attributes_main(["--model", str(tmp_path / "start"), "--manifest", str(tmp_path / "manifest.jsonl"),
-                            "--feature-cache", str(tmp_path / "cache"), "--out", str(tmp_path / "heads"),
-                            "--epochs", "200"]) == 0
-    model, processor = load_checkpoint(tmp_path / "heads")
-    names = [a["name"] for a in model.config.audio_attributes]
-    metre = model.config.audio_attributes[names.index("metre")]
-    projector = model.multi_modal_projector
-    heard = []
-    for beats in (3, 4):
-        frames, frame_lens = model.encode_audio(**processor.audio_windows([clicks(170, 10.0, beats_per_bar=beats)]))
-        with torch.no_grad():
-            logits = projector.attribute_logits(projector.window_stats(frames, frame_lens))[names.index("metre")]
-        heard.append(metre["classes"][int(logits[0].argmax())])
-    assert heard == ["3/4", "4/4"]
+    heard = heard_by_trained_heads(tmp_path, rows, ["3/4", "4/4"],
+                                   [clicks(170, 10.0, beats_per_bar=beats) for beats in (3, 4)])
+    assert heard["metre"] == ["3/4", "4/4"]
