@@ -211,20 +211,19 @@ def train_heads(model, processor, manifest: Path, cache_dir: Path, settings: Hea
         x_valid, owner = window_stats(valid, manifest.parent, cache)
         y_valid = [target[owner] for target in targets(valid)]
 
-    mean, std = x_train.mean(0), x_train.std(0) + 1e-4
+    def standardise(scale, shift, values, dims):  # scale and shift that give `values` mean 0, spread 1 over dims
+        mean, std = values.mean(dims), values.std(dims) + 1e-4
+        scale.copy_(1 / std)
+        shift.copy_(-mean / std)
+
     with torch.no_grad():
-        projector.attribute_scale.copy_(1 / std)
-        projector.attribute_shift.copy_(-mean / std)
+        standardise(projector.attribute_scale, projector.attribute_shift, x_train, 0)
         if projector.pitch_features is not None:  # one scale per block of 12, keeping transposition a rotation
-            blocks = x_train[:, torch.tensor(projector.pitch_features)]  # windows, blocks, 12
-            mean, std = blocks.mean((0, 2)), blocks.std((0, 2)) + 1e-4
-            projector.attribute_key_scale.copy_(1 / std)
-            projector.attribute_key_shift.copy_(-mean / std)
-        if projector.tempogram is not None:  # the tempo and metre heads' input
-            channels = x_train[:, torch.tensor(projector.tempogram)]  # windows, channels, bins
-            mean, std = channels.mean((0, 2)), channels.std((0, 2)) + 1e-4
-            projector.attribute_tempo_scale.copy_(1 / std)
-            projector.attribute_tempo_shift.copy_(-mean / std)
+            standardise(projector.attribute_key_scale, projector.attribute_key_shift,
+                        x_train[:, torch.tensor(projector.pitch_features)], (0, 2))  # windows, blocks, 12
+        if projector.tempogram is not None:  # the tempo and metre heads' input, per channel
+            standardise(projector.attribute_tempo_scale, projector.attribute_tempo_shift,
+                        x_train[:, torch.tensor(projector.tempogram)], (0, 2))  # windows, channels, bins
     optimizer = torch.optim.AdamW(projector.attribute_parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     best, best_state, history = -1.0, None, []
     for epoch in tqdm(range(1, settings.epochs + 1), desc="attribute heads", unit="epoch"):
