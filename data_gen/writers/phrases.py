@@ -21,9 +21,6 @@ NOUNS = ["piece", "track", "tune", "recording"]
 SUBJECTS = ["This piece", "This track", "The music", "This recording", "This clip"]
 METRE_WORDS = {"2/4": "two beats to the bar", "3/4": "three beats to the bar",
                "4/4": "four beats to the bar", "6/8": "two groups of three eighth notes per bar"}
-# The name of each metre's beat grouping (simple or compound; duple, triple, quadruple).
-METRE_CLASSES = {"2/4": "simple duple time", "3/4": "simple triple time", "4/4": "simple quadruple time",
-                 "6/8": "compound duple time"}
 DYNAMICS_WORDS = {"soft": "soft", "quiet": "soft", "medium": "moderate", "moderate": "moderate", "loud": "loud"}
 GENRE_DISPLAY = {"latin": "Latin", "r&b": "R&B", "edm": "EDM"}
 # Parenthesised General MIDI qualifiers, turned into prose ("electric bass (finger)" -> "fingered electric bass").

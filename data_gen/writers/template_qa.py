@@ -6,7 +6,7 @@ every answer states the facts it rests on, and nothing else.
 from __future__ import annotations
 
 from data_gen.writers.phrases import (
-    ASKABLE_INSTRUMENTS, METRE_CLASSES, METRE_WORDS, article, caption, clock, join_list,
+    ASKABLE_INSTRUMENTS, METRE_WORDS, article, caption, clock, join_list,
     may_be_playing, plural,
 )
 
@@ -77,10 +77,12 @@ def _mode(say):
 
 def _metre(say):
     ts = say.f["time_signature"]
-    words, beat = METRE_WORDS.get(ts), METRE_CLASSES.get(ts)
+    words = METRE_WORDS.get(ts)
     per_bar = ["How many beats are there in each bar?", "How many beats to a bar does this have?"]
     q = ask(say, "metre", per_bar if words else [])
-    detail = f", {beat}, with {words}." if words and beat else f", with {words}." if words else "."
+    # Only what the time signature says outright: a name of its grouping ("simple triple time")
+    # was one more word to infer, and the LLM wrote 4/4's into 3/4's answers.
+    detail = f", with {words}." if words else "."
     return q, say.maybe(("time_signature",), [f"It is in {ts}{detail}"], [f"It seems to be in {ts}{detail}"])
 
 
