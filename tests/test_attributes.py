@@ -271,3 +271,33 @@ def test_the_metre_head_hears_the_bar_at_a_tempo_no_clip_had(tmp_path):
     heard = heard_by_trained_heads(tmp_path, rows, ["3/4", "4/4"],
                                    [clicks(170, 10.0, beats_per_bar=beats) for beats in (3, 4)])
     assert heard["metre"] == ["3/4", "4/4"]
+
+
+def triad(mode: str, bpm: float, level: float, seconds: float = 8.0) -> np.ndarray:
+    """A C major or C minor triad sustained over a click track at `bpm`, at `level`."""
+    t = np.arange(int(seconds * 16000)) / 16000
+    third = 311.13 if mode == "minor" else 329.63
+    chord = sum(np.sin(2 * np.pi * f * t) for f in (261.63, third, 392.0)) / 3
+    return (level * (0.6 * chord + clicks(bpm, seconds))).astype(np.float32)
+
+
+def test_the_mood_comes_from_its_parts_even_with_no_mood_label(tmp_path):
+    """The mood has no head of its own: it is composed from the mode, tempo, dynamics and style
+    heads as the corpus defines it. Trained on clips that carry those labels and never a mood, the
+    heads name the mood of clips by what they are made of: fast, loud and minor is tense; slow,
+    soft and major is calm."""
+    from data_gen.procedural.mood import mood
+
+    (tmp_path / "clips").mkdir()
+    rows = []
+    for index, (mode, bpm, dynamics) in enumerate([(m, b, d) for m in ("major", "minor") for b in (60, 100, 170)
+                                                   for d in ("soft", "loud")] * 2):
+        split = "valid" if index % 5 == 4 else "train"
+        name = f"c{index}"
+        sf.write(tmp_path / "clips" / f"{name}.wav", triad(mode, bpm + index % 3, 0.05 if dynamics == "soft" else 0.6), 16000)
+        rows.append({"id": name, "audio": f"clips/{name}.wav", "split": split,
+                     "labels": {"key": "C", "mode": mode, "tempo_bpm": bpm, "dynamics": dynamics, "genre": "rock"}})
+    heard = heard_by_trained_heads(tmp_path, rows, ["calm", "tense 170"],
+                                   [triad("minor", 165, 0.6), triad("major", 62, 0.05)])
+    assert heard["mode"] == ["minor", "major"] and heard["dynamics"] == ["loud", "soft"], heard
+    assert heard["mood"] == [mood("minor", 165, "loud"), mood("major", 62, "soft")] == ["tense", "calm"], heard

@@ -4,8 +4,9 @@
         --feature-cache runs/feature_cache --out runs/attributes/model
 
 The projector gets one head per attribute (tempo band, tempo to 10 BPM, tonic, mode, metre,
-style, mood, instruments) that classifies each window's frame statistics; its tokens are the class words'
-own input embeddings (musicllm/projector.py). The heads train here, on the manifest's `train`
+style, dynamics, instruments) that classifies each window's frame statistics, and the mood composed
+from four of them (MOOD_PARTS); its tokens are the class words' own input embeddings
+(musicllm/projector.py). The heads train here, on the manifest's `train`
 clips (every window of a clip carries the clip's labels), full batch, and the epoch with the
 best mean accuracy on the `valid` clips is kept; the later stages freeze them. Clips without a
 label for an attribute do not train that attribute's head. Writes the model (with everything
@@ -27,11 +28,12 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from data_gen.formats import read_jsonl
-from data_gen.procedural.mood import MOODS
+from data_gen.procedural.mood import DYNAMICS, MOODS, mood
 from data_gen.procedural.styles import INSTRUMENT_NAMES, STYLES
+from data_gen.writers.phrases import DYNAMICS_WORDS
 from musicllm.vocabulary import MODES, PITCH_CLASSES, TEMPO_BANDS, TIME_SIGNATURES, tempo_band
 from musicllm.checkpoint import load_checkpoint, save_checkpoint
-from musicllm.projector import MusicLLMProjector
+from musicllm.projector import MusicLLMProjector, source
 from training.features import FeatureCache
 from training.settings import HeadSettings
 
@@ -61,9 +63,27 @@ ATTRIBUTES = {
     "metre": (TIME_SIGNATURES, lambda labels: labels.get("time_signature")),
     "style": (sorted(STYLES), lambda labels: labels.get("genre")),
     "mood": (list(MOODS), lambda labels: labels.get("mood")),
+    # as captions say it (" moderate"): a part of the mood, and a fact captions state
+    "dynamics": ([DYNAMICS_WORDS[d] for d in DYNAMICS], lambda labels: DYNAMICS_WORDS.get(str(labels.get("dynamics")).lower())),
     "instruments": (sorted(set(INSTRUMENT_NAMES.values()) | {"drums"}), lambda labels: labels.get("instruments")),
 }
 MULTI_LABEL = {"instruments": 4}  # words: the four likeliest instruments (procedural songs have 2-5 parts)
+
+
+# The mood has no head of its own: the corpus's mood is a function of the mode, the tempo, the
+# dynamics and the style's character (data_gen/procedural/mood.py), so its probability is
+# composed from those heads' (musicllm/projector.py), here as a table of the mood of every
+# combination of their classes.
+MOOD_PARTS = ["mode", "bpm", "dynamics", "style"]
+
+
+def mood_table() -> list[int]:
+    """The MOODS index of every (mode, bpm, dynamics, style) class combination, row-major."""
+    from itertools import product
+
+    classes = [ATTRIBUTES[name][0] for name in MOOD_PARTS]
+    return [MOODS.index(mood(mode, float(bpm), DYNAMICS[classes[2].index(level)], STYLES[style].character))
+            for mode, bpm, level, style in product(*classes)]
 
 
 # The tagger's own tags, as words: the five likeliest per window. Negated tags are left out (the
@@ -76,7 +96,7 @@ UNSPOKEN_TAGS = {"no vocals", "no vocal", "no voice"}
 # can copy from: " tempo: fast 120 key: C# minor metre: 3/4 genre: jazz mood: calm instruments:
 # piano drums ... tags: ...". The bpm and the mode follow their neighbours' labels.
 LABELS = {"tempo": " tempo:", "tonic": " key:", "metre": " metre:", "style": " genre:", "mood": " mood:",
-          "instruments": " instruments:", "tags": " tags:"}
+          "dynamics": " dynamics:", "instruments": " instruments:", "tags": " tags:"}
 
 
 def attribute_specs(tokenizer, audio_config=None) -> list[dict]:
@@ -98,6 +118,7 @@ def attribute_specs(tokenizer, audio_config=None) -> list[dict]:
                 "label_ids": label, "words": count, "slots": len(label) + count * max(map(len, ids)), **more}
 
     more = {name: {} for name in ATTRIBUTES}
+    more["mood"] = {"composed_of": MOOD_PARTS, "table": mood_table()}
     if hasattr(audio_config, "pitch_class_offsets"):  # the DSP features: the key has its own head
         C = audio_config.hidden_size  # a window's statistics are the frames' means, then their spreads
         offsets = audio_config.pitch_class_offsets
@@ -157,8 +178,8 @@ def losses(projector: MusicLLMProjector, stats: torch.Tensor, window_targets: li
     total = stats.new_zeros(())
     for spec, logits, target in zip(projector.attributes, projector.attribute_logits(stats, dropout), window_targets):
         known = labelled(target)
-        if not known.any():
-            continue  # no clip says: the head keeps its initial guess
+        if not known.any() or source(spec) == "composed":
+            continue  # no clip says: the head keeps its initial guess; a composed one has no head
         if spec["multi_label"]:
             total = total + F.binary_cross_entropy_with_logits(logits[known], target[known]) * len(spec["classes"]) / 8
         else:
