@@ -93,8 +93,8 @@ UNSPOKEN_TAGS = {"no vocals", "no vocal", "no voice"}
 
 
 # What the LLM reads before each attribute's words, so that a window reads like a line of text it
-# can copy from: " tempo: fast 120 key: C# minor metre: 3/4 genre: jazz mood: calm instruments:
-# piano drums ... tags: ...". The bpm and the mode follow their neighbours' labels.
+# can copy from: " tempo: fast 120 key: C# minor metre: 3/4 genre: jazz mood: calm dynamics: soft
+# instruments: piano drums ... tags: ...". The bpm and the mode follow their neighbours' labels.
 LABELS = {"tempo": " tempo:", "tonic": " key:", "metre": " metre:", "style": " genre:", "mood": " mood:",
           "dynamics": " dynamics:", "instruments": " instruments:", "tags": " tags:"}
 

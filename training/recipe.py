@@ -81,7 +81,8 @@ ANSWER_TEXT_SHARE = 0.5  # mc_once.jsonl (stage 2's): half answered with the opt
 
 # 5. The model: SmolLM2-135M-Instruct hears the audio through attribute tokens. The projector's
 # heads classify each 30 s window's features (DSP descriptors and the musicnn tagger's outputs)
-# into tempo, key, mode, metre, style, mood and instruments, and hand the LLM those words' own
+# into tempo, key, mode, metre, style, dynamics and instruments (the mood composed from four of
+# them, training/attributes.py), and hand the LLM those words' own
 # embeddings, plus the tagger's five likeliest tags. No stage 0 (the LLM knows English) and no
 # frame tokens (stack_factor 0): nothing below the LoRA layers trains.
 MODEL = ModelSettings(
