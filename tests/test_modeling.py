@@ -265,3 +265,33 @@ def test_attribute_tokens_are_the_likeliest_class_words_token_by_token(tiny_toke
     torch.testing.assert_close(tokens[:len(words)], embed[words])
     batch = processor([audio_question()], [[sine(2.0)]])
     assert model(**batch).logits.shape[1] == batch["input_ids"].shape[1]
+
+
+def test_a_composed_attribute_it_cannot_compute_is_an_error_naming_it(tiny_tokenizer):
+    """A config whose composed attribute (the mood) names a part that is missing or multi-label, or
+    whose table does not cover every combination of its parts' classes, is refused when the model
+    is built, with the attribute named, rather than giving wrong words later."""
+    from musicllm.projector import MusicLLMProjector
+    from musicllm.tiny import tiny_config
+
+    from conftest import small_text_overrides
+
+    def attribute(name, classes, **more):
+        ids = [tiny_tokenizer.encode(" " + c, add_special_tokens=False) for c in classes]
+        return {"name": name, "classes": classes, "token_ids": ids, "pad_id": 0, "words": 1,
+                "slots": max(map(len, ids)), "multi_label": False, **more}
+
+    mode = attribute("mode", ["major", "minor"])
+    level = attribute("dynamics", ["soft", "loud"])
+    drums = attribute("instruments", ["piano", "drums"]) | {"multi_label": True}
+    for parts, table, problem in [(["mode", "dynamics"], [0, 1, 0], "one class per combination"),
+                                  (["mode", "tempo"], [0, 1, 0, 1], "single-label attribute"),
+                                  (["mode", "instruments"], [0, 1, 0, 1], "single-label attribute")]:
+        mood = attribute("mood", ["calm", "tense"], composed_of=parts, table=table)
+        config = tiny_config(tiny_tokenizer, text_overrides=small_text_overrides(), stack_factor=10,
+                             audio_attributes=[mode, level, drums, mood])
+        with pytest.raises(ValueError, match=f"'mood'.*{problem}"):
+            MusicLLMProjector(config)
+    fine = attribute("mood", ["calm", "tense"], composed_of=["mode", "dynamics"], table=[0, 1, 0, 1])
+    MusicLLMProjector(tiny_config(tiny_tokenizer, text_overrides=small_text_overrides(), stack_factor=10,
+                                  audio_attributes=[mode, level, fine]))

@@ -81,9 +81,10 @@ def mood_table() -> list[int]:
     """The MOODS index of every (mode, bpm, dynamics, style) class combination, row-major."""
     from itertools import product
 
+    level_of = {DYNAMICS_WORDS[level]: level for level in DYNAMICS}  # the head's word -> the label mood() reads
     classes = [ATTRIBUTES[name][0] for name in MOOD_PARTS]
-    return [MOODS.index(mood(mode, float(bpm), DYNAMICS[classes[2].index(level)], STYLES[style].character))
-            for mode, bpm, level, style in product(*classes)]
+    return [MOODS.index(mood(mode, float(bpm), level_of[word], STYLES[style].character))
+            for mode, bpm, word, style in product(*classes)]
 
 
 # The tagger's own tags, as words: the five likeliest per window. Negated tags are left out (the

@@ -112,7 +112,7 @@ STAGE2_MIX = {"dialogues.jsonl": 2, "instructions.jsonl": 1, "mc_once.jsonl": 1}
 GENERAL_SHARE = 0.036
 
 
-def stage2_config(root: Path, steps: int, train_files: list[str], batch_size: int = 8) -> TrainConfig:
+def stage2_config(root: Path, steps: int, train_files: list[str], batch_size: int) -> TrainConfig:
     """Stage 2 of the default (LoRA r16 on the LLM's top 10 layers), from the model with heads."""
     runs = root / "runs"
     return TrainConfig(
