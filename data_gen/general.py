@@ -51,8 +51,40 @@ QUESTIONS = [
     "What is a seventh chord?", "What is a modulation?", "What is a bridge in a song?", "What is a hook in pop music?",
     "What is harmony?", "What is a drone?", "What is a glissando?", "What is vibrato?", "What is a downbeat?",
     "What is a drum fill?",
+    # Other forms than "What is X?": trained on that form alone, the LoRA kept the base's answers
+    # for it and answered "What does BPM stand for?" with "It is Latin and Greek." and "How many
+    # semitones are there in an octave?" with a clip's metre (session 21).
+    "How many lines does a music staff have?", "How many strings does a violin have?",
+    "How many keys does a standard piano have?", "How many players are in a string quartet?",
+    "How many notes are in a pentatonic scale?", "How many movements does a symphony usually have?",
+    "How many sharps are in the key of G major?", "How many strings does a bass guitar usually have?",
+    "What does 'a cappella' mean?", "What does 'fortissimo' mean?", "What does 'ritardando' mean?",
+    "What does 'mezzo' mean in 'mezzo-forte'?", "What does 'da capo' mean in sheet music?",
+    "What does MIDI stand for?", "What does SATB stand for in choral music?", "What does DAW stand for?",
+    "What does a fermata tell a player to do?", "What does a double bar line mean?",
+    "Why do orchestras tune to the oboe?", "Why do guitars have frets?", "Why do singers warm up?",
+    "Why does a cello sound lower than a violin?", "Why do drummers use a click track?",
+    "How does a trumpet make its sound?", "How does a piano make sound?", "How do you tune a guitar?",
+    "How do I start learning to read music?", "How can I keep steady time when I practise?",
+    "How is a viola different from a violin?", "How is an opera different from a musical?",
+    "How is a concerto different from a symphony?", "How are the keys of a piano arranged?",
+    "What's the difference between rhythm and tempo?", "What's the difference between a sharp and a flat?",
+    "What's the difference between a band and an orchestra?", "What's the difference between a song and a piece?",
+    "Which instrument family does the saxophone belong to?", "Which instruments play the bass line in an orchestra?",
+    "Which clef does the cello usually read?", "Which key signature has one flat?",
+    "What is the relative minor of C major?", "What notes are in a C major chord?",
+    "Who plays first violin in a string quartet?", "Where did jazz begin?", "Where did the blues come from?",
+    "When do musicians use a mute?", "Can you explain what a coda is?", "Can you explain what an ostinato is?",
+    "Could you tell me what a motif is?", "Please explain what a key change does to a song.",
+    "Tell me about the harpsichord.", "Tell me about the French horn.", "Describe the sound of a clarinet.",
+    "Describe what a conductor's baton is for.", "Name three instruments in the percussion family.",
+    "Name the four voice parts of a choir.", "List three famous composers of the Baroque period.",
+    "Give me one tip for singing in tune.", "Is a piano a string instrument or a percussion instrument?",
+    "Are timpani tuned to a pitch?", "Is it better to learn guitar or piano first?",
+    "Should beginners practise with a metronome?", "What makes a melody catchy?",
+    "Why does some music give people chills?", "What instruments are in a rock band?",
 ]
-PROMPT_VERSION = "general-v1"
+PROMPT_VERSION = "general-v2"
 
 
 def answer_all(model_name: str, questions: list[str], max_new_tokens: int = 64, batch_size: int = 20,

@@ -89,6 +89,20 @@ def test_wordings_differ_from_the_training_questions():
     assert wording("clip-1", "key", 0) == wording("clip-1", "key", 0)  # stable across runs
 
 
+def test_general_training_questions_are_not_the_theory_questions_and_come_in_many_forms():
+    """Stage 2 keeps the base LLM's general answers by training on questions it answered itself
+    (data_gen.general); the evaluation's theory questions must stay unseen, and the training ones
+    must not all be "What is X?": trained on that form alone, the model answered other forms
+    ("How many semitones are there in an octave?") with a clip's metre."""
+    from data_gen.general import QUESTIONS
+
+    asked = {q.lower().rstrip("?") for q in THEORY}
+    assert not asked & {q.lower().rstrip("?") for q in QUESTIONS}
+    openings = {" ".join(q.lower().replace("'s", " is").split()[:2]) for q in QUESTIONS}
+    assert {"how many", "what does", "why do", "how is", "what is", "which key", "is a", "can you"} <= openings
+    assert sum(not q.startswith("What is") for q in QUESTIONS) >= len(QUESTIONS) / 3
+
+
 def test_scores_count_one_answer_for_many_kinds():
     rows = [{"clip": "c1", "kind": kind, "question": WORDINGS[kind][0], "answer": MEMORISED, "labels": LABELS}
             for kind in ("instruments", "mood", "key")]
