@@ -56,14 +56,21 @@ def primary_accuracy(run: dict, scores: dict | None = None) -> float | None:
 def overall_section(runs: list[dict]) -> str:
     used = [s for s in SCORERS if any(s in r["scorers"] for r in runs)]
     header = (["run", "audio", "n"] + [f"acc. {SCORER_NAMES[s]}" for s in used]
-              + ["answered (MuChoMusic)", "answered (robust)"])
+              + ["answered (MuChoMusic)", "answered (robust)", "± (95%)"])
     rows = []
     for r in runs:
         answered = [pct(r["scorers"].get(s, {}).get("answered")) for s in ("muchomusic", "robust")]
         accuracies = [pct(r["scorers"].get(s, {}).get("accuracy")) for s in used]
-        rows.append([r["name"], r.get("audio_mode") or "–", r["n"]] + accuracies + answered)
+        rows.append([r["name"], r.get("audio_mode") or "–", r["n"]] + accuracies + answered + [margin(r["n"])])
     return ("## Multiple choice: accuracy (%)\n\nUnanswered counts as wrong; chance is 25%. \"Answered\" is the "
-            "instruction-following rate: outputs that parse to an option.\n\n" + md_table(header, rows))
+            "instruction-following rate: outputs that parse to an option. \"±\" is how far chance alone may move "
+            "an accuracy of the run from the model's own rate (95%, at most: at an accuracy of 50%): a quick "
+            "look at 40 questions is a rate give or take 15 points.\n\n" + md_table(header, rows))
+
+
+def margin(n: int) -> str:
+    """The 95% margin of a proportion over `n` questions at its widest (p = 0.5), in points."""
+    return f"±{100 * 1.96 * math.sqrt(0.25 / n):.1f}" if n else "–"
 
 
 def listening_section(runs: list[dict]) -> str:

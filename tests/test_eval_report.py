@@ -40,7 +40,8 @@ def test_report_writes_markdown_and_pngs(tmp_path):
     out = tmp_path / "report"
     assert main([str(tmp_path / "scores.json"), str(tmp_path / "caps.json"), "--out", str(out)]) == 0
     report = (out / "REPORT.md").read_text()
-    for text in ["## Multiple choice: accuracy (%)", "| ckpt/audio | audio | 40 |", "80.0", "## Does the model listen?",
+    for text in ["## Multiple choice: accuracy (%)", "| ckpt/audio | audio | 40 |", "80.0", "| ±15.5 |",
+                 "## Does the model listen?",
                  "+52.5 points: listens", "## Per music-knowledge dimension", "| melody |", "## Per genre",
                  "mir-baseline/audio", "50.0", "## Captioning", "METEOR (exact match only)", "| genre | 1 | 100.0 |",
                  # breakdowns: the primary scorer (robust parser), then log-likelihood beside it
