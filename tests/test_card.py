@@ -11,6 +11,7 @@ from pathlib import Path
 
 from data_gen.formats import assign_split, read_jsonl
 from musicllm.vocabulary import PITCH_CLASSES, tempo_band
+from data_gen.writers.phrases import PROMPT_VERSION
 
 GENRES = ["rock", "jazz", "classical chamber", "folk"]
 
@@ -56,7 +57,7 @@ def test_card_counts_match_the_files(tmp_path):
     conversations = list(read_jsonl(tmp_path / "captions.jsonl")) + list(read_jsonl(tmp_path / "instructions.jsonl"))
     assert table(card, "Conversations per task") == Counter(r["task"] for r in conversations)
     assert table(card, "Conversations per writer (writer / model / prompt version)") == {
-        "template / rules / template-v1": len(conversations)}
+        f"template / rules / {PROMPT_VERSION}": len(conversations)}
     with open(tmp_path / "multiple_choice.csv", newline="") as f:
         questions = list(csv.DictReader(f))
     assert sum(table(card, "Questions per dataset").values()) == len(questions) > 0

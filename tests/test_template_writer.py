@@ -16,7 +16,7 @@ from musicllm.vocabulary import PITCH_CLASSES
 from data_gen.write import main as write_main
 from data_gen.write import relocate_audio
 from data_gen.writers.base import CAPTION_TASKS, INSTRUCTION_TASKS, TASKS, Skip
-from data_gen.writers.phrases import instrument_name
+from data_gen.writers.phrases import PROMPT_VERSION, instrument_name
 from data_gen.writers.template import TemplateWriter
 
 GENRES = ["rock", "jazz", "classical chamber", "electronic dance", "folk", "ambient", "latin", "funk"]
@@ -64,7 +64,7 @@ def test_records_are_valid_for_every_task():
     assert len(records) == len(clips) * len(TASKS)
     for r in records:
         validate_conversation(r)
-        assert r["provenance"] == {"writer": "template", "model": "rules", "prompt_version": "template-v1", "seed": 0}
+        assert r["provenance"] == {"writer": "template", "model": "rules", "prompt_version": PROMPT_VERSION, "seed": 0}
         assert r["audio"] == [next(c["audio"] for c in clips if c["id"] == r["clip_id"])]
         assert r["messages"][0]["content"].startswith("<|audio|>\n")
     assert {r["task"] for r in records} == set(TASKS)
@@ -137,6 +137,24 @@ def test_estimates_are_hedged_and_labels_are_not():
     exact = {**clip, "labels": {"tempo_bpm": 131.4}, "estimates": {}}
     caption = next(TemplateWriter().write([exact], ["caption"], seed=0))["messages"][-1]["content"]
     assert "131 BPM" in caption and not hedges.search(caption)
+
+
+def test_descriptions_state_each_fact_once_in_one_order_whatever_the_wording():
+    # A model trained on shuffled facts lost track of what it had said and said it again.
+    clips = corpus(40)
+    marks = {"instruments": re.compile(r"\b(features|played on|performed on|You can hear|instrumentation)\b"),
+             "tempo": re.compile(r"BPM"), "key": re.compile(r"\b[A-G]#? (major|minor)\b"),
+             "metre": re.compile(r"\b[2-6]/[48]\b"), "dynamics": re.compile(r"\bdynamics\b"),
+             "sections": re.compile(r"\b(laid out|moves through)\b")}
+    wordings = set()
+    for task in ("caption", "paraphrase"):
+        for seed in range(3):
+            for text in answers(TemplateWriter().write(clips, [task], seed=seed)):
+                where = {fact: [m.start() for m in pattern.finditer(text)] for fact, pattern in marks.items()}
+                assert all(len(places) == 1 for places in where.values()), (task, text)
+                assert sorted(where, key=where.get) == list(marks), (task, text)
+                wordings.add(re.sub(r"[^a-z ]", "", text.lower()).split(" ", 3)[2])
+    assert len(wordings) > 10  # the order is fixed, the words are not
 
 
 def test_nothing_known_is_a_skip_and_metadata_names_are_not_stated():

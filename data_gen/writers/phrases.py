@@ -15,7 +15,7 @@ import re
 from musicllm.vocabulary import tempo_band
 from data_gen.writers.base import clip_facts
 
-PROMPT_VERSION = "template-v1"
+PROMPT_VERSION = "template-v2"
 AROUND = ["around", "about", "roughly", "approximately"]
 NOUNS = ["piece", "track", "tune", "recording"]
 SUBJECTS = ["This piece", "This track", "The music", "This recording", "This clip"]
@@ -298,12 +298,22 @@ def rotate(topics: list[str], clip_id: str, task: str, seed: int) -> str:
 
 # ---- stage 1: captions (LP-MusicCaps' writing, summary, paraphrase and attribute tasks) ----
 
+# The order a description states its facts in, always the same: with the facts shuffled per
+# caption, the default model lost track of what it had said and said it again ("is performed on
+# marimba ... It is performed on marimba", "moves at 81 BPM. It has moderate tempo of 76 BPM": 3
+# of 16 test captions repeated themselves).
+FACT_ORDER = ("genre", "mood", "instruments", "tempo", "key", "metre", "dynamics", "sections", "tags")
+
+
+def in_order(phrases: dict[str, str]) -> list[str]:
+    return [phrases[k] for k in FACT_ORDER if k in phrases]
+
+
 def caption(say: Phrases) -> str:
     subject, used = say.subject()
-    predicates = list(say.predicates(skip=used).values())
+    predicates = in_order(say.predicates(skip=used))
     if not predicates:
         return bare(subject) if used else ""
-    say.rng.shuffle(predicates)
     return sentences_from(subject, predicates, say.rng)
 
 
@@ -320,14 +330,11 @@ def summary(say: Phrases) -> str:
     chosen = chosen[:2] or list(predicates.values())[:1]
     if not chosen:
         return bare(subject) if used else ""
-    say.rng.shuffle(chosen)
     return f"{subject} {join_list(chosen)}."
 
 
 def paraphrase(say: Phrases) -> str:
-    statements = list(say.statements().values())
-    say.rng.shuffle(statements)
-    return " ".join(statements)
+    return " ".join(in_order(say.statements()))
 
 
 def attributes(say: Phrases) -> str:
