@@ -141,11 +141,10 @@ def load_references(path: Path | None, tasks: list[str]) -> dict[str, list[str]]
 
 def generate(args) -> int:
     """Phase 1: captions for the clips of the split, appended to args.out."""
-    import torch
     from tqdm import tqdm
 
     from eval.predict import generation_inputs
-    from musicllm.checkpoint import load_checkpoint
+    from musicllm.checkpoint import default_device, load_checkpoint
 
     clips = [c for c in read_jsonl(args.manifest) if args.split == "all" or c.get("split", args.split) == args.split]
     clips = clips[: args.limit] if args.limit else clips
@@ -155,7 +154,7 @@ def generate(args) -> int:
     if not todo:
         return 0
     refs = load_references(args.references or args.manifest.parent / "captions.jsonl", args.reference_tasks)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = args.device or default_device()
     model, processor = load_checkpoint(args.checkpoint, dtype=args.dtype, device=device)
     with JsonlWriter(args.out) as writer, tqdm(total=len(todo), unit="clip", desc="captions") as bar:
         for start in range(0, len(todo), args.batch_size):

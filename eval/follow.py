@@ -447,15 +447,14 @@ def generate(args) -> int:
         raise FormatError(f"{args.manifest}: {len(missing)} audio file(s) not found, e.g. {missing[0]}")
     if not todo:
         return 0
-    import torch
     from tqdm import tqdm
 
-    from musicllm.checkpoint import load_checkpoint
+    from musicllm.checkpoint import default_device, load_checkpoint
     from musicllm.engines import DEFAULT_FREQUENCY_PENALTY
 
     if args.frequency_penalty is None:
         args.frequency_penalty = DEFAULT_FREQUENCY_PENALTY
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = args.device or default_device()
     model, processor = load_checkpoint(args.checkpoint, dtype=args.dtype, device=device)
     audio = {}  # path -> samples of the batch's clips (a clip's kinds come together, so each loads once)
     with JsonlWriter(args.out) as writer, tqdm(total=len(todo), unit="q", desc="follow") as bar:

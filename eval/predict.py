@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from tqdm import tqdm
 
-    from musicllm.checkpoint import load_checkpoint
+    from musicllm.checkpoint import default_device, load_checkpoint
 
     try:
         items = load_questions(args.questions, args.audio_dir, args.audio_map, seed=args.seed, order=args.order,
@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(items)} questions, {len(items) - len(todo)} already in {args.out}, {len(todo)} to answer")
     if not todo:
         return 0
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = args.device or default_device()
     model, processor = load_checkpoint(args.checkpoint, dtype=args.dtype, device=device)
     clips = ClipSource(source_items, args.audio_mode, processor.load_audio, seed=args.seed, noise=args.noise)
     examples = [ONE_SHOT_EXAMPLE] if args.one_shot else []

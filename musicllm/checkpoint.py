@@ -101,6 +101,11 @@ def save_checkpoint(model, processor: MusicLLMProcessor, directory: str | os.Pat
     return directory
 
 
+def default_device() -> str:
+    """Where a model runs unless told otherwise: the GPU when there is one."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def load_checkpoint(
     directory: str | os.PathLike, dtype: torch.dtype | str | None = None, device: str | None = None
 ) -> tuple[MusicLLMForConditionalGeneration, MusicLLMProcessor]:

@@ -223,12 +223,13 @@ class TransformersEngine(LocalModelEngine):
 
     @classmethod
     def from_checkpoint(cls, directory, max_batch_size: int = 16, threads: int | None = None,
-                        model_id: str = DEFAULT_MODEL_ID) -> "TransformersEngine":
-        from musicllm.checkpoint import load_checkpoint
+                        model_id: str = DEFAULT_MODEL_ID, device: str | None = None) -> "TransformersEngine":
+        """The checkpoint on `device` (default: the GPU when there is one, else the CPU)."""
+        from musicllm.checkpoint import default_device, load_checkpoint
 
         if threads:
             torch.set_num_threads(threads)
-        model, processor = load_checkpoint(Path(directory).expanduser())
+        model, processor = load_checkpoint(Path(directory).expanduser(), device=device or default_device())
         return cls(model, processor, max_batch_size=max_batch_size, model_id=model_id)
 
     def submit(self, request: GenerationRequest, ids: list[int], emit: Callable[[Delta | BaseException], None]) -> _Job:
@@ -311,6 +312,9 @@ class TransformersEngine(LocalModelEngine):
             input_ids[row, longest - len(job.ids):] = torch.tensor(job.ids)
             attention_mask[row, longest - len(job.ids):] = 1
         audio = self.processor.audio_windows([clip for job in jobs for clip in job.request.clips])
+        device = self.model.device
+        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+        audio = {name: value.to(device) for name, value in audio.items()}
         tracker = _RowTracker(self, jobs)
         request = jobs[0].request
         sampling = dict(do_sample=False) if request.temperature == 0 else dict(

@@ -104,7 +104,8 @@ def test_resume_after_kill_continues_the_same_loss_curve(dataset, tmp_path):
 
 
 def test_two_processes_train_the_same_model(dataset, tmp_path):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    # Two CPU processes, GPUs hidden: on a machine with one GPU, rank 1 would find no device of its own.
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     with socket.socket() as probe:  # not torch.distributed's default 29500: a vLLM server of another test may hold it
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import gather_object, set_seed
+from accelerate.utils import gather_object, send_to_device, set_seed
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -194,12 +194,12 @@ def make_dataset(config: TrainConfig, files: list[str], splits: list[str], model
 
 
 @torch.no_grad()
-def validation_loss(model, dataset, pad_id: int, batch_size: int) -> float:
+def validation_loss(model, dataset, pad_id: int, batch_size: int, device) -> float:
     model.eval()
     losses = []
     for start in range(0, len(dataset), batch_size):
         batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))], pad_id)
-        losses.append(model(**batch).loss.item())
+        losses.append(model(**send_to_device(batch, device)).loss.item())
     model.train()
     return sum(losses) / max(1, len(losses))
 
@@ -257,6 +257,7 @@ def train(config: TrainConfig) -> Path:
     sampler = StepSampler(len(train_data), config.batch_size, config.max_steps, step, config.seed,
                           accelerator.process_index, accelerator.num_processes, config.grad_accum,
                           train_data.lengths(), config.data.group_by_length)
+    # Not accelerate-prepared (the sampler shards by itself): each batch goes to the device here.
     loader = DataLoader(train_data, batch_sampler=sampler, collate_fn=lambda items: collate(items, pad_id))
     model.train()
     progress = tqdm(total=config.max_steps, initial=step, desc=f"{config.stage.value}", unit="step",
@@ -264,7 +265,7 @@ def train(config: TrainConfig) -> Path:
     micro_losses, started = [], time.time()
     for batch in loader:
         with accelerator.accumulate(model):
-            loss = model(**batch).loss
+            loss = model(**send_to_device(batch, accelerator.device)).loss
             accelerator.backward(loss)
             if accelerator.sync_gradients:
                 accelerator.clip_grad_norm_(params, config.optim.grad_clip)
@@ -281,7 +282,7 @@ def train(config: TrainConfig) -> Path:
         progress.set_postfix(loss=f"{step_loss:.3f}")
         entry = {"step": step, "loss": step_loss, "lr": scheduler.get_last_lr()[0], "elapsed": time.time() - started}
         if valid_data is not None and ((config.eval_every and step % config.eval_every == 0) or step == config.max_steps):
-            entry["valid_loss"] = validation_loss(model, valid_data, pad_id, config.batch_size)
+            entry["valid_loss"] = validation_loss(model, valid_data, pad_id, config.batch_size, accelerator.device)
         log.write(entry, force=step % config.log_every == 0 or "valid_loss" in entry or step == config.max_steps)
         if step % config.save_every == 0 or step == config.max_steps:
             save_training_state(accelerator, model, optimizer, scheduler, step, config)
