@@ -82,6 +82,10 @@ def test_recommendations_contain_only_catalog_tracks(catalog_path, transformers_
                                  ['You will love "Stairway Forever" by The Nobodies.', "Also try Punk Minute."])
     assert all("Stairway" not in p.reason and "Nobodies" not in p.reason for p in invented)
     assert invented[0].reason.startswith("Recommended because it is among the catalog's nearest tracks to your song")
+    # A few words are no reason: the facts say why instead.
+    short = recommender.picks(recommender.candidates(audio_embedding(engine.model, engine.processor, clip), k=1),
+                              ["It is sad."])
+    assert short[0].reason.startswith("Recommended because it is among the catalog's nearest tracks to your song")
     recommender.searcher.close()
 
 

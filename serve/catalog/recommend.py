@@ -46,6 +46,9 @@ _QUOTED = re.compile(r"[\"“”‘’«»]|(?:^|\s)'[^']+'")
 # (Single letters do not count: "in A minor" is a key, not a name.)
 _PROPER = re.compile(r"\b[A-Z][a-z']+(?:\s+(?:(?:of|the|and|in|on|a)\s+)?[A-Z][a-z']+)+")
 MAX_K = 50
+# A checked reason shorter than this says nothing of why ("It is sad.", a small build's whole
+# answer, 2026-12-04): the reason is then written from the facts instead.
+MIN_REASON_WORDS = 5
 MAX_QUERY_CHARS = 2000  # a description or a track name; longer is refused before any search
 
 
@@ -155,6 +158,8 @@ class Recommender:
         picks = []
         for n, hit in enumerate(hits):
             reason = grounded(texts[n], {hit.title, hit.name}, everyone, hit.attributes) if texts else ""
+            if len(reason.split()) < MIN_REASON_WORDS:
+                reason = ""
             picks.append(Pick(**vars(hit), similarity=hit.matched.get("audio_cosine"),
                               reason=reason or fallback_reason(hit)))
         return picks

@@ -331,10 +331,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stop_on_signals()
     app = build_app(args.gateway, args.api_key, args.model, max_audio_seconds=args.max_audio_seconds)
-    url = launch(app, args.host, args.port, args.max_upload, api_key=args.api_key)
-    signed = "; sign in with the API key" if args.api_key else ""
-    print(f"web demo: {url}  (gateway {args.gateway}{signed}; Ctrl-C stops)", flush=True)
-    try:
+    try:  # Ctrl-C may come while launch() still runs: the page answers before launch() returns
+        url = launch(app, args.host, args.port, args.max_upload, api_key=args.api_key)
+        signed = "; sign in with the API key" if args.api_key else ""
+        print(f"web demo: {url}  (gateway {args.gateway}{signed}; Ctrl-C stops)", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
