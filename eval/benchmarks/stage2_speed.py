@@ -85,8 +85,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from musicllm import paths
     from musicllm.pretrained import backbone_dir
-    from training.recipe import GENERAL_SHARE, MODEL, SIZES, STAGE2_MIX, Build, stage2_config
-    from training.train import train
+    from training.recipe import MODEL, SIZES, Build
 
     default = paths.home() / "default"
     if not (default / "data" / "DONE").is_file():
@@ -99,23 +98,17 @@ def main(argv: list[str] | None = None) -> None:
         clips = copy_subset(default, root, args.clips)
         size = replace(SIZES["default"], steps=args.steps)
         build = Build(root, size, workers=2)
-        for step in ("build", "attributes"):
+        for step in ("build", "attributes", "instruct"):  # instruct: stage 2
             started = time.perf_counter()
             getattr(build, step)()
             seconds[step] = time.perf_counter() - started
-        files = [name for name, times in STAGE2_MIX.items() for _ in range(times)]
-        files += ["general.jsonl"] * build.repeats("general.jsonl", GENERAL_SHARE, files)
-        config = stage2_config(root, args.steps, [str(root / "data" / f) for f in files], size.batch_size)
-        started = time.perf_counter()
-        train(config)
-        seconds["stage2"] = time.perf_counter() - started
         log = [json.loads(line) for line in open(root / "runs" / "instruct" / "log.jsonl")]
         elapsed = {entry["step"]: entry["elapsed"] for entry in log if "elapsed" in entry}
         first = min(step for step in elapsed if step >= WARMUP_STEPS)
         last = max(elapsed)
         per_step = (elapsed[last] - elapsed[first]) / (last - first)
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-    print(f"{device}: heads {seconds['attributes']:.0f} s, stage 2 {seconds['stage2']:.0f} s for {args.steps} steps "
+    print(f"{device}: heads {seconds['attributes']:.0f} s, stage 2 {seconds['instruct']:.0f} s for {args.steps} steps "
           f"of {size.batch_size}: {per_step:.2f} s a step after {first}; quickstart's {SIZES['default'].steps} "
           f"steps ~ {per_step * SIZES['default'].steps / 60:.1f} min")
     report = dict(benchmark="stage2_speed", clips=clips, steps=args.steps, batch_size=size.batch_size,
