@@ -19,11 +19,11 @@ asked one question of every kind, in words the template writer never uses in tra
     repeats     answers that repeat a sentence or a 4-word n-gram
 Kinds: instruments, key, mode, tempo, metre, mood, style, caption, and theory (a general music
 question asked WITHOUT audio, graded by keywords of its own). Answers are greedy with the
-engines' frequency penalty on the answer's own tokens, as the servers decode (--frequency-penalty
-sets another).
+engines' frequency penalty on the answer's own tokens and their block on repeated 4-token runs, as
+the servers decode (--frequency-penalty and --no-repeat-ngram set others).
 
 Phase 1 rows: {id "<clip>:<kind>", clip, kind, question, wording, answer, audio (None for
-theory), labels, model, max_new_tokens, frequency_penalty}; (clip, kind) pairs already in --out
+theory), labels, model, max_new_tokens, frequency_penalty, no_repeat_ngram}; (clip, kind) pairs already in --out
 are skipped, so a rerun writes only what is missing. Phase 2 reads only that file.
 
 The readers are rules over words (documented word lists below), not understanding: negation
@@ -423,14 +423,14 @@ def load_clips(manifest: Path, split: str, limit: int | None) -> list[dict]:
 
 
 def answer_batch(model, processor, questions: list[str], clips: list, max_new_tokens: int,
-                 frequency_penalty: float) -> list[str]:
+                 frequency_penalty: float, no_repeat_ngram: int) -> list[str]:
     """Greedy answers, one per (question, clip or None), decoded as the engines decode."""
     from eval.predict import generation_inputs  # imports torch: phase 2 never needs it
     from musicllm.engines import penalties
 
     inputs = generation_inputs(processor, questions, clips)
     new_tokens = model.generate(**inputs.to(model.device), max_new_tokens=max_new_tokens, do_sample=False,
-                                logits_processor=penalties(frequency_penalty),
+                                logits_processor=penalties(frequency_penalty, no_repeat_ngram, processor.tokenizer),
                                 pad_token_id=processor.tokenizer.pad_token_id)
     return [processor.decode(ids).strip() for ids in new_tokens]
 
@@ -450,10 +450,12 @@ def generate(args) -> int:
     from tqdm import tqdm
 
     from musicllm.checkpoint import default_device, load_checkpoint
-    from musicllm.engines import DEFAULT_FREQUENCY_PENALTY
+    from musicllm.engines import DEFAULT_FREQUENCY_PENALTY, DEFAULT_NO_REPEAT_NGRAM
 
     if args.frequency_penalty is None:
         args.frequency_penalty = DEFAULT_FREQUENCY_PENALTY
+    if args.no_repeat_ngram is None:
+        args.no_repeat_ngram = DEFAULT_NO_REPEAT_NGRAM
     device = args.device or default_device()
     model, processor = load_checkpoint(args.checkpoint, dtype=args.dtype, device=device)
     audio = {}  # path -> samples of the batch's clips (a clip's kinds come together, so each loads once)
@@ -465,12 +467,13 @@ def generate(args) -> int:
             audio = {p: audio[p] if p in audio else processor.load_audio(p) for p in needed}
             shown = [None if kind == "theory" else audio[clip["audio"]] for clip, kind in batch]
             answers = answer_batch(model, processor, [q for _, q in asked], shown, args.max_new_tokens,
-                                   args.frequency_penalty)
+                                   args.frequency_penalty, args.no_repeat_ngram)
             for (clip, kind), (index, question), clip_audio, answer in zip(batch, asked, shown, answers):
                 writer.write({"id": f"{clip['id']}:{kind}", "clip": clip["id"], "kind": kind, "question": question,
                               "wording": index, "answer": answer, "audio": clip["audio"] if clip_audio is not None
                               else None, "labels": clip.get("labels") or {}, "model": str(args.checkpoint),
-                              "max_new_tokens": args.max_new_tokens, "frequency_penalty": args.frequency_penalty})
+                              "max_new_tokens": args.max_new_tokens, "frequency_penalty": args.frequency_penalty,
+                              "no_repeat_ngram": args.no_repeat_ngram})
             bar.update(len(batch))
     print(f"wrote {len(todo)} rows -> {args.out}; score them with: musicllm eval follow --score {args.out} "
           f"--out {Path(args.out).with_suffix('.scores.json')}")
@@ -494,6 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frequency-penalty", type=float, default=None,
                         help="subtracted from a token's logit per time the answer said it (default: the "
                         "engines' DEFAULT_FREQUENCY_PENALTY, what the chat, the API and `caption` decode with)")
+    parser.add_argument("--no-repeat-ngram", type=int, default=None,
+                        help="never repeat a run of this many answer tokens, 0 = off (default: the engines' "
+                        "DEFAULT_NO_REPEAT_NGRAM)")
     parser.add_argument("--batch-size", type=int, default=8, help="questions per batch (default 8)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--dtype", default=None, help="weights dtype, e.g. bfloat16 (default: as saved)")

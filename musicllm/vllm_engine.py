@@ -38,6 +38,11 @@ from musicllm.engines import (DEFAULT_MODEL_ID, Completion, Delta, EngineRequest
                               GenerationRequest, LocalModelEngine)
 from musicllm.vllm_server import checkpoint_dtype, language_model_dir
 
+# The `extra_args` key (the OpenAI server's `vllm_xargs`) of a request's no_repeat_ngram, which
+# musicllm.vllm_logits reads on vLLM's side.
+EXTRA_ARG = "no_repeat_ngram"
+
+
 def encode_embeds(tensor) -> str:
     """base64(torch.save(tensor)): how vLLM's OpenAI server takes prompt embeddings."""
     import torch
@@ -154,7 +159,7 @@ class VLLMServerEngine(LocalModelEngine):
                 frequency_penalty=request.frequency_penalty,
                 seed=openai.omit if request.seed is None else request.seed, stop=list(request.stop) or openai.omit,
                 stream=True, stream_options={"include_usage": True},
-                extra_body={"prompt_embeds": encode_embeds(embeds)})
+                extra_body={"prompt_embeds": encode_embeds(embeds), "vllm_xargs": {EXTRA_ARG: request.no_repeat_ngram}})
         # Leaving early (the caller stopped listening) closes the connection, and vLLM aborts a
         # request whose client has gone.
         last = None
@@ -197,9 +202,12 @@ class VLLMOfflineEngine(LocalModelEngine):
             os.environ.setdefault(name, value)  # a KV cache sized from the machine's RAM otherwise
         from vllm import LLM
 
+        from musicllm.vllm_logits import NoRepeatNGramLogits
+
         model_dir = language_model_dir(checkpoint_dir)
         settings = dict(enforce_eager=True, enable_prompt_embeds=True, max_model_len=self.context,
-                        served_model_name=model_id, dtype=checkpoint_dtype(model_dir))
+                        served_model_name=model_id, dtype=checkpoint_dtype(model_dir),
+                        logits_processors=[NoRepeatNGramLogits])
         self.llm = LLM(model=str(model_dir), **{**settings, **llm_kwargs})
         self.context = self.llm.llm_engine.model_config.max_model_len
 
@@ -215,6 +223,7 @@ class VLLMOfflineEngine(LocalModelEngine):
             params.append(SamplingParams(max_tokens=min(request.max_tokens, self.context - len(ids)),
                                          temperature=request.temperature, top_p=request.top_p, seed=request.seed,
                                          frequency_penalty=request.frequency_penalty,
+                                         extra_args={EXTRA_ARG: request.no_repeat_ngram},
                                          stop=list(request.stop) or None))
         with torch.no_grad():
             outputs = self.llm.generate(prompts, params, use_tqdm=False)

@@ -227,9 +227,11 @@ def checkpoint_dtype(model_dir: Path) -> str:
 
 def start_vllm_server(checkpoint_dir: str | os.PathLike, workdir: str | os.PathLike, port: int | None = None,
                       host: str = "127.0.0.1", dtype: str | None = None, **kwargs) -> contextlib.AbstractContextManager[str]:
-    """A vLLM server for a musicllm checkpoint: its `language_model/` with `--enable-prompt-embeds`,
-    in `dtype` (default: the saved one, see checkpoint_dtype). A context manager yielding the base
-    URL; other keyword arguments as for `serve_model`."""
+    """A vLLM server for a musicllm checkpoint: its `language_model/` with `--enable-prompt-embeds`
+    and the engines' rule against repeated token runs (musicllm.vllm_logits), in `dtype` (default:
+    the saved one, see checkpoint_dtype). A context manager yielding the base URL; other keyword
+    arguments as for `serve_model`."""
     model_dir = language_model_dir(checkpoint_dir)
-    extra = ["--enable-prompt-embeds", "--dtype", dtype or checkpoint_dtype(model_dir), *kwargs.pop("extra_args", ())]
+    extra = ["--enable-prompt-embeds", "--dtype", dtype or checkpoint_dtype(model_dir),
+             "--logits-processors", "musicllm.vllm_logits:NoRepeatNGramLogits", *kwargs.pop("extra_args", ())]
     return serve_model(model_dir, workdir, port=port, host=host, extra_args=extra, **kwargs)

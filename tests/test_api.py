@@ -168,7 +168,7 @@ def test_streaming_sends_the_same_answer_in_pieces(gateway):
     assert len({c.id for c in chunks}) == 1
 
 
-def test_stop_max_tokens_seed_and_frequency_penalty_reach_the_engine(gateway):
+def test_stop_max_tokens_seed_and_the_repetition_rules_reach_the_engine(gateway):
     words = direct(gateway.engine, "piano").split()
     create = gateway.client.chat.completions.create
     stopped = create(model=MODEL, messages=ask("piano"), max_tokens=32, stop=[" " + words[2]])
@@ -179,10 +179,12 @@ def test_stop_max_tokens_seed_and_frequency_penalty_reach_the_engine(gateway):
                .choices[0].message.content for _ in range(2)]
     assert sampled[0] == sampled[1]
     story = [{"role": "user", "content": "Tell me a long story about dragons."}]  # the fixture loops on it
-    looping, default, penalised = (create(model=MODEL, messages=story, max_tokens=24, **settings)
-                                   .choices[0].message.content for settings in (
-                                       {"frequency_penalty": 0}, {}, {"frequency_penalty": 2.0}))
-    assert " v v v" in looping and " v v v" not in default and " v v" not in penalised, (looping, default, penalised)
+    answers = looping, default, penalised, blocked = [
+        create(model=MODEL, messages=story, max_tokens=24, **settings).choices[0].message.content for settings in (
+            {"frequency_penalty": 0, "extra_body": {"no_repeat_ngram": 0}}, {}, {"frequency_penalty": 2.0},
+            {"frequency_penalty": 0, "extra_body": {"no_repeat_ngram": 2}})]
+    assert " v v v v v" in looping and " v v v" not in default and " v v" not in penalised, answers
+    assert " v v" in blocked and " v v v" not in blocked, answers
 
 
 def test_stream_wire_format_ends_with_done(vllm_gateway):
@@ -254,6 +256,7 @@ BAD_REQUESTS = {  # name -> (request keyword arguments, status, error code, word
     "empty content": (dict(messages=[{"role": "user", "content": []}]), 400, "invalid_type", "messages[0].content"),
     "max_tokens over the cap": (dict(max_tokens=100_000), 400, "invalid_value", "max_tokens"),
     "frequency_penalty out of range": (dict(frequency_penalty=3), 400, "invalid_value", "'frequency_penalty' must be"),
+    "no_repeat_ngram not an integer": (dict(no_repeat_ngram=2.5), 400, "invalid_type", "'no_repeat_ngram' must be an integer"),
     "prompt longer than the context": (dict(messages=[{"role": "user", "content": "piano " * 2000}]),
                                        400, "invalid_request", "context"),
     "request body too large": (dict(messages=[{"role": "user", "content": "x" * (3 * 1024 * 1024)}]),

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from musicllm.engines import EngineRequestError, EngineUnavailable, GenerationRequest
+from musicllm.engines import EngineRequestError, EngineUnavailable, GenerationRequest, repeating_tokens, word_starts
 from serving_fixtures import CONTEXT, KEY_QUESTION, SERVING_ANSWERS, SERVING_CLIPS, VLLM_KEY, serving_conversation
 
 CASES = [(kind, turns) for kind in SERVING_CLIPS for turns in (1, 2)]  # turn 2: audio only in turn 1
@@ -101,6 +101,7 @@ def test_sixteen_concurrent_requests_share_generate_batches(transformers_engine)
     (dict(temperature=-1.0), "temperature"),
     (dict(top_p=0.0), "top_p"),
     (dict(frequency_penalty=2.5), "frequency_penalty"),
+    (dict(no_repeat_ngram=-1), "no_repeat_ngram"),
     (dict(messages=[{"role": "robot", "content": "hi"}], clips=[]), "messages[0].role"),
     (dict(clips=[np.zeros(16000 * 300, dtype=np.float32)]), "context of 512 tokens"),
 ])
@@ -166,18 +167,35 @@ def test_vllm_server_engine_gives_the_transformers_greedy_answers(vllm_engine, t
     assert vllm_engine.context == CONTEXT  # asked from the server
 
 
-def test_frequency_penalty_is_vllms_in_the_transformers_engine(vllm_engine, transformers_engine):
-    """A question the fixture never learned, without audio, makes it loop ("v v v v v v"); a
-    frequency penalty (vLLM's: the answer's own tokens, once per time said) breaks the loop, and
-    both engines give the same answers with and without it."""
-    def ask(engine, penalty: float) -> str:
+def test_the_penalty_and_the_block_on_repeated_runs_decode_alike_in_both_engines(vllm_engine, transformers_engine):
+    """A question the fixture never learned, without audio, makes it loop ("v v v v v v") with both
+    decoding rules off. A frequency penalty (vLLM's: the answer's own tokens, once per time said)
+    breaks the loop, and so does the block on repeated runs of n tokens (here n = 2: " v v" may
+    be said once); the vLLM server decodes each setting as the transformers engine does."""
+    def ask(engine, **settings) -> str:
         question = GenerationRequest([{"role": "user", "content": "Tell me a long story about dragons."}], [],
-                                     max_tokens=24, frequency_penalty=penalty)
+                                     max_tokens=24, **settings)
         return asyncio.run(engine.complete(question)).text
 
-    looping, penalised = ask(transformers_engine, 0.0), ask(transformers_engine, 2.0)
-    assert " v v v v" in looping and " v v" not in penalised, (looping, penalised)
-    assert (ask(vllm_engine, 0.0), ask(vllm_engine, 2.0)) == (looping, penalised)
+    settings = (dict(frequency_penalty=0.0, no_repeat_ngram=0), dict(frequency_penalty=2.0, no_repeat_ngram=0),
+                dict(frequency_penalty=0.0, no_repeat_ngram=2))
+    looping, penalised, blocked = answers = [ask(transformers_engine, **one) for one in settings]
+    assert " v v v v v v" in looping and " v v" not in penalised, answers
+    assert " v v" in blocked and " v v v" not in blocked and blocked.count(" v v") == 1, answers
+    assert [ask(vllm_engine, **one) for one in settings] == answers
+
+
+def test_the_block_on_repeated_runs_never_cuts_a_word(tiny_tokenizer):
+    """Only a token that begins a word (or is punctuation) is masked when it would repeat a run:
+    masking the rest of a word ("tub|a") had the default model misspell it ("tubo") instead."""
+    ids = tiny_tokenizer.encode("It features trumpet and tuba. It is played on trumpet and tuba", add_special_tokens=False)
+    starts = word_starts(tiny_tokenizer)
+    masked = {tiny_tokenizer.decode(ids[:k]): [tiny_tokenizer.decode([t]) for t in repeating_tokens(ids[:k], 3, starts)]
+              for k in range(len(ids) + 1)}
+    said = "It features trumpet and tuba. It is played on "
+    assert masked[said + "trumpet"] == [" and"] and masked[said + "trumpet and tuba"] == ["."]
+    assert masked[said + "trumpet and tub"] == [] and masked[said + "tr"] == []  # inside a word
+    assert repeating_tokens(ids, 0, starts) == []
 
 
 def test_the_vllm_server_refuses_requests_without_its_own_key(vllm_url):

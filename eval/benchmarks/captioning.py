@@ -43,16 +43,21 @@ def make_clips(count: int, sample_rate: int, seconds: float = 10.0) -> list:
 
 
 def naive_loop(model, processor, clips: list, max_tokens: int) -> dict:
-    """One `generate` per clip, as a captioning script without batching does it."""
+    """One `generate` per clip, as a captioning script without batching does it (decoded with the
+    engines' default penalty and block on repeated runs, so that all paths write the same captions)."""
     import torch
 
+    from musicllm.engines import DEFAULT_FREQUENCY_PENALTY, DEFAULT_NO_REPEAT_NGRAM, penalties
+
+    rules = penalties(DEFAULT_FREQUENCY_PENALTY, DEFAULT_NO_REPEAT_NGRAM, processor.tokenizer)
     messages = [{"role": "user", "content": f"<|audio|>\n{PROMPT}"}]
     pad_id = processor.tokenizer.pad_token_id or 0
     started, tokens = time.perf_counter(), 0
     with torch.no_grad():
         for clip in clips:
             batch = processor([messages], [[clip]], add_generation_prompt=True)
-            out = model.generate(**batch, max_new_tokens=max_tokens, do_sample=False, pad_token_id=pad_id)
+            out = model.generate(**batch, max_new_tokens=max_tokens, do_sample=False, pad_token_id=pad_id,
+                                 logits_processor=rules)
             tokens += int(out.shape[1])
     return _rates(len(clips), tokens, time.perf_counter() - started)
 

@@ -145,8 +145,9 @@ def parse_options(body: dict, engine) -> StreamOptions:
 
 
 def parse_sampling(body: dict, limits: Limits) -> dict:
-    """max_tokens (or max_completion_tokens), temperature, top_p, frequency_penalty (the engine's
-    default when absent), seed, stop, n."""
+    """max_tokens (or max_completion_tokens), temperature, top_p, frequency_penalty and
+    no_repeat_ngram (ours, not OpenAI's: never repeat a run of that many answer tokens, 0 = off;
+    the engine's defaults when absent), seed, stop, n."""
     for name, reason in _UNSUPPORTED.items():
         if body.get(name):
             raise bad(f"'{name}': {reason}.", name, "unsupported_parameter")
@@ -169,6 +170,8 @@ def parse_sampling(body: dict, limits: Limits) -> dict:
             raise bad("'top_p' must be greater than 0.", "top_p")
     if body.get("frequency_penalty") is not None:
         sampling["frequency_penalty"] = float(_number(body, "frequency_penalty", -2, 2))
+    if body.get("no_repeat_ngram") is not None:
+        sampling["no_repeat_ngram"] = _number(body, "no_repeat_ngram", 0, 64, integer=True)
     if body.get("seed") is not None:
         sampling["seed"] = _number(body, "seed", -(2**63), 2**63 - 1, integer=True)
     stop = body.get("stop")
