@@ -331,9 +331,9 @@ class TransformersEngine(LocalModelEngine):
             do_sample=True, temperature=request.temperature, top_p=request.top_p)
         if request.seed is not None:
             torch.manual_seed(request.seed)  # seeded requests run alone (see _sampling_key)
+        rules = penalties(request.frequency_penalty, request.no_repeat_ngram, self.processor.tokenizer)
         self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **audio,
-                            max_new_tokens=max(tracker.limits), logits_processor=penalties(request.frequency_penalty, request.no_repeat_ngram,
-                                                                self.processor.tokenizer),
+                            max_new_tokens=max(tracker.limits), logits_processor=rules,
                             stopping_criteria=StoppingCriteriaList([tracker]), pad_token_id=pad_id, **sampling)
         tracker.finish_all("length")
 

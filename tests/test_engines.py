@@ -188,11 +188,11 @@ def test_the_penalty_and_the_block_on_repeated_runs_decode_alike_in_both_engines
 def test_the_block_on_repeated_runs_never_cuts_a_word(tiny_tokenizer):
     """Only a token that begins a word (or is punctuation) is masked when it would repeat a run:
     masking the rest of a word ("tub|a") had the default model misspell it ("tubo") instead."""
-    ids = tiny_tokenizer.encode("It features trumpet and tuba. It is played on trumpet and tuba", add_special_tokens=False)
+    said = "It features trumpet and tuba. It is played on "
+    ids = tiny_tokenizer.encode(said + "trumpet and tuba", add_special_tokens=False)
     starts = word_starts(tiny_tokenizer)
     masked = {tiny_tokenizer.decode(ids[:k]): [tiny_tokenizer.decode([t]) for t in repeating_tokens(ids[:k], 3, starts)]
               for k in range(len(ids) + 1)}
-    said = "It features trumpet and tuba. It is played on "
     assert masked[said + "trumpet"] == [" and"] and masked[said + "trumpet and tuba"] == ["."]
     assert masked[said + "trumpet and tub"] == [] and masked[said + "tr"] == []  # inside a word
     assert repeating_tokens(ids, 0, starts) == []
