@@ -36,11 +36,7 @@ from typing import AsyncIterator
 
 from musicllm.engines import (DEFAULT_MODEL_ID, Completion, Delta, EngineRequestError, EngineUnavailable,
                               GenerationRequest, LocalModelEngine)
-from musicllm.vllm_server import checkpoint_dtype, language_model_dir
-
-# The `extra_args` key (the OpenAI server's `vllm_xargs`) of a request's no_repeat_ngram, which
-# musicllm.vllm_logits reads on vLLM's side.
-EXTRA_ARG = "no_repeat_ngram"
+from musicllm.vllm_server import EXTRA_ARG, checkpoint_dtype, language_model_dir
 
 
 def encode_embeds(tensor) -> str:

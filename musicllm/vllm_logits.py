@@ -13,7 +13,7 @@ from transformers import AutoTokenizer
 from vllm.v1.sample.logits_processor import AdapterLogitsProcessor
 
 from musicllm.engines import repeating_tokens, word_starts
-from musicllm.vllm_engine import EXTRA_ARG
+from musicllm.vllm_server import EXTRA_ARG
 
 
 class NoRepeatNGramLogits(AdapterLogitsProcessor):
@@ -27,9 +27,9 @@ class NoRepeatNGramLogits(AdapterLogitsProcessor):
         return False  # it changes which token greedy decoding picks
 
     def new_req_logits_processor(self, params):
-        n = int((params.extra_args or {}).get(EXTRA_ARG) or 0)
-        if n < 1:
-            return None
+        n = (params.extra_args or {}).get(EXTRA_ARG)
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            return None  # off, or not a count (the gateway checks it; a bad value must not stop the engine)
 
         def mask(answer: list[int], logits):
             banned = repeating_tokens(answer, n, self.starts)

@@ -32,6 +32,9 @@ from musicllm.engines import DEFAULT_MODEL_ID
 # ("CPU Generator does not use offset": the rewind of a discarded token assumes a CUDA generator).
 # Whole-prompt prefill avoids it; max_num_batched_tokens (2048 on CPU) must cover max_model_len.
 NO_CHUNKED_PREFILL = ["--no-enable-chunked-prefill"]
+# The `extra_args` key (the OpenAI server's `vllm_xargs`) that carries a request's no_repeat_ngram
+# to the logits processor start_vllm_server loads (musicllm.vllm_logits).
+EXTRA_ARG = "no_repeat_ngram"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
