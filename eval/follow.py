@@ -23,8 +23,8 @@ engines' frequency penalty on the answer's own tokens and their block on repeate
 the servers decode (--frequency-penalty and --no-repeat-ngram set others).
 
 Phase 1 rows: {id "<clip>:<kind>", clip, kind, question, wording, answer, audio (None for
-theory), labels, model, max_new_tokens, frequency_penalty, no_repeat_ngram}; (clip, kind) pairs already in --out
-are skipped, so a rerun writes only what is missing. Phase 2 reads only that file.
+theory), labels, model, max_new_tokens, frequency_penalty, no_repeat_ngram}; (clip, kind) pairs
+already in --out are skipped, so a rerun writes only what is missing. Phase 2 reads only that file.
 
 The readers are rules over words (documented word lists below), not understanding: negation
 ("not in C major") is not seen, a tonic must be a capital letter ("a minor key" is a mode), and

@@ -111,7 +111,7 @@ def validate_request(request: GenerationRequest) -> None:
         raise EngineRequestError(f"top_p: must be in (0, 1], got {request.top_p!r}")
     if not -2 <= request.frequency_penalty <= 2:
         raise EngineRequestError(f"frequency_penalty: must be in [-2, 2], got {request.frequency_penalty!r}")
-    if not isinstance(request.no_repeat_ngram, int) or request.no_repeat_ngram < 0:
+    if type(request.no_repeat_ngram) is not int or request.no_repeat_ngram < 0:  # True is no count (vLLM's side agrees)
         raise EngineRequestError(f"no_repeat_ngram: must be an integer >= 0 (0 = off), got {request.no_repeat_ngram!r}")
     if not all(isinstance(s, str) and s for s in request.stop):
         raise EngineRequestError("stop: must be a list of non-empty strings")

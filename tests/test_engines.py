@@ -102,6 +102,7 @@ def test_sixteen_concurrent_requests_share_generate_batches(transformers_engine)
     (dict(top_p=0.0), "top_p"),
     (dict(frequency_penalty=2.5), "frequency_penalty"),
     (dict(no_repeat_ngram=-1), "no_repeat_ngram"),
+    (dict(no_repeat_ngram=True), "no_repeat_ngram"),
     (dict(messages=[{"role": "robot", "content": "hi"}], clips=[]), "messages[0].role"),
     (dict(clips=[np.zeros(16000 * 300, dtype=np.float32)]), "context of 512 tokens"),
 ])
