@@ -121,6 +121,28 @@ def test_only_tempo_means_only_tempo():
                 assert not pattern.search(text), (r["task"], text)
 
 
+def test_a_mode_answer_names_the_mode_and_no_tonic_so_it_is_never_the_key_answer():
+    # With the tonic in both ("It is in a minor key (B minor)." beside "It is in B minor."), a model
+    # trained on more multiple choice answered "Major or minor?" with the key's sentence.
+    from data_gen.text_attributes import keys_in, modes_in
+    from data_gen.writers.template_qa import QUESTIONS
+
+    by_topic = {"key": set(), "mode": set()}
+    for clip in corpus(12):
+        mode = clip["labels"]["mode"]
+        for seed in range(12):
+            for r in TemplateWriter().write([clip], ["qa_factual"], seed=seed):
+                question = r["messages"][0]["content"].split("\n")[-1]  # after the audio token
+                answer = r["messages"][-1]["content"]
+                if question in QUESTIONS["mode"]:
+                    assert modes_in(answer) == {mode} and keys_in(answer) == [], answer
+                    by_topic["mode"].add(answer)
+                elif question in QUESTIONS["key"]:
+                    assert keys_in(answer) == [(clip["labels"]["key"], mode)], answer
+                    by_topic["key"].add(answer)
+    assert by_topic["mode"] and by_topic["key"] and not by_topic["mode"] & by_topic["key"]
+
+
 def test_estimates_are_hedged_and_labels_are_not():
     clip = {"id": "e1", "audio": "a.wav", "duration": 10.0, "source": "user", "license": "x",
             "labels": {"genre": "rock"},

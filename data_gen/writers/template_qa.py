@@ -70,9 +70,8 @@ def _key(say):
 def _mode(say):
     q = ask(say, "mode")
     mode = say.f["mode"]
-    detail = f" ({say.f['key']} {mode})" if say.has("key") else ""
-    return q, say.maybe(("mode", "key"), [f"It is in {article(mode)} {mode} key{detail}."],
-                        [f"It is probably in {article(mode)} {mode} key{detail}."])
+    return q, say.maybe(("mode",), [f"It is in {article(mode)} {mode} key.", f"The mode is {mode}."],
+                        [f"It is probably in {article(mode)} {mode} key.", f"Probably {mode}, though that is an estimate."])
 
 
 def _metre(say):
