@@ -132,7 +132,8 @@ class MusicLLMConfig(PretrainedConfig):
     # "label_ids", "words", "slots", "multi_label"}: per window, a trained head classifies the
     # window's frames into `classes` and hands the LLM its label's tokens (" key:") and its `words`
     # likeliest class words' own input embeddings (`token_ids`, one list per class, each padded
-    # with `pad_id` to the longest), `slots` tokens per attribute in all; a `composed_of` one has no
+    # with `pad_id` to the longest), `slots` tokens per attribute in all (a multi-label one with a
+    # `min_probability` pads the words of classes less likely than that); a `composed_of` one has no
     # head: its `table` gives its class for every combination of those attributes' classes (the
     # mood). None: no attribute tokens.
     audio_attributes: list | None = None

@@ -242,13 +242,20 @@ class MusicLLMProjector(nn.Module):
         return [composed_logits(a, by_name) if logits is None else logits for a, logits in zip(self.attributes, out)]
 
     def attribute_tokens(self, stats: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
-        """(W, 2C) window stats -> (W, A, D): each attribute's likeliest class words, token by token."""
+        """(W, 2C) window stats -> (W, A, D): each attribute's likeliest class words, token by token.
+        A multi-label attribute with a `min_probability` names only the classes at least that
+        likely (always its likeliest); the other words' slots are its `pad_id`."""
         ids = []
         for attribute, logits in zip(self.attributes, self.attribute_logits(stats)):
-            top = logits.topk(attribute["words"], dim=-1).indices  # W, words
-            label = torch.tensor(attribute.get("label_ids", []), dtype=torch.long, device=top.device)
-            ids.append(label.expand(len(top), -1))  # W, label tokens (" key:")
-            ids.append(word_table(attribute).to(top.device)[top].flatten(1))  # W, words * longest
+            top = logits.topk(attribute["words"], dim=-1)  # W, words
+            label = torch.tensor(attribute.get("label_ids", []), dtype=torch.long, device=logits.device)
+            ids.append(label.expand(len(logits), -1))  # W, label tokens (" key:")
+            words = word_table(attribute).to(logits.device)[top.indices]  # W, words, longest
+            if attribute.get("min_probability") is not None:
+                unsure = torch.sigmoid(top.values.float()) < attribute["min_probability"]
+                unsure[:, 0] = False
+                words = words.masked_fill(unsure[..., None], attribute["pad_id"])
+            ids.append(words.flatten(1))  # W, words * longest
         return embeddings[torch.cat(ids, dim=1)]  # W, A, D
 
 

@@ -119,7 +119,7 @@ def test_the_default_recipe_shape_tagger_tags_and_no_frame_tokens(tmp_path):
     from musicllm.configuration import MusicFeaturesConfig
     from musicllm.musicnn import MTT_TAGS, load_musicnn
     from musicllm.tiny import build_tiny
-    from training.attributes import TAG_WORDS
+    from training.attributes import INSTRUMENT_FLOOR, TAG_WORDS
 
     corpus(tmp_path)
     torch.manual_seed(0)
@@ -135,6 +135,8 @@ def test_the_default_recipe_shape_tagger_tags_and_no_frame_tokens(tmp_path):
     model, processor = load_checkpoint(tmp_path / "heads")
     specs = model.config.audio_attributes
     assert [a["name"] for a in specs] == [*ATTRIBUTES, "tags"] and "no vocal" not in specs[-1]["classes"]
+    # the instruments it is unsure of are not named (projector.attribute_tokens pads their words)
+    assert [a.get("min_probability") for a in specs if a["multi_label"]] == [INSTRUMENT_FLOOR, None]
     slots = sum(a["slots"] for a in specs)
     clip = (0.3 * np.sin(2 * np.pi * NOTES["A"] * np.arange(32000) / 16000)).astype(np.float32)
     assert processor.num_audio_tokens(clip) == slots  # one 30 s window

@@ -265,6 +265,17 @@ def test_attribute_tokens_are_the_likeliest_class_words_token_by_token(tiny_toke
     torch.testing.assert_close(tokens[:len(words)], embed[words])
     batch = processor([audio_question()], [[sine(2.0)]])
     assert model(**batch).logits.shape[1] == batch["input_ids"].shape[1]
+    # With a floor, a multi-label attribute names only the classes it is sure of (bass: sigmoid 0.88),
+    # always its likeliest (drum kit: 0.95), in the same slots.
+    for floor in (0.9, 0.99):
+        projector.attributes[1]["min_probability"] = floor
+        with torch.no_grad():
+            tokens = model.project_audio(frames, frame_lens)
+        sure = padded("minor", attributes[0]["slots"]) + label + padded("drum kit", longest) + [pad] * longest
+        torch.testing.assert_close(tokens[:len(sure)], embed[sure])
+    projector.attributes[1]["min_probability"] = 0.8
+    with torch.no_grad():
+        torch.testing.assert_close(model.project_audio(frames, frame_lens)[:len(words)], embed[words])
 
 
 def test_a_composed_attribute_it_cannot_compute_is_an_error_naming_it(tiny_tokenizer):
