@@ -69,7 +69,7 @@ ATTRIBUTES = {
 }
 MULTI_LABEL = {"instruments": 4}  # words: the four likeliest instruments (procedural songs have 2-5 parts)
 # ... of those, only the ones the head gives at least this probability (always the likeliest).
-# Four words always, the LLM named instruments that were not playing: of the instruments the head
+# With four words always, the LLM named instruments that were not playing: of those the head
 # would name on 60 held-out test clips, 80% played when all four were shown, 91% at 0.5; every
 # one named played on 29 clips, 47 at 0.5 (out of distribution: 0 and 10 of 60). Stage 2 trained
 # on what this shows, the OOD instrument answers were right on 2 of 16 clips instead of 0 (README, Q).

@@ -111,7 +111,7 @@ HEADS = HeadSettings(epochs=300, lr=3e-3, weight_decay=0.05, dropout=0.3)
 # multiple choice 45%, general 8%. At 3.6%, with 80 questions all worded "What is X?", the model
 # answered other forms about a clip it was not given ("How many semitones are there in an
 # octave?" -> "It is in 4/4"): now 145 questions in many forms (data_gen/general.py). The
-# multiple choice listed twice: the LLM chooses what its heads heard more often (test 78.3%
+# multiple choice listed twice: the LLM chooses what its heads heard more often (test 77.9%
 # instead of 75.8, README), and its shorter conversations make the 400 steps quicker.
 STAGE2_MIX = {"dialogues.jsonl": 2, "instructions.jsonl": 1, "mc_once.jsonl": 2}
 GENERAL_SHARE = 0.08
