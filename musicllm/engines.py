@@ -51,6 +51,12 @@ DEFAULT_FREQUENCY_PENALTY = 0.5
 DEFAULT_NO_REPEAT_NGRAM = 4
 
 
+def is_ngram_count(value) -> bool:
+    """Whether a request's no_repeat_ngram is a count both engines read alike: an int, not a
+    bool (True is no count) and not negative."""
+    return type(value) is int and value >= 0
+
+
 class EngineRequestError(ValueError):
     """A request the engine cannot run; the message names the field and the problem."""
 
@@ -111,7 +117,7 @@ def validate_request(request: GenerationRequest) -> None:
         raise EngineRequestError(f"top_p: must be in (0, 1], got {request.top_p!r}")
     if not -2 <= request.frequency_penalty <= 2:
         raise EngineRequestError(f"frequency_penalty: must be in [-2, 2], got {request.frequency_penalty!r}")
-    if type(request.no_repeat_ngram) is not int or request.no_repeat_ngram < 0:  # True is no count (vLLM's side agrees)
+    if not is_ngram_count(request.no_repeat_ngram):
         raise EngineRequestError(f"no_repeat_ngram: must be an integer >= 0 (0 = off), got {request.no_repeat_ngram!r}")
     if not all(isinstance(s, str) and s for s in request.stop):
         raise EngineRequestError("stop: must be a list of non-empty strings")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from transformers import AutoTokenizer
 from vllm.v1.sample.logits_processor import AdapterLogitsProcessor
 
-from musicllm.engines import repeating_tokens, word_starts
+from musicllm.engines import is_ngram_count, repeating_tokens, word_starts
 from musicllm.vllm_server import EXTRA_ARG
 
 
@@ -28,7 +28,7 @@ class NoRepeatNGramLogits(AdapterLogitsProcessor):
 
     def new_req_logits_processor(self, params):
         n = (params.extra_args or {}).get(EXTRA_ARG)
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        if not is_ngram_count(n) or n == 0:
             return None  # off, or not a count (the gateway checks it; a bad value must not stop the engine)
 
         def mask(answer: list[int], logits):
