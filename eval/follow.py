@@ -50,6 +50,7 @@ from musicllm.vocabulary import tempo_band
 from data_gen.writers.phrases import may_be_playing
 from data_gen.text_attributes import (GENRES, INSTRUMENTS, bpms_in, canonical_genre, canonical_instrument, keys_in, mentions,
                              modes_in, sharp_tonic)
+from serve.catalog.grounding import repeated_list_item
 
 ATTRIBUTE_KINDS = ("instruments", "key", "mode", "tempo", "metre", "mood", "style")
 KINDS = ATTRIBUTE_KINDS + ("caption", "theory")
@@ -294,9 +295,11 @@ def correct(kind: str, answer: str, labels: dict) -> bool | float | None:
 
 
 def repeats_itself(answer: str) -> bool:
-    """A sentence (of 2+ words) said twice, or a 4-word n-gram repeated: a looping answer."""
-    sentences = [normalise(s) for s in re.split(r"(?<=[.!?])\s+|\n+", answer) if len(words_of(s)) >= 2]
-    if len(sentences) != len(set(sentences)):
+    """A sentence (of 2+ words) said twice, a 4-word n-gram repeated (a looping answer), or a
+    list that names one thing twice ("tuba, piano, piano and cello")."""
+    said = [s for s in re.split(r"(?<=[.!?])\s+|\n+", answer) if len(words_of(s)) >= 2]
+    sentences = [normalise(s) for s in said]
+    if len(sentences) != len(set(sentences)) or any(repeated_list_item(s) for s in said):
         return True
     words = words_of(answer)
     grams = [tuple(words[i:i + 4]) for i in range(len(words) - 3)]

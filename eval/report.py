@@ -219,7 +219,8 @@ def follow_section(follows: list[dict]) -> str:
              "Each question kind asked once per clip, in wordings the training data does not use; "
              "rates in %. \"Responds\": the answer states what was asked (a key when asked the key); "
              "\"right\": against the clip's labels, over gradable answers; \"distinct\": different "
-             "answers over answers; \"repeats\": answers that repeat a sentence or a 4-word phrase."]
+             "answers over answers; \"repeats\": answers that repeat a sentence or a 4-word phrase, or name "
+             "one thing twice in a list."]
     for scores in follows:
         rows = [[kind, str(k["n"]), pct(k.get("responds")), pct(k.get("correct")), pct(k.get("distinct")),
                  pct(k.get("repeats"))] for kind, k in scores["kinds"].items()]

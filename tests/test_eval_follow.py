@@ -78,6 +78,8 @@ def test_repeats_itself():
     assert repeats_itself("It is calm. The piano plays. It is calm.")
     assert repeats_itself("The tempo is fast and the tempo is fast and")
     assert not repeats_itself("A calm piano piece in C major, slow and gentle, with soft strings behind it.")
+    assert repeats_itself("It is in C major. The instrumentation is tuba, piano, piano and cello.")  # one named twice
+    assert not repeats_itself("It is in C major. The instrumentation is tuba, piano and cello.")
 
 
 def test_wordings_differ_from_the_training_questions():

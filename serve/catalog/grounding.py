@@ -11,7 +11,8 @@ The model's text is kept sentence by sentence. A sentence is dropped when it
   time_signature; an attribute the facts leave out contradicts nothing, and so does one whose
   value is None, except a tempo: a BPM number about a track known to have none is invented);
 - repeats itself or an earlier sentence (four words in a row said twice: how a looping small
-  model reads; eval.follow's `repeats_itself` uses the same measure).
+  model reads), or names one thing twice in a list ("piano, piano and drums": a model listing
+  more than it heard); eval.follow's `repeats_itself` uses the same measures.
 Nothing is added: what is left is the model's own words (serve.catalog.captioner stores it as the
 caption; serve.catalog.recommend as a pick's reason, with its own checks for names).
 """
@@ -30,6 +31,8 @@ KEY = re.compile(r"\b([A-G])([#b]?)\s+(major|minor)\b")
 MODE = re.compile(r"\b(major|minor)\b", re.IGNORECASE)
 METRE = re.compile(r"\b([2-9]|12)/(4|8)\b")
 TEMPO_TOLERANCE = 0.1
+LIST_SEPARATOR = re.compile(r",\s*(?:and\s+|or\s+)?|\s+(?:and|or|&)\s+")
+LIST_ITEM_WORDS = 3  # a list's items are short ("acoustic bass"); longer pieces are clauses
 
 
 def sentences(text: str) -> list[str]:
@@ -58,6 +61,27 @@ def contradicts(sentence: str, attributes: dict) -> bool:
     return bool(metre and metres and metres != {tuple(metre.split("/"))})
 
 
+def repeated_list_item(sentence: str) -> str | None:
+    """The item a list in `sentence` names twice ("tuba, piano, piano and cello" -> "piano";
+    "recorder, acoustic bass and acoustic bass" -> "acoustic bass"), or None. The pieces between
+    commas and "and"s are the items; the first piece's last words count as an item too ("The
+    instrumentation is tuba, ..."). Pieces of more than LIST_ITEM_WORDS words are clauses, never
+    items, and a piece with a time or a number in brackets ("chorus (0:00-0:06)") is its own."""
+    pieces = [re.findall(r"[\w#/'-]+|\([^)]*\)", piece.lower())
+              for piece in LIST_SEPARATOR.split(sentence.strip(" .!?"))]
+    items = [tuple(words) for words in pieces[1:] if 0 < len(words) <= LIST_ITEM_WORDS]
+    seen = set()
+    for item in items:
+        if item in seen:
+            return " ".join(item)
+        seen.add(item)
+    head = pieces[0] if pieces else []
+    for item in seen:
+        if len(head) >= len(item) and tuple(head[-len(item):]) == item:
+            return " ".join(item)
+    return None
+
+
 def _grams(sentence: str) -> list[tuple[str, ...]]:
     """The sentence's word 4-grams (a sentence under four words: its words as one)."""
     words = re.findall(r"[a-z0-9#/]+", sentence.lower())
@@ -66,12 +90,13 @@ def _grams(sentence: str) -> list[tuple[str, ...]]:
 
 def checked(text: str, attributes: dict | None = None) -> str:
     """`text` without the sentences that are broken, contradict `attributes`, or repeat
-    themselves or an earlier sentence (four words in a row said twice, or the same short
-    sentence) (module docstring)."""
+    themselves or an earlier sentence (four words in a row said twice, the same short sentence,
+    one thing named twice in a list) (module docstring)."""
     kept, said = [], set()
     for sentence in sentences(text):
         grams = _grams(sentence)
-        if not is_sentence(sentence) or len(set(grams)) < len(grams) or said & set(grams):
+        looping = len(set(grams)) < len(grams) or said & set(grams) or repeated_list_item(sentence)
+        if not is_sentence(sentence) or looping:
             continue
         if attributes and contradicts(sentence, attributes):
             continue
