@@ -66,18 +66,13 @@ def repeated_list_item(sentence: str) -> str | None:
     "recorder, acoustic bass and acoustic bass" -> "acoustic bass"), or None. The pieces between
     commas and "and"s are the items; the first piece's last words count as an item too ("The
     instrumentation is tuba, ..."). Pieces of more than LIST_ITEM_WORDS words are clauses, never
-    items, and a piece with a time or a number in brackets ("chorus (0:00-0:06)") is its own."""
+    items; a bracket is one word, so "chorus (0:00-0:06)" and "chorus (0:06-0:12)" differ."""
     pieces = [re.findall(r"[\w#/'-]+|\([^)]*\)", piece.lower())
               for piece in LIST_SEPARATOR.split(sentence.strip(" .!?"))]
     items = [tuple(words) for words in pieces[1:] if 0 < len(words) <= LIST_ITEM_WORDS]
-    seen = set()
-    for item in items:
-        if item in seen:
-            return " ".join(item)
-        seen.add(item)
     head = pieces[0] if pieces else []
-    for item in seen:
-        if len(head) >= len(item) and tuple(head[-len(item):]) == item:
+    for number, item in enumerate(items):
+        if item in items[:number] or (len(head) >= len(item) and tuple(head[-len(item):]) == item):
             return " ".join(item)
     return None
 
