@@ -70,7 +70,7 @@ def repeated_list_item(sentence: str) -> str | None:
     pieces = [re.findall(r"[\w#/'-]+|\([^)]*\)", piece.lower())
               for piece in LIST_SEPARATOR.split(sentence.strip(" .!?"))]
     items = [tuple(words) for words in pieces[1:] if 0 < len(words) <= LIST_ITEM_WORDS]
-    head = pieces[0] if pieces else []
+    head = pieces[0]  # split always gives at least one piece
     for number, item in enumerate(items):
         if item in items[:number] or (len(head) >= len(item) and tuple(head[-len(item):]) == item):
             return " ".join(item)
