@@ -121,18 +121,19 @@ STAGE2_MIX = {"dialogues.jsonl": 2, "instructions.jsonl": 1, "mc_once.jsonl": 2}
 GENERAL_SHARE = 0.08
 
 
-def stage2_config(root: Path, steps: int, train_files: list[str], batch_size: int, lr: float) -> TrainConfig:
-    """Stage 2 of the default (LoRA r16 on the LLM's top 10 layers), from the model with heads."""
+def stage2_config(root: Path, size: Size, train_files: list[str]) -> TrainConfig:
+    """Stage 2 of the default (LoRA r16 on the LLM's top 10 layers), from the model with heads:
+    the size's steps, batch and learning rate."""
     runs = root / "runs"
     return TrainConfig(
         stage=Stage.INSTRUCT,
         out=str(runs / "instruct"),
         model=replace(MODEL, init_from=str(runs / "attributes" / "model")),
         data=DataSettings(train=train_files, max_length=384, group_by_length=16, feature_cache=str(runs / "feature_cache")),
-        optim=OptimSettings(lr=lr, warmup_steps=10),
+        optim=OptimSettings(lr=size.lr, warmup_steps=10),
         lora=LoraSettings(r=16, alpha=32, dropout=0.05, top_layers=10),
-        max_steps=steps,
-        batch_size=batch_size,
+        max_steps=size.steps,
+        batch_size=size.batch_size,
         mixed_precision="auto",  # bf16 where the CPU/GPU computes it natively, else float32
         log_every=10,
         save_every=50,
@@ -281,8 +282,7 @@ class Build:
 
         files = [name for name, times in STAGE2_MIX.items() for _ in range(times)]
         files += ["general.jsonl"] * self.repeats("general.jsonl", GENERAL_SHARE, files)
-        train(stage2_config(self.root, self.size.steps, [str(self.data / f) for f in files], self.size.batch_size,
-                            self.size.lr))
+        train(stage2_config(self.root, self.size, [str(self.data / f) for f in files]))
 
     def repeats(self, name: str, share: float, others: list[str]) -> int:
         """How many times to list DATA/NAME beside `others` for about `share` of the draws (at least once)."""
