@@ -46,11 +46,11 @@ from pathlib import Path
 from data_gen.formats import FormatError, JsonlWriter, read_jsonl
 from data_gen.procedural.mood import MOODS
 from data_gen.procedural.styles import INSTRUMENT_NAMES
+from musicllm.lists import repeated_list_item
 from musicllm.vocabulary import tempo_band
 from data_gen.writers.phrases import may_be_playing
 from data_gen.text_attributes import (GENRES, INSTRUMENTS, bpms_in, canonical_genre, canonical_instrument, keys_in, mentions,
                              modes_in, sharp_tonic)
-from serve.catalog.grounding import repeated_list_item
 
 ATTRIBUTE_KINDS = ("instruments", "key", "mode", "tempo", "metre", "mood", "style")
 KINDS = ATTRIBUTE_KINDS + ("caption", "theory")
@@ -501,8 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="subtracted from a token's logit per time the answer said it (default: the "
                         "engines' DEFAULT_FREQUENCY_PENALTY, what the chat, the API and `caption` decode with)")
     parser.add_argument("--no-repeat-ngram", type=int, default=None,
-                        help="never repeat a run of this many answer tokens, 0 = off (default: the engines' "
-                        "DEFAULT_NO_REPEAT_NGRAM)")
+                        help="never repeat a run of this many answer tokens nor name a list's item twice, 0 = off "
+                        "(default: the engines' DEFAULT_NO_REPEAT_NGRAM)")
     parser.add_argument("--batch-size", type=int, default=8, help="questions per batch (default 8)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--dtype", default=None, help="weights dtype, e.g. bfloat16 (default: as saved)")

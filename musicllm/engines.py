@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from musicllm.configuration import AUDIO_TOKEN
+from musicllm.lists import repeating_item_words
 
 DEFAULT_MODEL_ID = "musicllm"
 ROLES = ("system", "user", "assistant")
@@ -47,7 +48,8 @@ DEFAULT_FREQUENCY_PENALTY = 0.5
 # would repeat a run is masked (as `generate`'s no_repeat_ngram_size does, but never inside a word:
 # masking the "a" of " tub|a" had the model write "tubo"). The penalty alone still let captions loop
 # ("features flute, flute, flute, ...", "warm padre padre padre"); the README gives the
-# measurement. 0 turns it off; a request may set its own.
+# measurement. With it comes the rule that a list never names one item twice ("tuba, piano,
+# tuba": no run repeats), `NoRepeat`. 0 turns both off; a request may set its own.
 DEFAULT_NO_REPEAT_NGRAM = 4
 
 
@@ -376,7 +378,7 @@ def word_starts(tokenizer) -> frozenset[int]:
 
 def repeating_tokens(answer: list[int], n: int, starts: frozenset[int]) -> list[int]:
     """The tokens of `starts` that, said next, would repeat an n-token run the answer has already
-    said (those that followed its last n-1 tokens before). The one rule both engines decode with."""
+    said (those that followed its last n-1 tokens before)."""
     if n < 1 or len(answer) < n:
         return []
     tail = answer[len(answer) - n + 1:]
@@ -384,16 +386,33 @@ def repeating_tokens(answer: list[int], n: int, starts: frozenset[int]) -> list[
             if answer[i + n - 1] in starts and answer[i:i + n - 1] == tail]
 
 
-class NoRepeatNGram:
-    """A `generate` logits processor that masks `repeating_tokens` in each row (the answer's tokens:
-    the model's `generate` starts from embeddings)."""
+class NoRepeat:
+    """The one rule both engines decode with when a request's no_repeat_ngram is n > 0: the next
+    token may not repeat a run of n tokens the answer has said (`repeating_tokens`), nor begin a
+    word that would name an item of the sentence's list again (`musicllm.lists`: "tuba, piano, "
+    may not go on with "tuba"). Only tokens that begin a word are masked. As a `generate` logits
+    processor it masks each row (the answer's tokens: the model's `generate` starts from embeddings)."""
 
-    def __init__(self, n: int, starts: frozenset[int]):
-        self.n, self.starts = n, starts
+    def __init__(self, n: int, tokenizer):
+        self.n, self.tokenizer, self.starts = n, tokenizer, word_starts(tokenizer)
+        self.first_tokens = functools.lru_cache(maxsize=4096)(self._first_tokens)
+
+    def banned(self, answer: list[int]) -> list[int]:
+        said = self.tokenizer.decode(answer, skip_special_tokens=True)
+        items = [token for word in repeating_item_words(said) for token in self.first_tokens(word)]
+        return repeating_tokens(answer, self.n, self.starts) + items
+
+    def _first_tokens(self, word: str) -> tuple[int, ...]:
+        """The token that begins `word` (lower case, as the lists give it) after a space, if it
+        holds some of the word's letters: not a bare space, which begins every word (a small
+        tokenizer's " slow" is " " + "slow"). Not the capitalised spelling: " T" begins "Tuba"
+        and every other capitalised T-word."""
+        first = self.tokenizer.encode(f" {word}", add_special_tokens=False)[0]
+        return (first,) if first in self.starts and self.tokenizer.decode([first]).strip() else ()
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         for row, answer in enumerate(input_ids.tolist()):
-            scores[row, repeating_tokens(answer, self.n, self.starts)] = -float("inf")
+            scores[row, self.banned(answer)] = -float("inf")
         return scores
 
 
@@ -402,7 +421,7 @@ def penalties(frequency_penalty: float, no_repeat_ngram: int, tokenizer) -> list
     from transformers import LogitsProcessorList
 
     return LogitsProcessorList([FrequencyPenalty(frequency_penalty)] * bool(frequency_penalty)
-                               + [NoRepeatNGram(no_repeat_ngram, word_starts(tokenizer))] * bool(no_repeat_ngram))
+                               + [NoRepeat(no_repeat_ngram, tokenizer)] * bool(no_repeat_ngram))
 
 
 class _RowTracker:

@@ -198,12 +198,12 @@ class VLLMOfflineEngine(LocalModelEngine):
             os.environ.setdefault(name, value)  # a KV cache sized from the machine's RAM otherwise
         from vllm import LLM
 
-        from musicllm.vllm_logits import NoRepeatNGramLogits
+        from musicllm.vllm_logits import NoRepeatLogits
 
         model_dir = language_model_dir(checkpoint_dir)
         settings = dict(enforce_eager=True, enable_prompt_embeds=True, max_model_len=self.context,
                         served_model_name=model_id, dtype=checkpoint_dtype(model_dir),
-                        logits_processors=[NoRepeatNGramLogits])
+                        logits_processors=[NoRepeatLogits])
         self.llm = LLM(model=str(model_dir), **{**settings, **llm_kwargs})
         self.context = self.llm.llm_engine.model_config.max_model_len
 

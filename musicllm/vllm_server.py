@@ -236,5 +236,5 @@ def start_vllm_server(checkpoint_dir: str | os.PathLike, workdir: str | os.PathL
     arguments as for `serve_model`."""
     model_dir = language_model_dir(checkpoint_dir)
     extra = ["--enable-prompt-embeds", "--dtype", dtype or checkpoint_dtype(model_dir),
-             "--logits-processors", "musicllm.vllm_logits:NoRepeatNGramLogits", *kwargs.pop("extra_args", ())]
+             "--logits-processors", "musicllm.vllm_logits:NoRepeatLogits", *kwargs.pop("extra_args", ())]
     return serve_model(model_dir, workdir, port=port, host=host, extra_args=extra, **kwargs)

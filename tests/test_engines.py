@@ -199,6 +199,22 @@ def test_the_block_on_repeated_runs_never_cuts_a_word(tiny_tokenizer):
     assert repeating_tokens(ids, 0, starts) == []
 
 
+def test_the_rule_masks_the_first_token_of_a_listed_item_and_nothing_inside_a_word(tiny_tokenizer):
+    from musicllm.engines import NoRepeat
+
+    rule = NoRepeat(4, tiny_tokenizer)
+
+    def masked(said: str) -> set[str]:
+        return {tiny_tokenizer.decode([t]) for t in rule.banned(tiny_tokenizer.encode(said, add_special_tokens=False))}
+
+    def first(word: str) -> str:
+        return tiny_tokenizer.decode(tiny_tokenizer.encode(word, add_special_tokens=False)[:1])
+
+    assert masked("Fast rock: guitars, bass and") == {first(" guitars"), first(" bass")} == {" gu", " b"}
+    assert masked("Fast rock: guitars, bass and dru") == set()  # inside a word
+    assert masked("Fast rock: guitars and bass in 4/4.") == set()  # a lead-in, then a new sentence
+
+
 def test_the_vllm_server_refuses_requests_without_its_own_key(vllm_url):
     """The gateway's key and limits are not bypassed by asking the vLLM port directly."""
     import httpx

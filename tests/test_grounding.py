@@ -1,7 +1,7 @@
 """What a user reads about a catalog track never contradicts the track's stored facts, repeats
 itself or shows broken output (serve.catalog.grounding: captions and recommendation reasons)."""
 
-from serve.catalog.grounding import checked, contradicts, repeated_list_item
+from serve.catalog.grounding import checked, contradicts
 
 FACTS = {"tempo_bpm": 96.0, "key": "A", "mode": "minor", "time_signature": "3/4"}
 
@@ -25,16 +25,7 @@ def test_repeated_and_broken_sentences_are_dropped_and_nothing_is_added():
     assert checked("It is in C major. Lively.") == "It is in C major. Lively."  # no facts given
 
 
-def test_a_list_that_names_one_thing_twice_is_a_repeat_and_its_sentence_is_dropped():
-    # what the default model wrote when its heads heard one instrument and it listed five
-    assert repeated_list_item("The instrumentation is tuba, piano, piano, tuba and cello.") == "piano"
-    assert repeated_list_item("The instrumentation is recorder, acoustic bass and acoustic bass.") == "acoustic bass"
-    assert repeated_list_item("The instrumentation is tuba, piano, tuba, strings and drums.") == "tuba"  # the lead-in's
-    assert repeated_list_item("Piano, piano and drums.") == "piano"
-    # lists of different things, clauses, and sections told apart by their times
-    assert repeated_list_item("The instrumentation is trombone, french horn, tuba and drums.") is None
-    assert repeated_list_item("It is laid out as chorus (0:00–0:06) and chorus (0:06–0:12).") is None
-    assert repeated_list_item("A calm piano piece in C major, slow and gentle, with soft strings behind it.") is None
-    assert repeated_list_item("I can hear piano and drums, and the piano leads.") is None
+def test_a_sentence_whose_list_names_one_thing_twice_is_dropped():
+    # musicllm.lists says what a list is (tests/test_lists.py)
     text = "This pop tune is performed on piano, piano, piano and drums. It keeps a medium-fast pace (96 BPM)."
     assert checked(text, FACTS) == "It keeps a medium-fast pace (96 BPM)."

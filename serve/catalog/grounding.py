@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import re
 
+from musicllm.lists import SENTENCE_END, repeated_list_item
 from serve.catalog.filters import parse_key
 
-SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 SENTENCE_START = re.compile(r"[A-Z0-9]")
 STUTTER = re.compile(r"(.{4,}?)\1\1")
 BPM = re.compile(r"(\d+(?:\.\d+)?)\s*bpm", re.IGNORECASE)
@@ -31,8 +31,6 @@ KEY = re.compile(r"\b([A-G])([#b]?)\s+(major|minor)\b")
 MODE = re.compile(r"\b(major|minor)\b", re.IGNORECASE)
 METRE = re.compile(r"\b([2-9]|12)/(4|8)\b")
 TEMPO_TOLERANCE = 0.1
-LIST_SEPARATOR = re.compile(r",\s*(?:and\s+|or\s+)?|\s+(?:and|or|&)\s+")
-LIST_ITEM_WORDS = 3  # a list's items are short ("acoustic bass"); longer pieces are clauses
 
 
 def sentences(text: str) -> list[str]:
@@ -59,22 +57,6 @@ def contradicts(sentence: str, attributes: dict) -> bool:
     metres = set(METRE.findall(sentence))
     metre = attributes.get("time_signature")
     return bool(metre and metres and metres != {tuple(metre.split("/"))})
-
-
-def repeated_list_item(sentence: str) -> str | None:
-    """The item a list in `sentence` names twice ("tuba, piano, piano and cello" -> "piano";
-    "recorder, acoustic bass and acoustic bass" -> "acoustic bass"), or None. The pieces between
-    commas and "and"s are the items; the first piece's last words count as an item too ("The
-    instrumentation is tuba, ..."). Pieces of more than LIST_ITEM_WORDS words are clauses, never
-    items; a bracket is one word, so "chorus (0:00-0:06)" and "chorus (0:06-0:12)" differ."""
-    pieces = [re.findall(r"[\w#/'-]+|\([^)]*\)", piece.lower())
-              for piece in LIST_SEPARATOR.split(sentence.strip(" .!?"))]
-    items = [tuple(words) for words in pieces[1:] if 0 < len(words) <= LIST_ITEM_WORDS]
-    head = pieces[0]  # split always gives at least one piece
-    for number, item in enumerate(items):
-        if item in items[:number] or (len(head) >= len(item) and tuple(head[-len(item):]) == item):
-            return " ".join(item)
-    return None
 
 
 def _grams(sentence: str) -> list[tuple[str, ...]]:

@@ -146,8 +146,8 @@ def parse_options(body: dict, engine) -> StreamOptions:
 
 def parse_sampling(body: dict, limits: Limits) -> dict:
     """max_tokens (or max_completion_tokens), temperature, top_p, frequency_penalty and
-    no_repeat_ngram (ours, not OpenAI's: never repeat a run of that many answer tokens, 0 = off;
-    the engine's defaults when absent), seed, stop, n."""
+    no_repeat_ngram (ours, not OpenAI's: never repeat a run of that many answer tokens nor name
+    a list's item twice, 0 = off; the engine's defaults when absent), seed, stop, n."""
     for name, reason in _UNSUPPORTED.items():
         if body.get(name):
             raise bad(f"'{name}': {reason}.", name, "unsupported_parameter")
