@@ -32,7 +32,9 @@ class NoRepeatLogits(AdapterLogitsProcessor):
         if not is_ngram_count(n) or n == 0:
             return None  # off, or not a count (the gateway checks it; a bad value must not stop the engine)
 
-        rule = self.rules.setdefault(n, NoRepeat(n, self.tokenizer))
+        if n not in self.rules:
+            self.rules[n] = NoRepeat(n, self.tokenizer)
+        rule = self.rules[n]
 
         def mask(answer: list[int], logits):
             banned = rule.banned(answer)

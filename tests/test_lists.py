@@ -15,6 +15,10 @@ def test_a_list_that_names_one_thing_twice_is_found():
     assert repeated_list_item("It is laid out as chorus (0:00–0:06) and chorus (0:06–0:12).") is None
     assert repeated_list_item("A calm piano piece in C major, slow and gentle, with soft strings behind it.") is None
     assert repeated_list_item("I can hear piano and drums, and the piano leads.") is None
+    # sequences that come back: notes, chords, numerals
+    assert repeated_list_item("The C major scale is C, D, E, F, G, A, B and C.") is None
+    assert repeated_list_item("The progression is C major, G major, A minor and C major.") is None
+    assert repeated_list_item("It follows I, IV, V and I.") is None
 
 
 def test_the_next_word_may_not_name_a_listed_item_again():
@@ -26,6 +30,8 @@ def test_the_next_word_may_not_name_a_listed_item_again():
     assert repeating_item_words("It features piano") == set()  # a lead-in, no list yet
     assert repeating_item_words("Tuba, piano, a") == set()  # inside an item that is new so far
     assert repeating_item_words("It is laid out as chorus (0:00–0:06) and chorus") == set()  # a bracket
+    assert repeating_item_words("The scale is C, D, E, F, G, A, B,") == set()  # a sequence may come back
+    assert repeating_item_words("Its chords are C major, G major, A minor and C") == set()
     # what the words block is what repeated_list_item finds
     for said, word in [("Tuba, piano,", "tuba"), ("Recorder, acoustic bass and acoustic", "bass")]:
         assert word in repeating_item_words(said) and repeated_list_item(f"{said} {word}.")
