@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -109,13 +110,19 @@ def test_two_processes_train_the_same_model(dataset, tmp_path):
     with socket.socket() as probe:  # not torch.distributed's default 29500: a vLLM server of another test may hold it
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    result = subprocess.run(
+    launch = subprocess.Popen(
         # --multi_gpu on a machine without GPUs starts torch.distributed on CPU (gloo): DistributedType.MULTI_CPU
         [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
          "--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "training.train",
          *args(dataset, tmp_path / "ddp", "pretrain", steps=4, files=("captions", "instructions"))],
-        capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[1], env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1], env=env,
+        start_new_session=True)
+    try:  # about 15 s; a rank that waits for a peer that died waits 30 min: stop both, say why
+        _, stderr = launch.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(launch.pid, signal.SIGKILL)
+        pytest.fail(f"two-process training still running after 300 s (port {port}):\n{launch.communicate()[1][-3000:]}")
+    assert launch.returncode == 0, stderr[-3000:]
     final = json.loads((tmp_path / "ddp" / "model" / "TRAIN.json").read_text())["final"]
     assert len(final["replica_digests"]) == 2 and len(set(final["replica_digests"])) == 1
     load_checkpoint(tmp_path / "ddp" / "model")
