@@ -16,6 +16,9 @@ asked one question of every kind, in words the template writer never uses in tra
                 over the answers that respond
     distinct    distinct answers / answers per kind (theory: / distinct questions, since it is asked
                 without audio), and the clips where two kinds got the same answer
+    contradicts the clips whose caption states a key, mode, tempo or metre that the answer to that
+                question about the same clip does not (a tempo 10% apart or more): a user who
+                asks both reads two stories about one track
     repeats     answers that repeat a sentence or a 4-word n-gram
 Kinds: instruments, key, mode, tempo, metre, mood, style, caption, and theory (a general music
 question asked WITHOUT audio, graded by keywords of its own). Answers are greedy with the
@@ -350,6 +353,32 @@ def shared_answers(rows: list[dict]) -> list[dict]:
             for clip, answers in by_clip.items() for answer, kinds in answers.items() if len(kinds) > 1]
 
 
+# What a caption and an answer about one clip must agree on: each kind's statements, and whether two agree.
+AGREEMENT = {
+    "key": (stated_tonics, lambda a, b: bool(a & b)),
+    "mode": (modes_in, lambda a, b: bool(a & b)),
+    "tempo": (lambda text: stated_tempi(text)[0], lambda a, b: any(abs(x - y) < 0.1 * max(x, y) for x in a for y in b)),
+    "metre": (lambda text: set().union(*stated_metres(text)), lambda a, b: bool(a & b)),
+}
+
+
+def contradictions(rows: list[dict]) -> list[dict]:
+    """Per clip and kind, where its caption and its answer to that kind both state something and
+    disagree: {clip, kind, caption, answer} (each as stated)."""
+    by_clip = defaultdict(dict)
+    for row in rows:
+        by_clip[row["clip"]][row["kind"]] = row["answer"]
+    found = []
+    for clip, answers in by_clip.items():
+        for kind, (stated, agree) in AGREEMENT.items():
+            if "caption" not in answers or kind not in answers:
+                continue
+            said, asked = stated(answers["caption"]), stated(answers[kind])
+            if said and asked and not agree(said, asked):
+                found.append({"clip": clip, "kind": kind, "caption": sorted(said), "answer": sorted(asked)})
+    return found
+
+
 def score_rows(rows: list[dict], file: str = "") -> dict:
     """Per kind and overall scores of phase 1 rows (see the module docstring)."""
     if not rows:
@@ -360,16 +389,20 @@ def score_rows(rows: list[dict], file: str = "") -> dict:
     for row in rows:
         by_kind[row["kind"]].append(row)
         kinds_of[normalise(row["answer"])].add(row["kind"])
-    shared, clips = shared_answers(rows), {r["clip"] for r in rows}
+    shared, clips, disagree = shared_answers(rows), {r["clip"] for r in rows}, contradictions(rows)
     common = Counter(normalise(r["answer"]) for r in rows).most_common(5)  # the memorised sentences, if any
     overall = {"n": len(rows), "clips": len(clips),
                "responds": _rate([responds(r["kind"], r["answer"], r["question"]) for r in rows]),
                "repeats": _rate([repeats_itself(r["answer"]) for r in rows]),
                "clips_with_shared_answer": len({s["clip"] for s in shared}),
-               "shared_answer_share": len({s["clip"] for s in shared}) / len(clips)}
+               "shared_answer_share": len({s["clip"] for s in shared}) / len(clips),
+               "clips_contradicting": len({c["clip"] for c in disagree}),
+               "clips_compared": len({r["clip"] for r in rows if r["kind"] == "caption"} & {r["clip"] for r in rows
+                                                                                        if r["kind"] in AGREEMENT}),
+               "contradictions_by_kind": dict(Counter(c["kind"] for c in disagree))}
     return {"kind": "follow", "file": file, "model": rows[0].get("model"), "overall": overall,
             "kinds": {k: _kind_summary(k, by_kind[k]) for k in KINDS if k in by_kind},
-            "shared_examples": shared[:10],
+            "shared_examples": shared[:10], "contradiction_examples": disagree[:10],
             "common_answers": [{"answer": a, "n": n, "kinds": sorted(kinds_of[a])} for a, n in common]}
 
 
@@ -384,6 +417,9 @@ def table(scores: dict) -> str:
     o = scores["overall"]
     lines.append(f"clips where two kinds got the same answer: {o['clips_with_shared_answer']} of {o['clips']} "
                  f"({o['shared_answer_share']:.1%})")
+    if o["clips_compared"]:
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(o["contradictions_by_kind"].items())) or "none"
+        lines.append(f"clips whose caption and answers disagree: {o['clips_contradicting']} of {o['clips_compared']} ({kinds})")
     return "\n".join(lines)
 
 

@@ -226,8 +226,10 @@ def follow_section(follows: list[dict]) -> str:
                  pct(k.get("repeats"))] for kind, k in scores["kinds"].items()]
         o = scores["overall"]
         rows.append(["**all**", str(o["n"]), pct(o["responds"]), "", "", pct(o["repeats"])])
+        disagree = (f" Its caption and its answer to the key, mode, tempo or metre question disagreed on "
+                    f"{o['clips_contradicting']} of {o['clips_compared']}." if o.get("clips_compared") else "")
         parts.append(f"`{scores.get('file')}`: {o['clips']} clips; two kinds got the same answer on "
-                     f"{o['clips_with_shared_answer']} of them.\n\n"
+                     f"{o['clips_with_shared_answer']} of them.{disagree}\n\n"
                      + md_table(["kind", "n", "responds", "right", "distinct", "repeats"], rows))
     return "\n\n".join(parts)
 

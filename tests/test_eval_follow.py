@@ -10,7 +10,7 @@ import torch
 
 from conftest import small_text_overrides
 from eval.follow import (KINDS, THEORY, WORDINGS, correct, kinds_mentioned, main, repeats_itself, responds,
-                         score_rows, wording)
+                         score_rows, table, wording)
 from data_gen.writers.template_qa import FACTUAL
 from data_gen.writers.phrases import PROMPTS
 
@@ -120,6 +120,31 @@ def test_scores_count_one_answer_for_many_kinds():
     assert scores["overall"]["responds"] == pytest.approx(3 / 5)
     assert scores["common_answers"][0] == {"answer": "it is in a minor key c minor", "n": 3,
                                            "kinds": ["instruments", "key", "mood"]}
+
+
+def test_a_caption_and_an_answer_that_tell_two_stories_about_one_clip_are_counted():
+    """The caption says 34 BPM and 3/4, the tempo answer 54 BPM: one contradiction (tempo). An
+    answer that agrees (the metre's "three beats to the bar"), one within 10% (C minor at 120 vs
+    "about 126 BPM" on another clip) or one that states nothing of the kind does not count."""
+    def row(clip, kind, answer):
+        return {"clip": clip, "kind": kind, "question": WORDINGS[kind][0], "answer": answer, "labels": LABELS}
+
+    rows = [row("c1", "caption", "A calm piece in C# minor that moves at 34 BPM, in 3/4."),
+            row("c1", "tempo", "The tempo is 54 BPM, which is slow."),
+            row("c1", "metre", "It has three beats to the bar."),
+            row("c1", "key", "It is in C# minor."),
+            row("c2", "caption", "A classical piece in C minor at 120 BPM."),
+            row("c2", "tempo", "About 126 BPM."),
+            row("c2", "key", "I can't tell."),
+            row("c3", "key", "It is in D major.")]  # no caption: nothing to compare
+    scores = score_rows(rows)
+    overall = scores["overall"]
+    assert overall["clips_contradicting"] == 1 and overall["clips_compared"] == 2
+    assert overall["contradictions_by_kind"] == {"tempo": 1}
+    assert scores["contradiction_examples"] == [{"clip": "c1", "kind": "tempo", "caption": [34.0], "answer": [54.0]}]
+    assert "clips whose caption and answers disagree: 1 of 2 (tempo 1)" in table(scores)
+    rows[3] = row("c1", "key", "It is in D minor.")
+    assert score_rows(rows)["overall"]["contradictions_by_kind"] == {"key": 1, "tempo": 1}
 
 
 # ---- end to end on a tiny random model ----

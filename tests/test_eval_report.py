@@ -73,7 +73,8 @@ def test_free_text_answers_get_their_own_section(tmp_path):
     from eval.follow import score_rows as score_answers
 
     labels = {"key": "C", "mode": "major", "tempo_bpm": 72, "instruments": ["piano"]}
-    answers = [("key", "It is in C major."), ("tempo", "It is in C major."), ("instruments", "A solo piano.")]
+    answers = [("key", "It is in C major."), ("tempo", "It is in C major."), ("instruments", "A solo piano."),
+               ("caption", "A calm solo piano piece in A minor at 72 BPM.")]
     follow = score_answers([{"id": f"c:{kind}", "clip": "c", "kind": kind, "question": "?", "wording": 0,
                              "answer": answer, "audio": "c.wav", "labels": labels} for kind, answer in answers])
     (tmp_path / "follow.json").write_text(json.dumps({**follow, "file": "follow.jsonl"}))
@@ -82,3 +83,4 @@ def test_free_text_answers_get_their_own_section(tmp_path):
     assert "does the answer respond to the question asked?" in report
     assert "| key | 1 | 100.0 | 100.0 |" in report and "| tempo | 1 | 0.0 |" in report  # the key sentence, asked the tempo
     assert "two kinds got the same answer on 1 of them" in report
+    assert "Its caption and its answer to the key, mode, tempo or metre question disagreed on 1 of 1." in report  # A vs C
