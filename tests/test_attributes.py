@@ -171,6 +171,18 @@ def test_the_default_recipe_shape_tagger_tags_and_no_frame_tokens(tmp_path):
     assert trained and all("lora_" in name and ".layers.1." in name for name in trained), sorted(trained)[:4]
 
 
+def test_the_window_can_name_every_instrument_a_training_clip_has():
+    """A window names as many instruments as the procedural corpus puts in one clip (its roles and
+    drums): with fewer, a clip's answer lists instruments the LLM never read, and it learns to add
+    names to what its heads hand it."""
+    from data_gen.procedural.composer import ROLES
+    from data_gen.procedural.styles import STYLES, TEXTURE_ROLES
+    from training.attributes import MULTI_LABEL
+
+    most = max(len(ROLES if s.texture == "band" else TEXTURE_ROLES[s.texture]) + bool(s.kits) for s in STYLES.values())
+    assert MULTI_LABEL["instruments"] >= most
+
+
 def test_the_key_head_turns_with_the_music():
     """Transposing music by k semitones rotates every pitch-class block of its features by k: the
     key head's tonic then moves by k and its mode stays (what it learns of one key holds for all
