@@ -362,21 +362,23 @@ AGREEMENT = {
 }
 
 
-def contradictions(rows: list[dict]) -> list[dict]:
+def contradictions(rows: list[dict]) -> tuple[list[dict], int]:
     """Per clip and kind, where its caption and its answer to that kind both state something and
-    disagree: {clip, kind, caption, answer} (each as stated)."""
+    disagree: {clip, kind, caption, answer} (each as stated); and how many clips had a caption and
+    an answer to compare it with."""
     by_clip = defaultdict(dict)
     for row in rows:
         by_clip[row["clip"]][row["kind"]] = row["answer"]
-    found = []
+    found, compared = [], 0
     for clip, answers in by_clip.items():
-        for kind, (stated, agree) in AGREEMENT.items():
-            if "caption" not in answers or kind not in answers:
-                continue
+        kinds = [kind for kind in AGREEMENT if kind in answers] if "caption" in answers else []
+        compared += bool(kinds)
+        for kind in kinds:
+            stated, agree = AGREEMENT[kind]
             said, asked = stated(answers["caption"]), stated(answers[kind])
             if said and asked and not agree(said, asked):
                 found.append({"clip": clip, "kind": kind, "caption": sorted(said), "answer": sorted(asked)})
-    return found
+    return found, compared
 
 
 def score_rows(rows: list[dict], file: str = "") -> dict:
@@ -389,7 +391,8 @@ def score_rows(rows: list[dict], file: str = "") -> dict:
     for row in rows:
         by_kind[row["kind"]].append(row)
         kinds_of[normalise(row["answer"])].add(row["kind"])
-    shared, clips, disagree = shared_answers(rows), {r["clip"] for r in rows}, contradictions(rows)
+    shared, clips = shared_answers(rows), {r["clip"] for r in rows}
+    disagree, compared = contradictions(rows)
     common = Counter(normalise(r["answer"]) for r in rows).most_common(5)  # the memorised sentences, if any
     overall = {"n": len(rows), "clips": len(clips),
                "responds": _rate([responds(r["kind"], r["answer"], r["question"]) for r in rows]),
@@ -397,8 +400,7 @@ def score_rows(rows: list[dict], file: str = "") -> dict:
                "clips_with_shared_answer": len({s["clip"] for s in shared}),
                "shared_answer_share": len({s["clip"] for s in shared}) / len(clips),
                "clips_contradicting": len({c["clip"] for c in disagree}),
-               "clips_compared": len({r["clip"] for r in rows if r["kind"] == "caption"} & {r["clip"] for r in rows
-                                                                                        if r["kind"] in AGREEMENT}),
+               "clips_compared": compared,
                "contradictions_by_kind": dict(Counter(c["kind"] for c in disagree))}
     return {"kind": "follow", "file": file, "model": rows[0].get("model"), "overall": overall,
             "kinds": {k: _kind_summary(k, by_kind[k]) for k in KINDS if k in by_kind},
