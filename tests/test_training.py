@@ -1,14 +1,17 @@
 """Training stages through the real entry point: run, reload, resume after a kill, 2 processes."""
 
+import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import soundfile as sf
 import torch
@@ -106,27 +109,43 @@ def test_resume_after_kill_continues_the_same_loss_curve(dataset, tmp_path):
 
 def test_two_processes_train_the_same_model(dataset, tmp_path):
     # Two CPU processes, GPUs hidden: on a machine with one GPU, rank 1 would find no device of its own.
-    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    # PYTHONFAULTHANDLER: a process stopped with SIGABRT prints where each of its threads was.
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONFAULTHANDLER="1")
     with socket.socket() as probe:  # not torch.distributed's default 29500: a vLLM server of another test may hold it
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    launch = subprocess.Popen(
-        # --multi_gpu on a machine without GPUs starts torch.distributed on CPU (gloo): DistributedType.MULTI_CPU
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-         "--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "training.train",
-         *args(dataset, tmp_path / "ddp", "pretrain", steps=4, files=("captions", "instructions"))],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1], env=env,
-        start_new_session=True)
-    try:  # about 15 s; a rank that waits for a peer that died waits 30 min: stop both, say why
-        _, stderr = launch.communicate(timeout=300)
+    output = tmp_path / "launch.log"  # a file, not a pipe: the ranks run in sessions of their own and keep it open
+    with output.open("w") as sink:
+        launch = subprocess.Popen(
+            # --multi_gpu on a machine without GPUs starts torch.distributed on CPU (gloo): DistributedType.MULTI_CPU
+            [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+             "--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "training.train",
+             *args(dataset, tmp_path / "ddp", "pretrain", steps=4, files=("captions", "instructions"))],
+            stdout=sink, stderr=subprocess.STDOUT, cwd=Path(__file__).parents[1], env=env)
+    try:  # about 15 s; a rank that waits for a peer that died waits 30 min: stop every process, say where each was
+        launch.wait(timeout=300)
     except subprocess.TimeoutExpired:
-        os.killpg(launch.pid, signal.SIGKILL)
-        pytest.fail(f"two-process training still running after 300 s (port {port}):\n{launch.communicate()[1][-3000:]}")
+        stop_with_tracebacks(launch.pid)
+        pytest.fail(f"two-process training still running after 300 s (port {port}):\n{output.read_text()[-8000:]}")
+    stderr = output.read_text()
     assert launch.returncode == 0, stderr[-3000:]
     final = json.loads((tmp_path / "ddp" / "model" / "TRAIN.json").read_text())["final"]
     assert len(final["replica_digests"]) == 2 and len(set(final["replica_digests"])) == 1
     load_checkpoint(tmp_path / "ddp" / "model")
 
+
+def stop_with_tracebacks(pid: int) -> None:
+    """SIGABRT to a process and all its descendants (torch's launcher starts each rank in a
+    session of its own, out of reach of a process-group kill), then SIGKILL to what is left."""
+    root = psutil.Process(pid)
+    family = [*root.children(recursive=True), root]
+    for process in family:
+        with contextlib.suppress(psutil.Error):
+            process.send_signal(signal.SIGABRT)
+    time.sleep(3)
+    for process in family:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
 
 def test_a_run_is_repeated_from_its_config_json(dataset, tmp_path):
     """OUT/config.json holds every setting of a run (the default's stage 2 is repeated this way,
