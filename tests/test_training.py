@@ -147,6 +147,7 @@ def stop_with_tracebacks(pid: int) -> None:
         with contextlib.suppress(psutil.Error):
             process.kill()
 
+
 def test_a_run_is_repeated_from_its_config_json(dataset, tmp_path):
     """OUT/config.json holds every setting of a run (the default's stage 2 is repeated this way,
     README): read back as the run's config file, it trains the same loss curve again."""
