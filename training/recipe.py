@@ -294,7 +294,8 @@ class Build:
 
         files = [name for name, times in STAGE2_MIX.items() for _ in range(times)]
         files += ["general.jsonl"] * self.repeats("general.jsonl", GENERAL_SHARE, files)
-        config = self.runs / "instruct.json"
+        config = self.runs / "instruct" / "config.json"  # where the run keeps its config (train rewrites it the same)
+        config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text(json.dumps(to_dict(stage2_config(self.root, self.size, [str(self.data / f) for f in files])),
                                      indent=2))
         if subprocess.run([sys.executable, "-m", "training.train", str(config)]).returncode:
