@@ -194,6 +194,37 @@ def test_auto_mixed_precision_follows_the_hardware(monkeypatch):
         assert resolve_mixed_precision("auto") == expected
 
 
+def test_frozen_weights_kept_in_bf16_give_the_loss_autocast_gives(tiny_model):
+    """Under bf16 autocast the LLM's frozen linear weights stored in bf16 give the very loss and
+    gradients that float32 storage gives (autocast casts them at every use); the adapters and
+    the tied embedding stay float32, and afterwards the frozen weights are float32 again."""
+    from musicllm.checkpoint import add_lora
+    from training.train import frozen_linears_in, weights_back_to
+
+    model, _ = tiny_model
+    add_lora(model, r=4, alpha=8, dropout=0.0)
+    ids = torch.randint(5, 300, (2, 12))
+    labels = ids.clone()
+    labels[:, :6] = -100
+
+    def loss_and_grads():
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels).loss
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.language_model.parameters() if p.requires_grad]
+
+    loss, grads = loss_and_grads()
+    cast = frozen_linears_in(model, torch.bfloat16)
+    assert cast and all(m.weight.dtype == torch.bfloat16 for m in cast)
+    assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+    assert model.language_model.get_input_embeddings().weight.dtype == torch.float32
+    stored_loss, stored_grads = loss_and_grads()
+    assert torch.equal(stored_loss, loss) and all(map(torch.equal, stored_grads, grads))
+    weights_back_to(cast, torch.float32)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
 def test_a_file_listed_twice_is_seen_twice_and_read_once(dataset, tiny_tokenizer):
     from training.data import ConversationData, load_conversations
 

@@ -134,7 +134,10 @@ def stage2_config(root: Path, size: Size, train_files: list[str]) -> TrainConfig
         model=replace(MODEL, init_from=str(runs / "attributes" / "model")),
         data=DataSettings(train=train_files, max_length=384, group_by_length=16, feature_cache=str(runs / "feature_cache")),
         optim=OptimSettings(lr=size.lr, warmup_steps=10),
-        lora=LoraSettings(r=16, alpha=32, dropout=0.05, top_layers=10),
+        # No dropout on the adapters' input: less than one pass over the conversations has
+        # little to overfit, and drawing the mask was a fifth of a step on 2 CPU cores (2.65 ->
+        # 2.08 s a step, the same batches).
+        lora=LoraSettings(r=16, alpha=32, dropout=0.0, top_layers=10),
         max_steps=size.steps,
         batch_size=size.batch_size,
         mixed_precision="auto",  # bf16 where the CPU/GPU computes it natively, else float32

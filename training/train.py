@@ -118,6 +118,26 @@ def set_trainable(model, config: TrainConfig) -> list[torch.nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
+def frozen_linears_in(model, dtype: torch.dtype) -> list[torch.nn.Linear]:
+    """Stores the LLM's frozen linear weights in `dtype` (bf16 under bf16 autocast, which casts
+    them to it at every use anyway: the same products, without the copy; stage 2 of the default,
+    2 CPU cores: 2.08 -> 1.91 s a step). The tied input embedding stays as it is (the lookup is
+    not autocast). Returns the modules, for `weights_back_to`."""
+    tied = model.language_model.get_input_embeddings().weight
+    cast = [m for m in model.language_model.modules() if isinstance(m, torch.nn.Linear)
+            and not m.weight.requires_grad and m.weight is not tied and m.weight.dtype != dtype]
+    for module in cast:
+        module.weight.data = module.weight.data.to(dtype)
+    return cast
+
+
+def weights_back_to(modules: list[torch.nn.Linear], dtype: torch.dtype) -> None:
+    """The weights `frozen_linears_in` cast, back in `dtype` (LoRA merges into them there), with
+    the values they were trained against."""
+    for module in modules:
+        module.weight.data = module.weight.data.to(dtype)
+
+
 def lr_lambda(config: TrainConfig):
     """Linear warmup from lr/warmup, then cosine down to lr * min_lr_ratio. After the warmup this
     is transformers' get_cosine_with_min_lr_schedule_with_warmup to the last digit (checked at
@@ -237,6 +257,8 @@ def train(config: TrainConfig) -> Path:
     model, processor = build_model(config, accelerator, load_conversations(config.data.train, config.data.splits))
     fit_attention(model, accelerator.device)
     params = set_trainable(model, config)
+    loaded_dtype = model.language_model.get_input_embeddings().weight.dtype
+    cast = frozen_linears_in(model, torch.bfloat16) if accelerator.mixed_precision == "bf16" else []
     pad_id = processor.tokenizer.pad_token_id or 0
     with accelerator.main_process_first():  # the main process fills the feature cache first
         train_data = make_dataset(config, config.data.train, config.data.splits, model, processor)
@@ -288,6 +310,7 @@ def train(config: TrainConfig) -> Path:
             save_training_state(accelerator, model, optimizer, scheduler, step, config)
             accelerator.wait_for_everyone()
     progress.close()
+    weights_back_to(cast, loaded_dtype)
     # Every process reports a digest of its weights: data-parallel replicas must agree.
     digests = gather_object([weights_digest(accelerator.unwrap_model(model))])
     if accelerator.is_main_process:
