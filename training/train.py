@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import gather_object, send_to_device, set_seed
+from accelerate.utils import DistributedType, gather_object, send_to_device, set_seed
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -258,7 +258,9 @@ def train(config: TrainConfig) -> Path:
     fit_attention(model, accelerator.device)
     params = set_trainable(model, config)
     loaded_dtype = model.language_model.get_input_embeddings().weight.dtype
-    cast = frozen_linears_in(model, torch.bfloat16) if accelerator.mixed_precision == "bf16" else []
+    # Not under FSDP or DeepSpeed, which flatten the parameters into groups of one dtype.
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    cast = frozen_linears_in(model, torch.bfloat16) if accelerator.mixed_precision == "bf16" and not sharded else []
     pad_id = processor.tokenizer.pad_token_id or 0
     with accelerator.main_process_first():  # the main process fills the feature cache first
         train_data = make_dataset(config, config.data.train, config.data.splits, model, processor)
