@@ -199,7 +199,7 @@ def test_frozen_weights_kept_in_bf16_give_the_loss_autocast_gives(tiny_model):
     gradients that float32 storage gives (autocast casts them at every use); the adapters and
     the tied embedding stay float32, and afterwards the frozen weights are float32 again."""
     from musicllm.checkpoint import add_lora
-    from training.train import frozen_linears_in, weights_back_to
+    from training.train import frozen_linears_in, weights_in
 
     model, _ = tiny_model
     add_lora(model, r=4, alpha=8, dropout=0.0)
@@ -221,7 +221,7 @@ def test_frozen_weights_kept_in_bf16_give_the_loss_autocast_gives(tiny_model):
     assert model.language_model.get_input_embeddings().weight.dtype == torch.float32
     stored_loss, stored_grads = loss_and_grads()
     assert torch.equal(stored_loss, loss) and all(map(torch.equal, stored_grads, grads))
-    weights_back_to(cast, torch.float32)
+    weights_in(cast, torch.float32)
     assert all(p.dtype == torch.float32 for p in model.parameters())
 
 
