@@ -133,9 +133,9 @@ class MusicLLMConfig(PretrainedConfig):
     # window's frames into `classes` and hands the LLM its label's tokens (" key:") and its `words`
     # likeliest class words' own input embeddings (`token_ids`, one list per class, each padded
     # with `pad_id` to the longest), `slots` tokens per attribute in all (a multi-label one with a
-    # `min_probability` pads the words of classes less likely than that); a `composed_of` one has no
-    # head: its `table` gives its class for every combination of those attributes' classes (the
-    # mood). None: no attribute tokens.
+    # `min_probability` pads the words of classes less likely than that); a head's `temperature`
+    # divides its logits (its calibration); a `composed_of` one has no head: its `table` gives its
+    # class for every combination of those attributes' classes (the mood). None: no attribute tokens.
     audio_attributes: list | None = None
     projector_hidden_size: int | None = None  # default: the LLM's hidden size
     projector_act: str = "gelu"

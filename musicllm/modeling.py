@@ -165,6 +165,7 @@ class MusicLLMForConditionalGeneration(PreTrainedModel):
         base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm  # peft's LoRA lives inside it
         if getattr(base.config.get_text_config(), "final_logit_softcapping", None):
             return lm(inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs).loss
+        kwargs = {"use_cache": False, **kwargs}  # a loss needs no key/value cache
         hidden = base.get_decoder()(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)[0]
         targets = labels[:, 1:]
         keep = targets != -100

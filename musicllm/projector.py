@@ -238,6 +238,10 @@ class MusicLLMProjector(nn.Module):
                 out.append(None)  # from the others, below
             else:
                 out.append(next(learned))
+        # a head's `temperature` (fitted on held-out clips, training/attributes.py) calibrates its
+        # probabilities, and so those of what is composed from it
+        out = [logits / a["temperature"] if logits is not None and "temperature" in a else logits
+               for a, logits in zip(self.attributes, out)]
         by_name = {a["name"]: logits for a, logits in zip(self.attributes, out)}
         return [composed_logits(a, by_name) if logits is None else logits for a, logits in zip(self.attributes, out)]
 

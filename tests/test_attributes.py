@@ -137,6 +137,10 @@ def test_the_default_recipe_shape_tagger_tags_and_no_frame_tokens(tmp_path):
     assert [a["name"] for a in specs] == [*ATTRIBUTES, "tags"] and "no vocal" not in specs[-1]["classes"]
     # the instruments it is unsure of are not named (projector.attribute_tokens pads their words)
     assert [a.get("min_probability") for a in specs if a["multi_label"]] == [INSTRUMENT_FLOOR, None]
+    # each head that the valid clips label (here the tonic alone) calibrated on them
+    report = json.loads((tmp_path / "heads" / "attributes.json").read_text())
+    assert report["temperatures"] == {a["name"]: a["temperature"] for a in specs if "temperature" in a} != {}
+    assert set(report["temperatures"]) == {"tonic"}
     slots = sum(a["slots"] for a in specs)
     clip = (0.3 * np.sin(2 * np.pi * NOTES["A"] * np.arange(32000) / 16000)).astype(np.float32)
     assert processor.num_audio_tokens(clip) == slots  # one 30 s window
@@ -169,6 +173,33 @@ def test_the_default_recipe_shape_tagger_tags_and_no_frame_tokens(tmp_path):
 
     trained = load_file(next((tmp_path / "instruct" / "checkpoints").glob("step-*")) / "trainable.safetensors")
     assert trained and all("lora_" in name and ".layers.1." in name for name in trained), sorted(trained)[:4]
+
+
+def test_calibration_makes_a_head_as_sure_as_it_is_right_and_keeps_its_answers():
+    """A head right on two windows in three that gives its answer a logit of 8 (sure of every
+    one) gets the temperature under which its answers are about 2/3 likely (8 / ln 4, about 5.8),
+    as its attribute's `temperature`; its answers stay the same, and a composed attribute is left
+    without one."""
+    from types import SimpleNamespace
+
+    from torch.nn import functional as F
+
+    from training.attributes import calibrate
+
+    torch.manual_seed(0)
+    truth = torch.randint(0, 3, (600,))
+    choice = torch.where(torch.rand(600) < 2 / 3, truth, (truth + 1) % 3)
+    logits = F.one_hot(choice, 3).float() * 8
+    heads = SimpleNamespace(attributes=[{"name": "dynamics", "multi_label": False, "temperature": 2.0},
+                                        {"name": "mood", "multi_label": False, "composed_of": ["dynamics"]}])
+    heads.attribute_logits = lambda stats: [logits / heads.attributes[0].get("temperature", 1.0), logits]
+    temperatures = calibrate(heads, torch.zeros(600, 1), [truth, truth])
+    assert set(temperatures) == {"dynamics"} and 5.0 < temperatures["dynamics"] < 6.8
+    assert heads.attributes[0]["temperature"] == temperatures["dynamics"] and "temperature" not in heads.attributes[1]
+    calibrated = heads.attribute_logits(None)[0]
+    assert torch.equal(calibrated.argmax(-1), choice)
+    share = calibrated.softmax(-1).max(-1).values.mean().item()
+    assert abs(share - (choice == truth).float().mean().item()) < 0.05  # as sure as it is right
 
 
 def test_the_window_can_name_every_instrument_a_training_clip_has():

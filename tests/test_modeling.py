@@ -278,6 +278,39 @@ def test_attribute_tokens_are_the_likeliest_class_words_token_by_token(tiny_toke
         torch.testing.assert_close(model.project_audio(frames, frame_lens)[:len(words)], embed[words])
 
 
+def test_a_heads_temperature_divides_its_logits_and_the_mood_composed_from_it_follows(tiny_tokenizer):
+    """A head's `temperature` (its calibration) divides its logits, leaving its likeliest class;
+    the mood composed from it changes with it: major at 0.6 and soft at 0.99 compose "calm"
+    (0.59 against "sad" 0.4), and soft at 0.57, the dynamics head calibrated, "sad"."""
+    import math
+
+    from musicllm.projector import MusicLLMProjector
+    from musicllm.tiny import tiny_config
+
+    from conftest import small_text_overrides
+
+    def attribute(name, classes, **more):
+        ids = [tiny_tokenizer.encode(" " + c, add_special_tokens=False) for c in classes]
+        return {"name": name, "classes": classes, "token_ids": ids, "pad_id": 0, "words": 1,
+                "slots": max(map(len, ids)), "multi_label": False, **more}
+
+    mood = attribute("mood", ["calm", "happy", "sad"], composed_of=["mode", "dynamics"], table=[0, 1, 2, 2])
+    projector = MusicLLMProjector(tiny_config(tiny_tokenizer, text_overrides=small_text_overrides(), stack_factor=10,
+                                              audio_attributes=[attribute("mode", ["major", "minor"]),
+                                                                attribute("dynamics", ["soft", "loud"]), mood])).eval()
+    with torch.no_grad():
+        projector.attribute_head[-1].weight.zero_()
+        projector.attribute_head[-1].bias.copy_(torch.tensor([0.6, 0.4, 0.99, 0.01]).log())
+        stats = torch.zeros(1, projector.attribute_scale.shape[0])
+        mode, level, composed = projector.attribute_logits(stats)
+        assert composed.argmax(-1).item() == 0 and math.isclose(composed.exp()[0, 0].item(), 0.594, abs_tol=1e-3)
+        projector.attributes[1]["temperature"] = 16.0
+        calibrated = projector.attribute_logits(stats)
+    torch.testing.assert_close(calibrated[0], mode)
+    torch.testing.assert_close(calibrated[1], level / 16.0)
+    assert calibrated[1].argmax(-1).item() == 0 and calibrated[2].argmax(-1).item() == 2
+
+
 def test_a_composed_attribute_it_cannot_compute_is_an_error_naming_it(tiny_tokenizer):
     """A config whose composed attribute (the mood) names a part that is missing or multi-label, or
     whose table does not cover every combination of its parts' classes, is refused when the model

@@ -8,7 +8,8 @@ style, dynamics, instruments) that classifies each window's frame statistics, an
 from four of them (MOOD_PARTS); its tokens are the class words' own input embeddings
 (musicllm/projector.py). The heads train here, on the manifest's `train`
 clips (every window of a clip carries the clip's labels), full batch, and the epoch with the
-best mean accuracy on the `valid` clips is kept; the later stages freeze them. Clips without a
+best mean accuracy on the `valid` clips is kept, each head calibrated on them (`calibrate`); the
+later stages freeze them. Clips without a
 label for an attribute do not train that attribute's head. Writes the model (with everything
 else it had) and `attributes.json` beside it: the held-out accuracy of each head.
 
@@ -233,6 +234,35 @@ def accuracy(projector: MusicLLMProjector, stats: torch.Tensor, window_targets: 
     return scores
 
 
+# The temperatures tried for each head's calibration: 1/4 to 16, log-spaced.
+TEMPERATURES = [2 ** (k / 4) for k in range(-8, 17)]
+
+
+@torch.no_grad()
+def calibrate(projector: MusicLLMProjector, stats: torch.Tensor, window_targets: list[torch.Tensor]) -> dict[str, float]:
+    """Gives each head the TEMPERATURES one (its logits divided by it) under which the labelled
+    windows' classes are likeliest (temperature scaling, fitted on held-out clips), sets it as its
+    attribute's `temperature` and returns them. No head's likeliest class changes; the mood
+    composed from them does: a head that fits its training clips perfectly is sure of its wrong
+    answers on other clips (the dynamics head: 100% of the training clips, 64% of the validation
+    ones), and the mood inherited that certainty. Composed from calibrated parts, it was right on
+    69.7% of the validation clips instead of 67.1% (README, Y)."""
+    for spec in projector.attributes:
+        spec.pop("temperature", None)
+    temperatures = {}
+    for spec, logits, target in zip(projector.attributes, projector.attribute_logits(stats), window_targets):
+        known = labelled(target)
+        if not known.any() or source(spec) in ("composed", "tagger"):
+            continue
+        logits, target = logits[known].float(), target[known]
+        loss = F.binary_cross_entropy_with_logits if spec["multi_label"] else F.cross_entropy
+        temperatures[spec["name"]] = min(TEMPERATURES, key=lambda t: loss(logits / t, target).item())
+    for spec in projector.attributes:
+        if spec["name"] in temperatures:
+            spec["temperature"] = temperatures[spec["name"]]
+    return temperatures
+
+
 def train_heads(model, processor, manifest: Path, cache_dir: Path, settings: HeadSettings = HeadSettings()) -> dict:
     """Adds attribute tokens to `model` (in place) and trains their heads; returns the report."""
     torch.manual_seed(settings.seed)
@@ -290,6 +320,9 @@ def train_heads(model, processor, manifest: Path, cache_dir: Path, settings: Hea
                 report = {"epoch": epoch, "valid_accuracy": scores, "train_clips": len(train), "valid_clips": len(valid)}
     projector.load_state_dict(best_state)
     projector.eval()
+    if valid:  # the training clips would make every head surer than it is
+        report["temperatures"] = calibrate(projector, x_valid, y_valid)
+        report["valid_accuracy"] = accuracy(projector, x_valid, y_valid)  # the composed mood's changes
     report["train_accuracy"] = accuracy(projector, x_train, y_train)
     report["history"] = history
     return report
