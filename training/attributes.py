@@ -9,9 +9,9 @@ from four of them (MOOD_PARTS); its tokens are the class words' own input embedd
 (musicllm/projector.py). The heads train here, on the manifest's `train`
 clips (every window of a clip carries the clip's labels), full batch, and the epoch with the
 best mean accuracy on the `valid` clips is kept, each head calibrated on them (`calibrate`); the
-later stages freeze them. Clips without a
-label for an attribute do not train that attribute's head. Writes the model (with everything
-else it had) and `attributes.json` beside it: the held-out accuracy of each head.
+later stages freeze them. Clips without a label for an attribute do not train that attribute's
+head. Writes the model (with everything else it had) and `attributes.json` beside it: the
+held-out accuracy of each head and its temperature.
 
 The class words are the ones captions use (" minor", " 3/4", " jazz"), each read by the LLM
 token by token, as it reads them in text.
