@@ -8,7 +8,8 @@ suit a party. Each dialogue here takes `--turns` of a clip's written turns (capt
 multiple choice; each record's first question and answer), in a seeded order, with the audio in
 the first user turn only, so later answers must come from the audio heard earlier in the
 conversation. Every other dialogue also asks, at any turn, something the audio cannot tell (who
-composed it, its title, the year), answered honestly. Questions of several kinds on one clip,
+composed it, its title, the year; with `--timeless`, for a model that hears no time, where its
+sections are), answered honestly. Questions of several kinds on one clip,
 each answered differently, are what teach a model to answer the question asked rather than
 the clip.
 
@@ -16,7 +17,7 @@ One dialogue costs the system prompt and the audio once for several answers: abo
 tokens of as many single-turn conversations.
 
 This module knows nothing about wording facts: the turns come from the writers, the honest
-refusals from `UNKNOWABLE`.
+refusals from `UNKNOWABLE` (and `TIMELESS`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,17 @@ UNKNOWABLE = {
                    "I can hear the instruments, but not who is playing them."]),
     "year": (["When was this recorded?", "What year is this from?"],
              ["I can't date the recording from the audio alone.", "The audio doesn't tell me when it was made."]),
+}
+# ... and, for a model that hears no time (the default's attribute tokens describe a whole window:
+# training/attributes.heard), where its sections are. Asked "When does the chorus start?", a
+# model never trained on the question invented one ("It is in 3:00, at the beginning of a minor
+# key."; README, T).
+TIMELESS = {
+    "sections": (["When does the chorus start?", "Where does the verse begin?", "How long is the intro?",
+                  "At what point does the bridge come in?", "When does the song change section?"],
+                 ["I can't tell where its sections begin: I hear its key, tempo, metre and instruments, "
+                  "not when each part starts.",
+                  "I can't say when its parts begin or end; I can tell you about its key, tempo and instruments."]),
 }
 
 
@@ -75,9 +87,10 @@ def by_clip(files: list[Path]) -> dict[str, list[dict]]:
     return clips
 
 
-def dialogue(clip: str, records: list[dict], turns: int, index: int, seed: int, out_dir: Path) -> dict | None:
+def dialogue(clip: str, records: list[dict], turns: int, index: int, seed: int, out_dir: Path,
+             unknowable: dict = UNKNOWABLE) -> dict | None:
     """One seeded dialogue of `turns` exchanges about the clip whose audio file is `clip` (None
-    when it has too few distinct ones)."""
+    when it has too few distinct ones); every other one also asks one of `unknowable`'s questions."""
     clip_id = next((r["clip_id"] for r in records if r.get("clip_id")), Path(clip).stem)
     rng = seeded_rng(seed, clip_id, "dialogue", index)  # not the path: the same dialogues wherever the data live
     exchanges, seen, taken = [], set(), Counter()
@@ -91,7 +104,7 @@ def dialogue(clip: str, records: list[dict], turns: int, index: int, seed: int, 
         return None
     exchanges = exchanges[:turns]
     if rng.random() < 1 / 2:  # first or later: a user may open with "who wrote this?"
-        questions, answers = UNKNOWABLE[rng.choice(sorted(UNKNOWABLE))]
+        questions, answers = unknowable[rng.choice(sorted(unknowable))]
         exchanges.insert(rng.randrange(0, len(exchanges) + 1), (rng.choice(questions), rng.choice(answers)))
     messages = []
     for number, (question, answer) in enumerate(exchanges):
@@ -105,15 +118,18 @@ def dialogue(clip: str, records: list[dict], turns: int, index: int, seed: int, 
                            {r["provenance"]["writer"] for r in records})) + ")", "seed": seed}})
 
 
-def write_dialogues(files: list[Path], out: Path, per_clip: int = 2, turns: int = 4, seed: int = 0) -> int:
-    """Writes the dialogues of every clip (`per_clip` each) to `out`; returns how many."""
+def write_dialogues(files: list[Path], out: Path, per_clip: int = 2, turns: int = 4, seed: int = 0,
+                    timeless: bool = False) -> int:
+    """Writes the dialogues of every clip (`per_clip` each) to `out`; returns how many. `timeless`:
+    for a model that hears no time, questions about where the sections are join the unanswerable."""
+    unknowable = {**UNKNOWABLE, **TIMELESS} if timeless else UNKNOWABLE
     clips = by_clip(files)
     written = 0
     out.unlink(missing_ok=True)  # a pure function of its inputs: rebuilt whole, never appended to
     with JsonlWriter(out) as writer:
         for clip in sorted(clips):
             for index in range(per_clip):
-                record = dialogue(clip, clips[clip], turns, index, seed, out.parent)
+                record = dialogue(clip, clips[clip], turns, index, seed, out.parent, unknowable)
                 if record is not None:
                     writer.write(record)
                     written += 1
@@ -128,12 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-clip", type=int, default=2, help="dialogues per clip (default 2)")
     parser.add_argument("--turns", type=int, default=4, help="written exchanges per dialogue (default 4)")
     parser.add_argument("--seed", type=int, default=0, help="turn choice and order (default 0)")
+    parser.add_argument("--timeless", action="store_true",
+                        help="the model hears no time: questions about where its sections are get honest refusals "
+                             "too (the data must not answer them elsewhere)")
     args = parser.parse_args(argv)
     missing = [str(f) for f in args.files if not f.is_file()]
     if missing:
         print(f"error: no such conversations file: {', '.join(missing)}", file=sys.stderr)
         return 2
-    count = write_dialogues(args.files, args.out, args.per_clip, args.turns, args.seed)
+    count = write_dialogues(args.files, args.out, args.per_clip, args.turns, args.seed, args.timeless)
     print(f"{count} dialogues -> {args.out}")
     return 0
 

@@ -44,6 +44,10 @@ class MusicFeaturesConfig(PretrainedConfig):
     # True adds the bass's pitch classes (window mean, from power below ~250 Hz) and their 24 key
     # strengths: bass lines dwell on the tonic, which tells relative keys (C major, A minor) apart.
     bass_chroma: bool = False
+    # True adds a tempogram of the bass line's changes (its pitch classes before and after each
+    # frame): chords and bass notes change on the bar, so its long lags are bar periods where drums
+    # may be silent or play every beat alike. tempo_bins values per frame, after the bass chroma.
+    bass_tempogram: bool = False
     # A pretrained music tagger whose outputs join the features ("MTT_musicnn" or "MSD_musicnn",
     # musicllm/musicnn.py): its 50 tag probabilities and 200-wide embedding for the 3 s patch each
     # frame lies in. It hears timbre, instruments, genre and mood as real recordings have them,
@@ -60,9 +64,10 @@ class MusicFeaturesConfig(PretrainedConfig):
         """Feature dimension per frame (D_enc); encoders.FeaturesEncoder documents the layout."""
         # log-mel + chroma + window-mean chroma + 4 scalars (onset, rms, centroid, flatness)
         # + tempogram + window-mean tempogram + 24 key strengths [+ 24 key posteriors, minor, 12 tonics]
-        # [+ 12 bass pitch classes, 24 bass key strengths] [+ 50 tags, 200 tagger embedding]
+        # [+ 12 bass pitch classes, 24 bass key strengths] [+ bass changes' tempogram]
+        # [+ 50 tags, 200 tagger embedding]
         return (self.n_mels + 12 + 12 + 4 + 2 * self.tempo_bins + 24 + (37 if self.key_sharpness > 0 else 0)
-                + (36 if self.bass_chroma else 0) + self.tagger_size)
+                + (36 if self.bass_chroma else 0) + (self.tempo_bins if self.bass_tempogram else 0) + self.tagger_size)
 
     @property
     def pitch_class_offsets(self) -> list[int]:
@@ -84,6 +89,14 @@ class MusicFeaturesConfig(PretrainedConfig):
         """Where the frame's tempogram and the window-mean tempogram start (tempo_bins values each,
         at the lags of `tempogram_bpm`)."""
         return [self.n_mels + 28, self.n_mels + 28 + self.tempo_bins]
+
+    @property
+    def bass_tempogram_offset(self) -> int | None:
+        """Where the bass changes' tempogram starts (tempo_bins values, the lags of
+        `tempogram_bpm`), or None without it."""
+        if not self.bass_tempogram:
+            return None
+        return self.hidden_size - self.tagger_size - self.tempo_bins
 
     @property
     def tempogram_bpm(self) -> list[float]:

@@ -130,6 +130,11 @@ class FeaturesEncoder(nn.Module):
         12                   window-mean bass chroma (30-250 Hz weighted around 110 Hz),
                              divided by its largest bin                          [0, 1]
         24                   its key strengths, as for the chroma above           [-1, 1]
+      with bass_tempogram, tempo_bins more (after the above):
+        B                    tempogram of the bass line's changes: as the onset tempogram,
+                             of 10 x (1 - cosine) between the bass pitch classes' means around
+                             the 0.1 s before and after the frame (chords change on the bar)
+                                                                                 [-1, 1]
       with a tagger (musicnn), 250 more, last: for the tagger's 3 s patch that holds the frame
         50                   tag probabilities (musicnn.MTT_TAGS or MSD_TAGS)     [0, 1]
         200                  the tagger's penultimate layer (batch-normalised)   ~[-3, 3]
@@ -148,6 +153,9 @@ class FeaturesEncoder(nn.Module):
     # Onset-envelope energy (dB^2) under which the tempogram fades out rather than amplifying
     # noise: about one 0.5 dB onset per beat at 120 BPM over the context.
     ONSET_FLOOR = 1.0
+    # The bass line's change at a frame compares its pitch classes over 5 frames (0.1 s at 50
+    # frames a second) centred 5 frames before and after it: a note's attack does not count.
+    BASS_CHANGE_FRAMES = 5
 
     def __init__(self, config: MusicLLMConfig):
         super().__init__()
@@ -162,6 +170,7 @@ class FeaturesEncoder(nn.Module):
         self.hidden_size = fc.hidden_size
         self.key_sharpness = float(getattr(fc, "key_sharpness", 0.0))
         self.bass_chroma = bool(getattr(fc, "bass_chroma", False))
+        self.bass_tempogram = bool(getattr(fc, "bass_tempogram", False))
         fps = fc.sample_rate / fc.hop_length
 
         # Constant tables live in numpy and become float32 tensors on first use on each device.
@@ -247,6 +256,24 @@ class FeaturesEncoder(nn.Module):
         ac = ac / ac[..., :1].clamp_min(self.ONSET_FLOOR)
         return torch.stack([ac[..., low : high + 1].amax(-1) for low, high in self.lag_ranges], dim=-1)
 
+    def _bass_changes(self, power: torch.Tensor, table: dict[str, torch.Tensor],
+                      frame_lens: torch.Tensor) -> torch.Tensor:
+        """(W, F, K) power -> (W, F) how much the bass's pitch classes change across each frame:
+        10 x (1 - cosine) between their means around BASS_CHANGE_FRAMES before and after it; 0
+        where either side reaches past the window."""
+        k, frames = self.BASS_CHANGE_FRAMES, power.shape[1]
+        bass = power @ table["bass_fb"].T  # W, F, 12
+        loudest = bass.amax(-1, keepdim=True)
+        heard = (loudest >= self.CHROMA_FLOOR).float()  # W, F, 1: a bass above the chroma's floor
+        bass = torch.cat([bass / loudest.clamp_min(self.CHROMA_FLOOR), heard], dim=-1)
+        smooth = F.avg_pool1d(bass.transpose(1, 2), k, 1, padding=k // 2, count_include_pad=False).transpose(1, 2)
+        before, after = F.pad(smooth, (0, 0, k, 0))[:, :frames], F.pad(smooth, (0, 0, 0, k))[:, k:]
+        change = 1.0 - F.cosine_similarity(before[..., :12], after[..., :12], dim=-1).clamp(-1.0, 1.0)
+        t = torch.arange(frames, device=power.device)
+        inside = (t >= k + k // 2) & (t[None] + k + k // 2 < frame_lens[:, None])
+        # silence on either side is no change of note
+        return 10.0 * change * inside * torch.minimum(before[..., 12], after[..., 12])
+
     @staticmethod
     def _window_chroma(chroma: torch.Tensor, frame_mask: torch.Tensor, num_frames: torch.Tensor) -> torch.Tensor:
         """(W, F, 12) per-frame chroma -> (W, 12) window mean over real frames, largest bin 1."""
@@ -318,6 +345,7 @@ class FeaturesEncoder(nn.Module):
                 tempo,
                 metre[:, None].expand(-1, frames, -1),
                 key_block[:, None].expand(-1, frames, -1),
+                *([self._tempogram(self._bass_changes(power, table, frame_lens))] if self.bass_tempogram else []),
             ],
             dim=-1,
         )

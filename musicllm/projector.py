@@ -41,7 +41,8 @@ default corpus's held-out clips it named the tempo band of 93% (valid) and 88% (
 one MLP over all the statistics named 77% and 73%. The metre (`tempogram_pooled`) reads the same
 tempogram through convolutions of its own, taken at their largest and mean over the bins: how the
 bar's lag stands to the beat's, wherever the tempo puts them (metre 92% valid, 88% test, against
-70% and 67%).
+70% and 67%). Where the features have the tempogram of the bass line's changes
+(`bass_tempogram`), it is two more channels of both heads: the bar where the bass changes note.
 
 An attribute with `composed_of` (the mood) has no head: it is a function of other attributes'
 classes, given as a `table` of its class for every combination of theirs (row-major: the mood of

@@ -9,6 +9,7 @@ cannot train on is an error that names it.
 import json
 
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 
@@ -202,6 +203,75 @@ def test_calibration_makes_a_head_as_sure_as_it_is_right_and_keeps_its_answers()
     assert abs(share - (choice == truth).float().mean().item()) < 0.05  # as sure as it is right
 
 
+def test_each_head_is_kept_at_the_epoch_of_its_own_best_validation_score():
+    """The key, tempo-and-metre and shared heads train apart, so each keeps the epoch where the
+    validation clips scored it best: here the key at the first epoch offered and the shared head
+    (style, dynamics, instruments) at the second, each with its own parameters of that epoch."""
+    from musicllm.configuration import MusicFeaturesConfig
+    from musicllm.projector import MusicLLMProjector
+    from musicllm.tiny import build_tiny
+    from training.attributes import BestHeads, attribute_specs
+
+    model, processor = build_tiny(["C# minor", "A major"] * 20, 300, stack_factor=0, text_overrides=SMALL_LLM,
+                                  audio_config=MusicFeaturesConfig(key_sharpness=20.0))
+    model.config.audio_attributes = attribute_specs(processor.tokenizer, model.config.audio_config)
+    projector = MusicLLMProjector(model.config)
+    best = BestHeads(projector)
+    snapshots = []
+    for epoch, (key, tempo, shared) in zip((20, 40, 60), ((0.9, 0.5, 0.5), (0.8, 0.7, 0.9), (0.7, 0.7, 0.6))):
+        with torch.no_grad():
+            for parameter in projector.parameters():
+                parameter.add_(torch.randn_like(parameter))  # another epoch's weights
+        snapshots.append({k: v.clone() for k, v in projector.state_dict().items()})
+        best.offer(epoch, {"tonic": key, "mode": key, "tempo": tempo, "bpm": tempo, "metre": tempo,
+                           "style": shared, "dynamics": shared, "instruments": shared})
+    assert best.restore() == {"key": 20, "tempogram": 40, "shared": 40}  # a tie keeps the earlier
+    state = projector.state_dict()
+    for name, value in state.items():
+        epoch = 0 if name.startswith("attribute_key_") else 1 if name.startswith("attribute_") else 2
+        torch.testing.assert_close(value, snapshots[epoch][name], msg=name)
+
+
+def test_stage_2_can_hear_heads_fitted_to_its_clips_and_the_model_keep_the_best_held_out_ones(tmp_path):
+    """The default's recipe: `fitted_out` is the checkpoint with the heads as the last epoch left
+    them (stage 2 trains on it), `out` the one with each head at its best held-out score and
+    calibrated; `with_heads` puts the latter's heads into a model trained from the former and
+    leaves everything else of it as it was. A model with other attributes is refused, by name."""
+    from musicllm.tiny import build_tiny
+    from training.attributes import add_attribute_heads, head_state, with_heads
+    from training.settings import HeadSettings
+
+    corpus(tmp_path)
+    torch.manual_seed(0)
+    model, processor = build_tiny(["A tone on C.", "Describe the music."] * 20, 300, stack_factor=10,
+                                  text_overrides=SMALL_LLM)
+    save_checkpoint(model, processor, tmp_path / "start", export=False)
+    report = add_attribute_heads(tmp_path / "start", tmp_path / "manifest.jsonl", tmp_path / "cache",
+                                 tmp_path / "heads", HeadSettings(epochs=60), fitted_out=tmp_path / "fitted")
+    assert report["epochs"]["key"] < 60  # the tones' keys are right from early on: kept there
+    best, _ = load_checkpoint(tmp_path / "heads")
+    fitted, _ = load_checkpoint(tmp_path / "fitted")
+    tonic = [a for a in best.config.audio_attributes if a["name"] == "tonic"][0]
+    assert "temperature" in tonic
+    differ = [k for k, v in head_state(best.multi_modal_projector).items()
+              if not torch.equal(v, head_state(fitted.multi_modal_projector)[k])]
+    assert any(k.startswith("attribute_key_") for k in differ)
+
+    with torch.no_grad():  # stand-in for stage 2: the LLM trained on the fitted heads' words
+        for parameter in fitted.language_model.parameters():
+            parameter.add_(0.01)
+    save_checkpoint(fitted, processor, tmp_path / "trained", export=False)
+    with_heads(tmp_path / "trained", tmp_path / "heads", tmp_path / "final")
+    final, _ = load_checkpoint(tmp_path / "final")
+    torch.testing.assert_close(head_state(final.multi_modal_projector), head_state(best.multi_modal_projector))
+    torch.testing.assert_close(final.language_model.state_dict(), fitted.language_model.state_dict())
+    assert final.config.audio_attributes == best.config.audio_attributes  # the calibration too
+
+    with pytest.raises(ValueError, match="not the same"):
+        with_heads(tmp_path / "trained", tmp_path / "start", tmp_path / "nowhere")
+    assert not (tmp_path / "nowhere").exists()
+
+
 def test_the_window_can_name_every_instrument_a_training_clip_has():
     """A window names as many instruments as the procedural corpus puts in one clip (its roles and
     drums): with fewer, a clip's answer lists instruments the LLM never read, and it learns to add
@@ -285,14 +355,16 @@ def clicks(bpm: float, seconds: float = 8.0, level: float = 0.5, beats_per_bar: 
     return (level * wave).astype(np.float32)
 
 
-def heard_by_trained_heads(root, rows: list[dict], texts: list[str], clips: list[np.ndarray]) -> dict[str, list[str]]:
-    """Heads trained on ROOT's clips (`rows`, the manifest) for a tiny model; per attribute, the
-    class each of `clips` gets."""
+def heard_by_trained_heads(root, rows: list[dict], texts: list[str], clips: list[np.ndarray],
+                           audio_config=None) -> dict[str, list[str]]:
+    """Heads trained on ROOT's clips (`rows`, the manifest) for a tiny model (with the features of
+    `audio_config`); per attribute, the class each of `clips` gets."""
     from musicllm.tiny import build_tiny
 
     (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     torch.manual_seed(0)
-    model, processor = build_tiny(texts * 20, 300, stack_factor=10, text_overrides=SMALL_LLM)
+    features = {"audio_config": audio_config} if audio_config is not None else {}
+    model, processor = build_tiny(texts * 20, 300, stack_factor=10, text_overrides=SMALL_LLM, **features)
     save_checkpoint(model, processor, root / "start", export=False)
     assert attributes_main(["--model", str(root / "start"), "--manifest", str(root / "manifest.jsonl"),
                             "--feature-cache", str(root / "cache"), "--out", str(root / "heads"),
@@ -340,6 +412,38 @@ def test_the_metre_head_hears_the_bar_at_a_tempo_no_clip_had(tmp_path):
     heard = heard_by_trained_heads(tmp_path, rows, ["3/4", "4/4"],
                                    [clicks(170, 10.0, beats_per_bar=beats) for beats in (3, 4)])
     assert heard["metre"] == ["3/4", "4/4"]
+
+
+def bass_walk(bpm: float, beats_per_bar: int, seconds: float = 10.0) -> np.ndarray:
+    """A bass struck alike on every beat (no accent), changing note at each bar of `beats_per_bar` beats."""
+    beat = np.arange(int(60.0 / bpm * 16000)) / 16000
+    wave = np.zeros(int(seconds * 16000))
+    for index, start in enumerate(np.arange(0.0, seconds - 60.0 / bpm, 60.0 / bpm)):
+        hz = (110.0, 146.83, 130.81, 164.81)[(index // beats_per_bar) % 4]  # A2 D3 C3 E3
+        i = int(round(start * 16000))
+        wave[i:i + len(beat)] += 0.3 * np.sin(2 * np.pi * hz * beat) * np.exp(-beat / 0.3)
+    return wave.astype(np.float32)
+
+
+def test_the_metre_head_hears_the_bar_in_the_bass_when_every_beat_sounds_alike(tmp_path):
+    """With `bass_tempogram` (the default's features) the metre head also reads where the bass
+    line changes note: trained on bass lines struck alike on every beat, a note to the bar of 3
+    or 4 beats, it tells 3/4 from 4/4 at two tempi no clip had."""
+    from musicllm.configuration import MusicFeaturesConfig
+
+    (tmp_path / "clips").mkdir()
+    rows = []
+    for split, tempi in (("train", (80, 100, 120, 140)), ("valid", (110,))):
+        for bpm in tempi:
+            for metre, beats in (("3/4", 3), ("4/4", 4)):
+                name = f"{split}{bpm}_{beats}"
+                sf.write(tmp_path / "clips" / f"{name}.wav", bass_walk(bpm, beats), 16000)
+                rows.append({"id": name, "audio": f"clips/{name}.wav", "split": split,
+                             "labels": {"time_signature": metre}})
+    heard = heard_by_trained_heads(tmp_path, rows, ["3/4", "4/4"],
+                                   [bass_walk(bpm, beats) for bpm in (90, 130) for beats in (3, 4)],
+                                   audio_config=MusicFeaturesConfig(bass_tempogram=True))
+    assert heard["metre"] == ["3/4", "4/4", "3/4", "4/4"]
 
 
 def triad(mode: str, bpm: float, level: float, seconds: float = 8.0) -> np.ndarray:

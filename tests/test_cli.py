@@ -169,9 +169,11 @@ def test_quickstart_then_demo_as_a_new_user_would(tmp_path):
         out = demo.output
         for step in ["synthesise the procedural corpus", "write captions", "MIR estimates",
                      "synthesise the out-of-distribution corpus", "build the model from its backbones",
-                     "train the attribute heads", "train instruct", "evaluate"]:
+                     "train the attribute heads", "train instruct", "give the LLM the heads of the best held-out score",
+                     "evaluate"]:
             assert f"[done] {step}" in out, step
         assert "train pretrain" not in out and "train read" not in out  # a pretrained LLM needs neither
+        assert "stopped after step 100 of 160" in out  # stage 2 in two processes (STAGE2_CHUNK)
         assert "building the default model" in out and "starting vLLM" in out and "(vllm engine" in out
         api, web = demo.url("API"), demo.url("web chat")
         assert api.startswith("http://127.0.0.1:") and web.startswith("http://127.0.0.1:")

@@ -2,7 +2,7 @@
 
 import json
 
-from data_gen.dialogues import UNKNOWABLE, main, write_dialogues
+from data_gen.dialogues import TIMELESS, UNKNOWABLE, main, write_dialogues
 from data_gen.formats import JsonlWriter, read_jsonl
 
 
@@ -53,6 +53,21 @@ def test_a_dialogue_asks_one_clip_several_kinds_of_question(tmp_path):
     again = tmp_path / "again.jsonl"
     write_dialogues([source], again, per_clip=6, turns=4, seed=0)
     assert [json.loads(line)["messages"] for line in again.read_text().splitlines()] == [r["messages"] for r in rows]
+
+
+def test_a_model_that_hears_no_time_is_taught_to_say_it_cannot_tell_where_the_chorus_starts(tmp_path):
+    """`timeless` (the default's recipe): "When does the chorus start?" is among the questions the
+    audio cannot answer, answered with a refusal that names what can be told; without it, never asked."""
+    source = write_files(tmp_path)
+    asked = {}
+    for timeless in (False, True):
+        out = tmp_path / f"dialogues-{timeless}.jsonl"
+        assert main([str(source), "--out", str(out), "--per-clip", "20", *(["--timeless"] if timeless else [])]) == 0
+        turns = [(q["content"], a["content"]) for r in read_jsonl(out)
+                 for q, a in zip(r["messages"][::2], r["messages"][1::2])]
+        asked[timeless] = [(q, a) for q, a in turns if q.replace("<|audio|>\n", "") in TIMELESS["sections"][0]]
+    assert asked[False] == []
+    assert len(asked[True]) >= 3 and all(a in TIMELESS["sections"][1] and "can't" in a for _, a in asked[True])
 
 
 def test_the_same_dialogues_wherever_the_data_live(tmp_path):

@@ -457,6 +457,48 @@ def test_key_posterior_names_key_mode_and_tonic():
             MusicLLMConfig(audio_config=MusicFeaturesConfig(), text_config=tiny_text_config())), scale(tonic_hz, steps))[0])
 
 
+def bass_line(bpm: float, notes_hz: list[float], beats_per_note: int, seconds: float = 12.0) -> np.ndarray:
+    """A bass note on every beat, the same drum-less tone for `beats_per_note` beats, then the
+    next note: the bass changes once a bar of that many beats."""
+    t = np.arange(int(60.0 / bpm * SR)) / SR
+    envelope = np.exp(-t / 0.3)  # every beat struck again, so the onsets say only the beat
+    out = np.zeros(int(seconds * SR))
+    for beat, start in enumerate(np.arange(0.0, seconds - 60.0 / bpm, 60.0 / bpm)):
+        hz = notes_hz[(beat // beats_per_note) % len(notes_hz)]
+        i = int(round(start * SR))
+        out[i : i + len(t)] += 0.3 * np.sin(2 * np.pi * hz * t) * envelope
+    return out
+
+
+def test_bass_tempogram_shows_the_bar_where_the_bass_changes():
+    """bass_tempogram adds tempo_bins features: the tempogram of the bass line's changes. A bass
+    struck on every beat, changing note every 3 beats (3/4) or every 4 (4/4): the onset
+    tempogram hears only the beat, the bass changes' tempogram the bar; silence gives zeros;
+    the features before them do not change."""
+    config = MusicLLMConfig(audio_config=MusicFeaturesConfig(bass_tempogram=True), text_config=tiny_text_config())
+    encoder = build_audio_encoder(config)
+    plain = build_audio_encoder(MusicLLMConfig(audio_config=MusicFeaturesConfig(), text_config=tiny_text_config()))
+    B = config.audio_config.tempo_bins
+    assert config.audio_hidden_size == MusicFeaturesConfig().hidden_size + B
+    assert config.audio_config.bass_tempogram_offset == MusicFeaturesConfig().hidden_size
+    lags = encoder.tempo_lag_seconds
+    at = lambda values, seconds: float(values[np.argmin(np.abs(lags - seconds))])  # noqa: E731
+
+    def bar_preference(beats):  # lag of 3 beats minus lag of 4 beats at 120 BPM, bass and onsets
+        signal = bass_line(120, [110.0, 146.83, 130.81, 164.81], beats)
+        frames = encode_one(encoder, signal)
+        bass = frames[:, -B:].mean(0).numpy()
+        onset = frames[0, TEMPO + 48 : TEMPO + 96].numpy()
+        torch.testing.assert_close(frames[:, :-B], encode_one(plain, signal))
+        return at(bass, 1.5) - at(bass, 2.0), at(onset, 1.5) - at(onset, 2.0)
+
+    (bass3, onset3), (bass4, onset4) = bar_preference(3), bar_preference(4)
+    assert bass3 > 0.1 and bass4 < -0.1  # the bass's bar, either way
+    assert abs(onset3 - onset4) < 0.5 * (bass3 - bass4)  # which the onsets alone hardly tell
+    silence = encode_one(encoder, np.zeros(4 * SR))
+    assert float(silence[:, -B:].abs().max()) == 0.0
+
+
 def test_bass_chroma_names_the_bass_note_under_the_same_chord():
     """bass_chroma adds 36 features: the bass's 12 pitch classes and their 24 key strengths. A C
     major triad over an A in the bass (A minor seventh) and over a C give the same upper chroma

@@ -17,7 +17,9 @@ import soundfile as sf
 import torch
 
 from musicllm.checkpoint import load_checkpoint
-from training.train import main
+from musicllm.runconfig import load_run_config
+from training.settings import TrainConfig
+from training.train import latest_checkpoint, main, train
 
 NOTES = {"C": 261.63, "E": 329.63, "G": 392.0, "A": 440.0}
 SMALL_LLM = "{hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2}"
@@ -105,6 +107,24 @@ def test_resume_after_kill_continues_the_same_loss_curve(dataset, tmp_path):
     assert main(args(dataset, tmp_path / "killed", "pretrain", **steps)) == 0
     assert len(losses(tmp_path / "killed")) == 9
     np.testing.assert_allclose(losses(tmp_path / "killed"), losses(tmp_path / "straight"), rtol=1e-5)
+
+
+def test_a_run_stopped_every_few_steps_continues_the_same_loss_curve_to_the_same_model(dataset, tmp_path):
+    """`--stop_after=N` (the default's stage 2 runs so, a fresh process every 100 steps): each
+    call trains N more steps, checkpoints there and returns without a model, and the calls
+    together train what one run trains."""
+    steps = dict(steps=7, files=("captions", "instructions"), extra=["--data.group_by_length=2"])
+    assert main(args(dataset, tmp_path / "straight", "pretrain", **steps)) == 0
+    chunked = [*args(dataset, tmp_path / "chunked", "pretrain", **steps), "--stop_after=2"]
+    for stopped in (2, 4, 6):  # save_every is 3: the stops at 2 and 4 checkpoint for themselves
+        assert train(load_run_config(TrainConfig, None, chunked)) is None
+        assert latest_checkpoint(tmp_path / "chunked").name == f"step-{stopped:07d}"
+        assert not (tmp_path / "chunked" / "model").exists()
+    assert main(chunked) == 0 and (tmp_path / "chunked" / "model").is_dir()
+    np.testing.assert_allclose(losses(tmp_path / "chunked"), losses(tmp_path / "straight"), rtol=1e-5)
+    straight, _ = load_checkpoint(tmp_path / "straight" / "model")
+    again, _ = load_checkpoint(tmp_path / "chunked" / "model")
+    torch.testing.assert_close(again.state_dict(), straight.state_dict())
 
 
 def test_two_processes_train_the_same_model(dataset, tmp_path):

@@ -14,10 +14,12 @@ $MUSICLLM_HOME/default and publishes the result; this file is the whole of what 
     soundfont) and its questions
  5. build the model from its backbones (MODEL): SmolLM2-135M-Instruct (installed from PyPI,
     converted once) and the DSP features encoder with the musicnn tagger, a fresh projector
- 6. train the projector's attribute heads on the clips' labels (HEADS)
+ 6. train the projector's attribute heads on the clips' labels (HEADS): each kept at its best
+    held-out score, and as the last epoch left them (fitted to the training clips)
  7. train stage 2: LoRA on the LLM's top layers, on the data mix STAGE2_MIX (stage2_config), in
-    a process of its own
- 8. evaluate on held-out clips and on the out-of-distribution corpus (`musicllm eval suite`,
+    processes of its own (STAGE2_CHUNK steps each), hearing the fitted heads
+ 8. the final model: stage 2's LLM with the heads of the best held-out score
+ 9. evaluate on held-out clips and on the out-of-distribution corpus (`musicllm eval suite`,
     run as a command: evaluation sits above training, which imports nothing of eval/)
 
 Each step writes into ROOT (corpus/, data/, ood_corpus/, runs/, eval/) and is skipped when its
@@ -28,6 +30,7 @@ what it is (and what was tried instead) is in the README's "The embedded default
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import time
@@ -100,6 +103,7 @@ MODEL = ModelSettings(
     summary_tokens=0,
     key_sharpness=20.0,  # the key posterior among the features
     bass_chroma=True,  # the bass's pitch classes (relative keys apart)
+    bass_tempogram=True,  # the bass line's changes: where its bar is (metre)
     tagger="MTT_musicnn",  # MagnaTagATune tags (musicllm/musicnn.py), from the musicnn package
     window_seconds=30.0,  # a whole clip in one window
 )
@@ -122,6 +126,9 @@ HEADS = HeadSettings(epochs=300, lr=3e-3, weight_decay=0.05, dropout=0.3)
 # instead of 75.8, README), and its shorter conversations make the 400 steps quicker.
 STAGE2_MIX = {"dialogues.jsonl": 2, "instructions.jsonl": 1, "mc_once.jsonl": 2}
 GENERAL_SHARE = 0.08
+# Stage 2 runs STAGE2_CHUNK steps per process (TrainConfig.stop_after): the same losses, and its
+# 400 steps took 794 s instead of 925 in one process (session 30, README).
+STAGE2_CHUNK = 100
 
 
 def stage2_config(root: Path, size: Size, train_files: list[str]) -> TrainConfig:
@@ -131,7 +138,7 @@ def stage2_config(root: Path, size: Size, train_files: list[str]) -> TrainConfig
     return TrainConfig(
         stage=Stage.INSTRUCT,
         out=str(runs / "instruct"),
-        model=replace(MODEL, init_from=str(runs / "attributes" / "model")),
+        model=replace(MODEL, init_from=str(runs / "attributes" / "fitted")),
         data=DataSettings(train=train_files, max_length=384, group_by_length=16, feature_cache=str(runs / "feature_cache")),
         optim=OptimSettings(lr=size.lr, warmup_steps=10),
         # No dropout on the adapters' input: less than one pass over the conversations has
@@ -163,7 +170,8 @@ class Build:
         self.step("build the model from its backbones", self.runs / "base" / "model", self.build)
         self.step("train the attribute heads", self.runs / "attributes" / "model", self.attributes)
         self.step("train instruct", self.runs / "instruct" / "model", self.instruct)
-        final = self.runs / "instruct" / "model"
+        final = self.runs / "final" / "model"
+        self.step("give the LLM the heads of the best held-out score", final, self.final)
         self.step("evaluate on held-out clips", self.eval / "ood" / "REPORT.md", lambda: self.evaluate(final))
         return final
 
@@ -240,7 +248,8 @@ class Build:
         with JsonlWriter(self.data / "mc_once.jsonl") as out:
             out.write_all(conversations(self.data / "mc_train.csv", "train", orders=1, text_share=ANSWER_TEXT_SHARE))
         write_dialogues([self.data / f for f in ("captions.jsonl", "instructions.jsonl", "mc_train.jsonl")],
-                        self.data / "dialogues.jsonl", per_clip=DIALOGUES_PER_CLIP, turns=DIALOGUE_TURNS)
+                        self.data / "dialogues.jsonl", per_clip=DIALOGUES_PER_CLIP, turns=DIALOGUE_TURNS,
+                        timeless=True)  # its attribute tokens say nothing of when a section starts
         # General music questions, answered by the recipe's own LLM: training keeps its knowledge.
         # Not also asked beside a clip: that taught generic answers to questions about the clip.
         write_general(MODEL.text, self.data / "general.jsonl")
@@ -287,22 +296,43 @@ class Build:
         from training.attributes import add_attribute_heads
 
         add_attribute_heads(self.runs / "base" / "model", self.manifest, self.runs / "feature_cache",
-                            self.runs / "attributes" / "model", HEADS)
+                            self.runs / "attributes" / "model", HEADS, fitted_out=self.runs / "attributes" / "fitted")
 
     def instruct(self) -> None:
-        """Stage 2 as a process of its own (`python -m training.train CONFIG`): run inside the
-        process that had synthesised, written and trained the heads, its steps took 1.8x as long
-        (README, "How long it takes")."""
+        """Stage 2 in processes of its own (`python -m training.train CONFIG`), a fresh one every
+        STAGE2_CHUNK steps, each resuming from the last one's checkpoint: run inside the process
+        that had synthesised, written and trained the heads, its steps took 1.8x as long, and in
+        one process of its own they grow slower as it runs (README, "How long it takes")."""
         from musicllm.runconfig import to_dict
 
         files = [name for name, times in STAGE2_MIX.items() for _ in range(times)]
         files += ["general.jsonl"] * self.repeats("general.jsonl", GENERAL_SHARE, files)
-        config = self.runs / "instruct" / "config.json"  # where the run keeps its config (train rewrites it the same)
+        # where the run keeps its config (train rewrites it, with stop_after)
+        config = self.runs / "instruct" / "config.json"
         config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text(json.dumps(to_dict(stage2_config(self.root, self.size, [str(self.data / f) for f in files])),
                                      indent=2))
-        if subprocess.run([sys.executable, "-m", "training.train", str(config)]).returncode:
-            raise SystemExit("quickstart: stage 2 failed (above); run it again to resume it")
+        model = self.runs / "instruct" / "model"
+        for _ in range(math.ceil(self.size.steps / STAGE2_CHUNK)):  # a rerun after a kill breaks out early
+            if model.exists():
+                break
+            if subprocess.run([sys.executable, "-m", "training.train", str(config),
+                               f"--stop_after={STAGE2_CHUNK}"]).returncode:
+                raise SystemExit("quickstart: stage 2 failed (above); run it again to resume it")
+        if not model.exists():
+            raise SystemExit("quickstart: stage 2 stopped before its last step; run it again to resume it")
+
+    def final(self) -> None:
+        """Stage 2's LLM with the heads of the best held-out score (training/attributes.with_heads)."""
+        import shutil
+
+        from training.attributes import with_heads
+
+        out = self.runs / "final" / "model"
+        tmp = out.with_name("model.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        with_heads(self.runs / "instruct" / "model", self.runs / "attributes" / "model", tmp)
+        tmp.replace(out)
 
     def repeats(self, name: str, share: float, others: list[str]) -> int:
         """How many times to list DATA/NAME beside `others` for about `share` of the draws (at least once)."""

@@ -14,8 +14,9 @@ stages 0 and 1, teaches the tiny LLM to answer from a caption in its context.
 
 Started again with the same command, a killed run resumes from its last checkpoint (weights of
 the trained parameters, optimizer, scheduler, step) and continues the same loss curve; a
-finished run is left as it is. Writes OUT/model (a checkpoint), OUT/log.jsonl, OUT/tb
-(TensorBoard), OUT/loss.png.
+finished run is left as it is. `--stop_after=N` trains N more steps, checkpoints and exits: a
+run in several processes (or in the jobs of a time-limited queue). Writes OUT/model (a
+checkpoint), OUT/log.jsonl, OUT/tb (TensorBoard), OUT/loss.png.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ from training.settings import ModelSettings, Stage, TrainConfig
 
 def features_settings(settings: ModelSettings) -> dict:
     """The features encoder's `MusicFeaturesConfig` fields, from the run settings."""
-    return dict(key_sharpness=settings.key_sharpness, bass_chroma=settings.bass_chroma, tagger=settings.tagger)
+    return dict(key_sharpness=settings.key_sharpness, bass_chroma=settings.bass_chroma,
+                bass_tempogram=settings.bass_tempogram, tagger=settings.tagger)
 
 
 def build_backbones(settings: ModelSettings):
@@ -235,7 +237,8 @@ def resolve_mixed_precision(setting: str) -> str:
     return "bf16" if any(native) else "no"
 
 
-def train(config: TrainConfig) -> Path:
+def train(config: TrainConfig) -> Path | None:
+    """Trains the stage; returns its model's folder, or None when `stop_after` stopped it first."""
     out = config.out_dir
     if (out / "model" / "config.json").is_file():
         print(f"{out}/model exists: stage {config.stage.value} is done (delete it to train again)")
@@ -274,6 +277,7 @@ def train(config: TrainConfig) -> Path:
     if (resume := latest_checkpoint(out)) is not None:
         step = load_training_state(resume, accelerator, model, optimizer, scheduler)
         accelerator.print(f"resuming from {resume} (step {step})")
+    stop_at = min(config.max_steps, step + config.stop_after) if config.stop_after > 0 else config.max_steps
     log = TrainLog(out, step, accelerator.is_main_process)
 
     sampler = StepSampler(len(train_data), config.batch_size, config.max_steps, step, config.seed,
@@ -306,10 +310,18 @@ def train(config: TrainConfig) -> Path:
         if valid_data is not None and ((config.eval_every and step % config.eval_every == 0) or step == config.max_steps):
             entry["valid_loss"] = validation_loss(model, valid_data, pad_id, config.batch_size, accelerator.device)
         log.write(entry, force=step % config.log_every == 0 or "valid_loss" in entry or step == config.max_steps)
-        if step % config.save_every == 0 or step == config.max_steps:
+        if step % config.save_every == 0 or step == stop_at:
             save_training_state(accelerator, model, optimizer, scheduler, step, config)
             accelerator.wait_for_everyone()
+        if step == stop_at:
+            break
     progress.close()
+    if step < config.max_steps:
+        log.close()
+        accelerator.print(f"stopped after step {step} of {config.max_steps} (stop_after={config.stop_after}): "
+                          "the same command continues")
+        accelerator.end_training()
+        return None
     weights_in(cast, loaded_dtype)  # LoRA merges into them there, with the values trained against
     # Every process reports a digest of its weights: data-parallel replicas must agree.
     digests = gather_object([weights_digest(accelerator.unwrap_model(model))])
