@@ -387,14 +387,12 @@ def add_attribute_heads(model_dir: Path, manifest: Path, feature_cache: Path, ou
     if model.config.audio_attributes:
         raise ValueError(f"{model_dir} already has attribute tokens")
     report, fitted = train_heads(model, processor, manifest, feature_cache, settings)
-    if fitted_out is not None:
-        kept = head_state(model.multi_modal_projector)
-        model.multi_modal_projector.load_state_dict(fitted, strict=False)
-        save_checkpoint(model, processor, fitted_out)
-        model.multi_modal_projector.load_state_dict(kept, strict=False)
     save_checkpoint(model, processor, out)
     (out / "attributes.json").write_text(json.dumps(report, indent=1) + "\n")
     print("held-out accuracy:", json.dumps(report["valid_accuracy"]))
+    if fitted_out is not None:  # written last: a build that finds it has both
+        model.multi_modal_projector.load_state_dict(fitted, strict=False)
+        save_checkpoint(model, processor, fitted_out)
     return report
 
 

@@ -168,7 +168,7 @@ class Build:
         self.step("MIR estimates for the test clips", self.corpus / "ANNOTATED", self.annotate)
         self.step("synthesise the out-of-distribution corpus", self.ood_corpus / "DONE", self.synthesize_ood)
         self.step("build the model from its backbones", self.runs / "base" / "model", self.build)
-        self.step("train the attribute heads", self.runs / "attributes" / "model", self.attributes)
+        self.step("train the attribute heads", self.runs / "attributes" / "fitted", self.attributes)
         self.step("train instruct", self.runs / "instruct" / "model", self.instruct)
         final = self.runs / "final" / "model"
         self.step("give the LLM the heads of the best held-out score", final, self.final)
