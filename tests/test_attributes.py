@@ -238,16 +238,17 @@ def test_stage_2_can_hear_heads_fitted_to_its_clips_and_the_model_keep_the_best_
     calibrated; `with_heads` puts the latter's heads into a model trained from the former and
     leaves everything else of it as it was. A model with other attributes is refused, by name."""
     from musicllm.tiny import build_tiny
-    from training.attributes import add_attribute_heads, head_state, with_heads
-    from training.settings import HeadSettings
+    from training.attributes import head_state, with_heads
 
     corpus(tmp_path)
     torch.manual_seed(0)
     model, processor = build_tiny(["A tone on C.", "Describe the music."] * 20, 300, stack_factor=10,
                                   text_overrides=SMALL_LLM)
     save_checkpoint(model, processor, tmp_path / "start", export=False)
-    report = add_attribute_heads(tmp_path / "start", tmp_path / "manifest.jsonl", tmp_path / "cache",
-                                 tmp_path / "heads", HeadSettings(epochs=60), fitted_out=tmp_path / "fitted")
+    assert attributes_main(["--model", str(tmp_path / "start"), "--manifest", str(tmp_path / "manifest.jsonl"),
+                            "--feature-cache", str(tmp_path / "cache"), "--out", str(tmp_path / "heads"),
+                            "--epochs", "60", "--fitted-out", str(tmp_path / "fitted")]) == 0
+    report = json.loads((tmp_path / "heads" / "attributes.json").read_text())
     assert report["epochs"]["key"] < 60  # the tones' keys are right from early on: kept there
     best, _ = load_checkpoint(tmp_path / "heads")
     fitted, _ = load_checkpoint(tmp_path / "fitted")

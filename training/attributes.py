@@ -11,7 +11,9 @@ clips (every window of a clip carries the clip's labels), full batch, each head 
 epoch of its best mean accuracy on the `valid` clips (`BestHeads`) and calibrated on them; the
 later stages freeze them. Clips without a label for an attribute do not train that attribute's
 head. Writes the model (with everything else it had) and `attributes.json` beside it: the
-held-out accuracy of each head and its temperature.
+held-out accuracy of each head and its temperature; with `--fitted-out`, also the model with the
+heads as the last epoch left them, fitted to the training clips: the default's stage 2 trains on
+those, and `with_heads` then gives its LLM the held-out best ones.
 
 The class words are the ones captions use (" minor", " 3/4", " jazz"), each read by the LLM
 token by token, as it reads them in text.
@@ -308,7 +310,7 @@ class BestHeads:
 
 def head_state(projector: MusicLLMProjector) -> dict[str, torch.Tensor]:
     """A copy of the parameters of every head (HEAD_GROUPS)."""
-    prefixes = tuple(prefix for group, _ in HEAD_GROUPS.values() for prefix in group)
+    prefixes = tuple(prefix for group_prefixes, _ in HEAD_GROUPS.values() for prefix in group_prefixes)
     return {key: value.detach().clone() for key, value in projector.state_dict().items() if key.startswith(prefixes)}
 
 
@@ -422,13 +424,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="corpus manifest JSONL with clip labels and splits (clip paths relative to it)")
     parser.add_argument("--feature-cache", type=Path, required=True, help="encoder-output cache folder")
     parser.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
+    parser.add_argument("--fitted-out", type=Path, default=None,
+                        help="also write the checkpoint with the heads of the last epoch (fitted to the training clips)")
     parser.add_argument("--epochs", type=int, default=HeadSettings.epochs, help="full-batch epochs (default %(default)s)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        add_attribute_heads(args.model, args.manifest, args.feature_cache, args.out, HeadSettings(epochs=args.epochs))
+        add_attribute_heads(args.model, args.manifest, args.feature_cache, args.out, HeadSettings(epochs=args.epochs),
+                            fitted_out=args.fitted_out)
     except (OSError, ValueError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
