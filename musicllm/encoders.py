@@ -256,20 +256,18 @@ class FeaturesEncoder(nn.Module):
         ac = ac / ac[..., :1].clamp_min(self.ONSET_FLOOR)
         return torch.stack([ac[..., low : high + 1].amax(-1) for low, high in self.lag_ranges], dim=-1)
 
-    def _bass_changes(self, power: torch.Tensor, table: dict[str, torch.Tensor],
-                      frame_lens: torch.Tensor) -> torch.Tensor:
-        """(W, F, K) power -> (W, F) how much the bass's pitch classes change across each frame:
+    def _bass_changes(self, bass: torch.Tensor, frame_lens: torch.Tensor) -> torch.Tensor:
+        """(W, F, 12) the bass's pitch-class power -> (W, F) how much they change across each frame:
         10 x (1 - cosine) between their means around BASS_CHANGE_FRAMES before and after it; 0
         where either side reaches past the window."""
-        k, frames = self.BASS_CHANGE_FRAMES, power.shape[1]
-        bass = power @ table["bass_fb"].T  # W, F, 12
+        k, frames = self.BASS_CHANGE_FRAMES, bass.shape[1]
         loudest = bass.amax(-1, keepdim=True)
         heard = (loudest >= self.CHROMA_FLOOR).float()  # W, F, 1: a bass above the chroma's floor
         bass = torch.cat([bass / loudest.clamp_min(self.CHROMA_FLOOR), heard], dim=-1)
         smooth = F.avg_pool1d(bass.transpose(1, 2), k, 1, padding=k // 2, count_include_pad=False).transpose(1, 2)
         before, after = F.pad(smooth, (0, 0, k, 0))[:, :frames], F.pad(smooth, (0, 0, 0, k))[:, k:]
         change = 1.0 - F.cosine_similarity(before[..., :12], after[..., :12], dim=-1).clamp(-1.0, 1.0)
-        t = torch.arange(frames, device=power.device)
+        t = torch.arange(frames, device=bass.device)
         inside = (t >= k + k // 2) & (t[None] + k + k // 2 < frame_lens[:, None])
         # silence on either side is no change of note
         return 10.0 * change * inside * torch.minimum(before[..., 12], after[..., 12])
@@ -317,9 +315,10 @@ class FeaturesEncoder(nn.Module):
             posterior = torch.softmax(self.key_sharpness * key_strength, dim=-1)  # W, 24
             minor = posterior[:, 12:].sum(-1, keepdim=True)  # W, 1
             key_features += [posterior, minor, posterior[:, :12] + posterior[:, 12:]]
+        bass_power = power @ table["bass_fb"].T if self.bass_chroma or self.bass_tempogram else None  # W, F, 12
         if self.bass_chroma:
-            bass = power @ table["bass_fb"].T  # W, F, 12
-            bass = self._window_chroma(bass / bass.amax(-1, keepdim=True).clamp_min(self.CHROMA_FLOOR), frame_mask, num_frames)
+            bass = bass_power / bass_power.amax(-1, keepdim=True).clamp_min(self.CHROMA_FLOOR)
+            bass = self._window_chroma(bass, frame_mask, num_frames)
             key_features += [bass, self._key_strength(bass, table)]
         key_block = torch.cat(key_features, dim=-1)  # W, 24 [+ 37] [+ 36]
 
@@ -345,7 +344,7 @@ class FeaturesEncoder(nn.Module):
                 tempo,
                 metre[:, None].expand(-1, frames, -1),
                 key_block[:, None].expand(-1, frames, -1),
-                *([self._tempogram(self._bass_changes(power, table, frame_lens))] if self.bass_tempogram else []),
+                *([self._tempogram(self._bass_changes(bass_power, frame_lens))] if self.bass_tempogram else []),
             ],
             dim=-1,
         )

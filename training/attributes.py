@@ -289,28 +289,27 @@ class BestHeads:
         self.kept: dict[str, tuple[float, int, dict]] = {}  # group -> (score, epoch, its parameters)
 
     def offer(self, epoch: int, scores: dict[str, float]) -> None:
-        state = self.projector.state_dict()
         for group, (prefixes, sources) in HEAD_GROUPS.items():
             names = [a["name"] for a in self.projector.attributes if source(a) in sources and a["name"] in scores]
             if not names:
                 continue  # no validation clip labels what it names: it keeps its last state
             score = sum(scores[name] for name in names) / len(names)
             if group not in self.kept or score > self.kept[group][0]:
-                kept = {key: value.detach().clone() for key, value in state.items() if key.startswith(prefixes)}
-                self.kept[group] = (score, epoch, kept)
+                self.kept[group] = (score, epoch, head_state(self.projector, prefixes))
 
     def restore(self) -> dict[str, int]:
         """Puts every kept group's parameters back; returns the epoch each was kept from."""
-        state = self.projector.state_dict()
         for _, _, kept in self.kept.values():
-            state.update(kept)
-        self.projector.load_state_dict(state)
+            self.projector.load_state_dict(kept, strict=False)
         return {group: epoch for group, (_, epoch, _) in self.kept.items()}
 
 
-def head_state(projector: MusicLLMProjector) -> dict[str, torch.Tensor]:
-    """A copy of the parameters of every head (HEAD_GROUPS)."""
-    prefixes = tuple(prefix for group_prefixes, _ in HEAD_GROUPS.values() for prefix in group_prefixes)
+# The parameters of every head, by their names' beginnings
+HEAD_PREFIXES = tuple(prefix for prefixes, _ in HEAD_GROUPS.values() for prefix in prefixes)
+
+
+def head_state(projector: MusicLLMProjector, prefixes: tuple[str, ...] = HEAD_PREFIXES) -> dict[str, torch.Tensor]:
+    """A copy of the parameters whose names begin with one of `prefixes` (every head's)."""
     return {key: value.detach().clone() for key, value in projector.state_dict().items() if key.startswith(prefixes)}
 
 
