@@ -320,7 +320,7 @@ def train(config: TrainConfig) -> Path | None:
         log.close()
         accelerator.print(f"stopped after step {step} of {config.max_steps} (stop_after={config.stop_after}): "
                           "the same command continues")
-        accelerator.end_training()
+        end_run(accelerator)
         return None
     weights_in(cast, loaded_dtype)  # LoRA merges into them there, with the values trained against
     # Every process reports a digest of its weights: data-parallel replicas must agree.
@@ -329,8 +329,24 @@ def train(config: TrainConfig) -> Path | None:
         log.last["replica_digests"] = digests
         finish(accelerator.unwrap_model(model), processor, config, log)
     accelerator.wait_for_everyone()
-    accelerator.end_training()
+    end_run(accelerator)
     return out / "model"
+
+
+def end_run(accelerator: Accelerator) -> None:
+    """Ends the run's process group; a process of a multi-process run then exits at once.
+
+    Its data-parallel model keeps the gloo (or NCCL) process group alive past destroy_process_group,
+    and freeing it joins the group's worker thread while holding the GIL. A worker still releasing a
+    finished collective whose tensors Python has let go needs the GIL too: both wait forever (seen
+    about once in five two-process runs on 2 busy cores, py-spy: ~ProcessGroupGloo joining, the worker
+    in decref_pyobject). Everything is written and every rank has passed the last barrier here, so
+    the process leaves without running destructors."""
+    accelerator.end_training()
+    if accelerator.num_processes > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def finish(model, processor, config: TrainConfig, log: "TrainLog") -> None:
