@@ -85,6 +85,12 @@ class MusicFeaturesConfig(PretrainedConfig):
         return offsets
 
     @property
+    def level_features(self) -> list[int]:
+        """The frame values that tell how loud the music is played: the log-mel, onset strength,
+        RMS level, spectral centroid and flatness (the dynamics head reads them, projector.py)."""
+        return [*range(self.n_mels), *range(self.n_mels + 24, self.n_mels + 28)]
+
+    @property
     def tempogram_offsets(self) -> list[int]:
         """Where the frame's tempogram and the window-mean tempogram start (tempo_bins values each,
         at the lags of `tempogram_bpm`)."""

@@ -204,9 +204,10 @@ def test_calibration_makes_a_head_as_sure_as_it_is_right_and_keeps_its_answers()
 
 
 def test_each_head_is_kept_at_the_epoch_of_its_own_best_validation_score():
-    """The key, tempo-and-metre and shared heads train apart, so each keeps the epoch where the
-    validation clips scored it best: here the key at the first epoch offered and the shared head
-    (style, dynamics, instruments) at the second, each with its own parameters of that epoch."""
+    """The key, tempo-and-metre, dynamics and shared heads train apart, so each keeps the epoch
+    where the validation clips scored it best: here the key at the first epoch offered, the tempo
+    and the shared head (style, instruments) at the second and the dynamics at the third, each with
+    its own parameters of that epoch."""
     from musicllm.configuration import MusicFeaturesConfig
     from musicllm.projector import MusicLLMProjector
     from musicllm.tiny import build_tiny
@@ -218,17 +219,19 @@ def test_each_head_is_kept_at_the_epoch_of_its_own_best_validation_score():
     projector = MusicLLMProjector(model.config)
     best = BestHeads(projector)
     snapshots = []
-    for epoch, (key, tempo, shared) in zip((20, 40, 60), ((0.9, 0.5, 0.5), (0.8, 0.7, 0.9), (0.7, 0.7, 0.6))):
+    for epoch, (key, tempo, level, shared) in zip((20, 40, 60), ((0.9, 0.5, 0.6, 0.5), (0.8, 0.7, 0.5, 0.9),
+                                                               (0.7, 0.7, 0.8, 0.6))):
         with torch.no_grad():
             for parameter in projector.parameters():
                 parameter.add_(torch.randn_like(parameter))  # another epoch's weights
         snapshots.append({k: v.clone() for k, v in projector.state_dict().items()})
         best.offer(epoch, {"tonic": key, "mode": key, "tempo": tempo, "bpm": tempo, "metre": tempo,
-                           "style": shared, "dynamics": shared, "instruments": shared})
-    assert best.restore() == {"key": 20, "tempogram": 40, "shared": 40}  # a tie keeps the earlier
+                           "style": shared, "dynamics": level, "instruments": shared})
+    assert best.restore() == {"key": 20, "tempogram": 40, "level": 60, "shared": 40}  # a tie keeps the earlier
     state = projector.state_dict()
     for name, value in state.items():
-        epoch = 0 if name.startswith("attribute_key_") else 1 if name.startswith("attribute_") else 2
+        epoch = (0 if name.startswith("attribute_key_") else 2 if name.startswith("attribute_level_")
+                 else 1 if name.startswith("attribute_") else 2)
         torch.testing.assert_close(value, snapshots[epoch][name], msg=name)
 
 
@@ -343,6 +346,44 @@ def test_the_key_head_turns_with_the_music():
     torch.testing.assert_close(after[mode], before[mode], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(before[tonic], joint.logsumexp(1))
     torch.testing.assert_close(before[mode], joint.logsumexp(2))
+
+
+def test_the_dynamics_head_reads_only_how_loud_the_window_is_played():
+    """With the DSP features the dynamics has a head of its own over the level features (log-mel,
+    onset, RMS, centroid, flatness; their means and spreads): the key, tempogram and tagger
+    features, from which the shared head learned the training clips' dynamics by heart, do not
+    move its answer; the level does. The shared head no longer names the dynamics."""
+    from musicllm.configuration import MusicFeaturesConfig
+    from musicllm.projector import MusicLLMProjector, source
+    from musicllm.tiny import build_tiny
+    from training.attributes import attribute_specs
+
+    torch.manual_seed(0)
+    audio = MusicFeaturesConfig(key_sharpness=20.0, bass_chroma=True, bass_tempogram=True)
+    model, processor = build_tiny(["soft", "loud"] * 20, 300, stack_factor=0, text_overrides=SMALL_LLM,
+                                  audio_config=audio)
+    config = model.config
+    config.audio_attributes = attribute_specs(processor.tokenizer, audio)
+    projector = MusicLLMProjector(config).eval()
+    names = [a["name"] for a in config.audio_attributes]
+    dynamics = config.audio_attributes[names.index("dynamics")]
+    assert source(dynamics) == "level"
+    assert [a["name"] for a in config.audio_attributes if source(a) == "head"] == ["style", "instruments"]
+    C, M = audio.hidden_size, audio.n_mels
+    level = torch.tensor(dynamics["level_features"])
+    assert len(level) == 2 * (M + 4) and int(level[M + 1]) == M + 25  # the RMS level's mean, after the mel and onset
+
+    stats = torch.randn(4, 2 * C)
+    other = torch.ones(2 * C, dtype=torch.bool)
+    other[level] = False
+    changed = stats.clone()
+    changed[:, other] = torch.randn(4, int(other.sum()))  # another key, tempo, style...
+    louder = stats.clone()
+    louder[:, level] += 3.0
+    with torch.no_grad():
+        before, after, loud = (projector.attribute_logits(x)[names.index("dynamics")] for x in (stats, changed, louder))
+    torch.testing.assert_close(after, before)
+    assert not torch.allclose(loud, before)
 
 
 def clicks(bpm: float, seconds: float = 8.0, level: float = 0.5, beats_per_bar: int = 1) -> np.ndarray:

@@ -134,7 +134,7 @@ def attribute_specs(tokenizer, audio_config=None) -> list[dict]:
     DSP features encoder the tonic and the mode come from the key head, which reads the blocks of
     pitch-class features (`pitch_features`), and the tempo band and BPM from the tempo head, which
     reads the tempogram (`tempogram_features`, classes' `bpm_ranges`), as does the metre's
-    (`tempogram_pooled`). With a tagger in the features encoder
+    (`tempogram_pooled`), and the dynamics from the level head (`level_features`). With a tagger in the features encoder
     (`audio_config.tagger`), its tags come last, read straight off its outputs (`feature_index`,
     no head to train)."""
     words = lambda classes: [tokenizer.encode(" " + word, add_special_tokens=False) for word in classes]  # noqa: E731
@@ -166,6 +166,9 @@ def attribute_specs(tokenizer, audio_config=None) -> list[dict]:
                          "tempogram_features": channels}
         more["bpm"] = {"bpm_ranges": BPM_RANGES}
         more["metre"] = {"tempogram_pooled": True}
+        # the dynamics from how loud the window is played, its frames' means and spreads: among
+        # all the statistics the shared head learned the training clips' dynamics by heart (README, AA)
+        more["dynamics"] = {"level_features": [*audio_config.level_features, *(C + i for i in audio_config.level_features)]}
     specs = [spec(name, classes, MULTI_LABEL.get(name, 1), **more[name]) for name, (classes, _) in ATTRIBUTES.items()]
     if getattr(audio_config, "tagger", None):
         from musicllm.musicnn import MODELS
@@ -277,6 +280,7 @@ def calibrate(projector: MusicLLMProjector, stats: torch.Tensor, window_targets:
 HEAD_GROUPS = {
     "key": (("attribute_key_",), ("key",)),
     "tempogram": (("attribute_tempo_", "attribute_metre_"), ("tempo", "metre")),
+    "level": (("attribute_level_",), ("level",)),
     "shared": (("attribute_head.", "attribute_scale", "attribute_shift"), ("head",)),
 }
 
@@ -351,6 +355,9 @@ def train_heads(model, processor, manifest: Path, cache_dir: Path,
         if projector.pitch_features is not None:  # one scale per block of 12, keeping transposition a rotation
             standardise(projector.attribute_key_scale, projector.attribute_key_shift,
                         x_train[:, torch.tensor(projector.pitch_features)], (0, 2))  # windows, blocks, 12
+        if projector.level_features is not None:
+            standardise(projector.attribute_level_scale, projector.attribute_level_shift,
+                        x_train[:, torch.tensor(projector.level_features)], 0)
         if projector.tempogram is not None:  # the tempo and metre heads' input, per channel
             standardise(projector.attribute_tempo_scale, projector.attribute_tempo_shift,
                         x_train[:, torch.tensor(projector.tempogram)], (0, 2))  # windows, channels, bins
