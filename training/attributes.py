@@ -134,9 +134,9 @@ def attribute_specs(tokenizer, audio_config=None) -> list[dict]:
     DSP features encoder the tonic and the mode come from the key head, which reads the blocks of
     pitch-class features (`pitch_features`), and the tempo band and BPM from the tempo head, which
     reads the tempogram (`tempogram_features`, classes' `bpm_ranges`), as does the metre's
-    (`tempogram_pooled`), and the dynamics from the level head (`level_features`). With a tagger in the features encoder
-    (`audio_config.tagger`), its tags come last, read straight off its outputs (`feature_index`,
-    no head to train)."""
+    (`tempogram_pooled`), and the dynamics from the level head (`level_features`). With a tagger
+    in the features encoder (`audio_config.tagger`), its tags come last, read straight off its
+    outputs (`feature_index`, no head to train)."""
     words = lambda classes: [tokenizer.encode(" " + word, add_special_tokens=False) for word in classes]  # noqa: E731
     pad_id = tokenizer.encode(" ", add_special_tokens=False)[-1]
 
@@ -168,7 +168,8 @@ def attribute_specs(tokenizer, audio_config=None) -> list[dict]:
         more["metre"] = {"tempogram_pooled": True}
         # the dynamics from how loud the window is played, its frames' means and spreads: among
         # all the statistics the shared head learned the training clips' dynamics by heart (README, AA)
-        more["dynamics"] = {"level_features": [*audio_config.level_features, *(C + i for i in audio_config.level_features)]}
+        level = audio_config.level_features
+        more["dynamics"] = {"level_features": [*level, *(C + i for i in level)]}
     specs = [spec(name, classes, MULTI_LABEL.get(name, 1), **more[name]) for name, (classes, _) in ATTRIBUTES.items()]
     if getattr(audio_config, "tagger", None):
         from musicllm.musicnn import MODELS
