@@ -250,9 +250,14 @@ def test_stage_2_can_hear_heads_fitted_to_its_clips_and_the_model_keep_the_best_
     save_checkpoint(model, processor, tmp_path / "start", export=False)
     assert attributes_main(["--model", str(tmp_path / "start"), "--manifest", str(tmp_path / "manifest.jsonl"),
                             "--feature-cache", str(tmp_path / "cache"), "--out", str(tmp_path / "heads"),
-                            "--epochs", "60", "--fitted-out", str(tmp_path / "fitted")]) == 0
+                            "--epochs", "60", "--fitted-out", str(tmp_path / "fitted"), "--min-valid-clips", "4"]) == 0
     report = json.loads((tmp_path / "heads" / "attributes.json").read_text())
     assert report["epochs"]["key"] < 60  # the tones' keys are right from early on: kept there
+    # With fewer validation clips than `min_valid_clips` (4 here, 50 by default), no epoch is chosen by them
+    assert attributes_main(["--model", str(tmp_path / "start"), "--manifest", str(tmp_path / "manifest.jsonl"),
+                            "--feature-cache", str(tmp_path / "cache"), "--out", str(tmp_path / "unchosen"),
+                            "--epochs", "60"]) == 0
+    assert set(json.loads((tmp_path / "unchosen" / "attributes.json").read_text())["epochs"].values()) == {60}
     best, _ = load_checkpoint(tmp_path / "heads")
     fitted, _ = load_checkpoint(tmp_path / "fitted")
     tonic = [a for a in best.config.audio_attributes if a["name"] == "tonic"][0]

@@ -173,7 +173,7 @@ def test_quickstart_then_demo_as_a_new_user_would(tmp_path):
                      "evaluate"]:
             assert f"[done] {step}" in out, step
         assert "train pretrain" not in out and "train read" not in out  # a pretrained LLM needs neither
-        assert "stopped after step 100 of 160" in out  # stage 2 in two processes (STAGE2_CHUNK)
+        assert "stopped after step 200 of 240" in out  # stage 2 in three processes (STAGE2_CHUNK)
         assert "building the default model" in out and "starting vLLM" in out and "(vllm engine" in out
         api, web = demo.url("API"), demo.url("web chat")
         assert api.startswith("http://127.0.0.1:") and web.startswith("http://127.0.0.1:")

@@ -8,7 +8,8 @@ style, dynamics, instruments) that classifies each window's frame statistics, an
 from four of them (MOOD_PARTS); its tokens are the class words' own input embeddings
 (musicllm/projector.py). The heads train here, on the manifest's `train`
 clips (every window of a clip carries the clip's labels), full batch, each head kept at the
-epoch of its best mean accuracy on the `valid` clips (`BestHeads`) and calibrated on them; the
+epoch of its best mean accuracy on the `valid` clips (`BestHeads`; with fewer than
+`min_valid_clips` of them, at the last epoch) and calibrated on them; the
 later stages freeze them. Clips without a label for an attribute do not train that attribute's
 head. Writes the model (with everything else it had) and `attributes.json` beside it: the
 held-out accuracy of each head and its temperature; with `--fitted-out`, also the model with the
@@ -376,7 +377,11 @@ def train_heads(model, processor, manifest: Path, cache_dir: Path,
             history.append({"epoch": epoch, "loss": round(loss.item(), 4), "valid": scores})
             best.offer(epoch, scores)
     fitted = head_state(projector)
-    report = {"epochs": best.restore(), "train_clips": len(train), "valid_clips": len(valid)}
+    if len(valid) >= settings.min_valid_clips:
+        epochs = best.restore()
+    else:  # too few held-out clips to choose by: the heads stay as fitted
+        epochs = {group: settings.epochs for group in best.kept}
+    report = {"epochs": epochs, "train_clips": len(train), "valid_clips": len(valid)}
     projector.eval()
     if valid:  # the training clips would make every head surer than it is
         report["temperatures"] = calibrate(projector, x_valid, y_valid)
@@ -434,13 +439,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fitted-out", type=Path, default=None,
                         help="also write the checkpoint with the heads of the last epoch (fitted to the training clips)")
     parser.add_argument("--epochs", type=int, default=HeadSettings.epochs, help="full-batch epochs (default %(default)s)")
+    parser.add_argument("--min-valid-clips", type=int, default=HeadSettings.min_valid_clips,
+                        help="fewest validation clips to keep each head at its best epoch by; with fewer, the "
+                             "heads of the last epoch are kept (default %(default)s)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        add_attribute_heads(args.model, args.manifest, args.feature_cache, args.out, HeadSettings(epochs=args.epochs),
-                            fitted_out=args.fitted_out)
+        settings = HeadSettings(epochs=args.epochs, min_valid_clips=args.min_valid_clips)
+        add_attribute_heads(args.model, args.manifest, args.feature_cache, args.out, settings, fitted_out=args.fitted_out)
     except (OSError, ValueError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
