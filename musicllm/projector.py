@@ -224,14 +224,17 @@ class MusicLLMProjector(nn.Module):
         groups = stats[:, index] * self.attribute_key_scale[:, None] + self.attribute_key_shift[:, None]  # W, G, 12
         rotate = (torch.arange(12, device=stats.device)[:, None] + torch.arange(12, device=stats.device)) % 12
         rotated = groups[:, :, rotate].transpose(1, 2).flatten(2)  # W, 12 tonics, G*12: each group from the tonic up
-        hidden = self.attribute_key_head[:-1](rotated)
-        return self.attribute_key_head[-1](nn.functional.dropout(hidden, dropout, self.training)).transpose(1, 2)
+        return self.head_logits(self.attribute_key_head, rotated, dropout).transpose(1, 2)
 
     def level_logits(self, stats: torch.Tensor, dropout: float = 0.0) -> torch.Tensor:
         """(W, 2C) window stats -> (W, classes) of the attribute with `level_features`."""
         levels = stats[:, torch.tensor(self.level_features, device=stats.device)]
-        hidden = self.attribute_level_head[:-1](levels * self.attribute_level_scale + self.attribute_level_shift)
-        return self.attribute_level_head[-1](nn.functional.dropout(hidden, dropout, self.training))
+        return self.head_logits(self.attribute_level_head, levels * self.attribute_level_scale + self.attribute_level_shift,
+                                dropout)
+
+    def head_logits(self, head: nn.Sequential, inputs: torch.Tensor, dropout: float) -> torch.Tensor:
+        """An MLP head's logits, with `dropout` on its hidden layer in training mode."""
+        return head[-1](nn.functional.dropout(head[:-1](inputs), dropout, self.training))
 
     def attribute_logits(self, stats: torch.Tensor, dropout: float = 0.0) -> list[torch.Tensor]:
         """(W, 2C) window stats -> one (W, classes) logit tensor per attribute, in config order.
@@ -243,8 +246,8 @@ class MusicLLMProjector(nn.Module):
         trained = [a for a in self.attributes if source(a) == "head"]
         learned = iter([])
         if trained:
-            hidden = self.attribute_head[:-1](stats * self.attribute_scale + self.attribute_shift)  # W, H
-            logits = self.attribute_head[-1](nn.functional.dropout(hidden, dropout, self.training))  # W, all classes
+            logits = self.head_logits(self.attribute_head, stats * self.attribute_scale + self.attribute_shift,
+                                      dropout)  # W, all classes
             learned = iter(torch.split(logits, [len(a["classes"]) for a in trained], dim=-1))
         key = self.key_logits(stats, dropout) if self.pitch_features is not None else None
         tempo = self.tempo_logits(stats) if self.tempo_shares else None
