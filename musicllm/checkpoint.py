@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
 from musicllm.modeling import MusicLLMForConditionalGeneration, fit_attention
+from musicllm.paths import replace_folder
 from musicllm.processing import MusicLLMProcessor
 
 LANGUAGE_MODEL_DIR = "language_model"
@@ -89,15 +91,28 @@ def export_language_model(model, tokenizer, directory: str | os.PathLike) -> Pat
     return directory
 
 
-def save_checkpoint(model, processor: MusicLLMProcessor, directory: str | os.PathLike, export: bool = True) -> Path:
-    """Whole model + tokenizer (+ `language_model/` export) into `directory`."""
+def save_checkpoint(model, processor: MusicLLMProcessor, directory: str | os.PathLike, export: bool = True,
+                    notes: dict[str, str] | None = None) -> Path:
+    """Whole model + tokenizer (+ `language_model/` export, + `notes`: more files by name and text)
+    into `directory`, all or nothing: written into a folder beside it, which then takes its place.
+    A build that is killed while saving leaves the folder it had (or none), never half a
+    checkpoint where its next run would find one and skip the step that writes it."""
     if has_lora(model):
         raise ValueError("the model has an unmerged LoRA adapter: call merge_lora(model) or save_lora(...) instead")
     directory = Path(directory)
-    model.save_pretrained(directory, safe_serialization=True)
-    processor.save_pretrained(directory)
-    if export:
-        export_language_model(model, processor.tokenizer, directory / LANGUAGE_MODEL_DIR)
+    for stale in directory.parent.glob(f"{directory.name}.partial-*"):  # left by a save that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    partial = directory.with_name(f"{directory.name}.partial-{os.getpid()}")
+    try:
+        model.save_pretrained(partial, safe_serialization=True)
+        processor.save_pretrained(partial)
+        if export:
+            export_language_model(model, processor.tokenizer, partial / LANGUAGE_MODEL_DIR)
+        for name, text in (notes or {}).items():
+            (partial / name).write_text(text)
+        replace_folder(partial, directory)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     return directory
 
 

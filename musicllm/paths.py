@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 
@@ -28,3 +29,14 @@ def default_model() -> Path:
         raise SystemExit(f"error: there is no default model at {folder}: build it with `musicllm quickstart` "
                          "(or start `musicllm demo`, which builds it first), or give a checkpoint with --checkpoint")
     return folder
+
+
+def replace_folder(new: Path, old: Path) -> None:
+    """Puts the folder `new` where `old` is (or is not yet): two renames on one file system."""
+    if old.exists():
+        retired = old.with_name(f"{old.name}.old-{os.getpid()}")
+        os.replace(old, retired)
+        os.replace(new, old)
+        shutil.rmtree(retired)
+    else:
+        os.replace(new, old)

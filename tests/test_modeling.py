@@ -58,6 +58,32 @@ def test_save_then_load_gives_identical_logits(tiny_model, tmp_path):
     assert loaded_processor.tokenizer.encode("piano in C") == processor.tokenizer.encode("piano in C")
 
 
+def test_a_save_that_fails_halfway_leaves_the_checkpoint_that_was_there(tiny_model, tmp_path, monkeypatch):
+    """A build killed while saving must not leave half a checkpoint under the real name: the
+    quickstart would find the folder, skip the step and fail later on a model that cannot load."""
+    model, processor = tiny_model
+    save_checkpoint(model, processor, tmp_path / "ckpt", notes={"TRAIN.json": "{}"})
+    assert (tmp_path / "ckpt" / "TRAIN.json").read_text() == "{}"
+    before = logits(load_checkpoint(tmp_path / "ckpt")[0], batch_for(processor))
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(type(processor), "save_pretrained", disk_full)
+    with torch.no_grad():
+        model.language_model.get_input_embeddings().weight.add_(0.5)
+    for target in ("ckpt", "new"):
+        with pytest.raises(OSError, match="No space left"):
+            save_checkpoint(model, processor, tmp_path / target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"], "nothing half-written is left beside it"
+    torch.testing.assert_close(logits(load_checkpoint(tmp_path / "ckpt")[0], batch_for(processor)), before,
+                               atol=0, rtol=0)
+    monkeypatch.undo()
+    save_checkpoint(model, processor, tmp_path / "ckpt")  # and a save that succeeds replaces it whole
+    assert not (tmp_path / "ckpt" / "TRAIN.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
 def test_cpu_attention_is_eager_and_agrees_with_sdpa(tiny_model, tmp_path):
     """On CPU the checkpoint loads with eager attention (faster there); a right-padded audio
     batch and a left-padded generation batch give what sdpa gives, to float rounding."""

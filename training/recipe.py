@@ -325,15 +325,9 @@ class Build:
 
     def final(self) -> None:
         """Stage 2's LLM with the heads of the best held-out score (training/attributes.with_heads)."""
-        import shutil
-
         from training.attributes import with_heads
 
-        out = self.runs / "final" / "model"
-        tmp = out.with_name("model.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        with_heads(self.runs / "instruct" / "model", self.runs / "attributes" / "model", tmp)
-        tmp.replace(out)
+        with_heads(self.runs / "instruct" / "model", self.runs / "attributes" / "model", self.runs / "final" / "model")
 
     def repeats(self, name: str, share: float, others: list[str]) -> int:
         """How many times to list DATA/NAME beside `others` for about `share` of the draws (at least once)."""

@@ -354,12 +354,8 @@ def finish(model, processor, config: TrainConfig, log: "TrainLog") -> None:
     if config.stage == Stage.INSTRUCT:
         save_lora(model, out / "adapter")
         merge_lora(model)
-    tmp = out / "model.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_checkpoint(model, processor, tmp)
-    (tmp / "TRAIN.json").write_text(json.dumps({"stage": config.stage.value, "steps": config.max_steps,
-                                                "final": log.last}, indent=2))
-    os.replace(tmp, out / "model")
+    record = {"stage": config.stage.value, "steps": config.max_steps, "final": log.last}
+    save_checkpoint(model, processor, out / "model", notes={"TRAIN.json": json.dumps(record, indent=2)})
     log.close()
     plot_log(out / "log.jsonl", out / "loss.png", title=f"stage {config.stage.value}")
     print(f"wrote {out / 'model'}")
