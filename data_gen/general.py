@@ -5,8 +5,9 @@
 
 Fine-tuning on questions about clips teaches an LLM to answer from the audio; without text-only
 conversations in the mix it also starts answering "What is a chord?" with a clip's key. These
-are the base model's own greedy answers (a repetition penalty keeps them from looping) to
-general questions about music, so training on them asks the LoRA to keep what the base model
+are the base model's own greedy answers, decoded as the served model decodes (the engines'
+penalty on the answer's own repeated tokens and their block on repeated runs), to general
+questions about music, so training on them asks the LoRA to keep what the base model
 knew, not to learn anything new. The questions differ from the ones the evaluation asks
 (eval/follow.py's THEORY), which measure whether that general ability survived.
 
@@ -84,27 +85,33 @@ QUESTIONS = [
     "Should beginners practise with a metronome?", "What makes a melody catchy?",
     "Why does some music give people chills?", "What instruments are in a rock band?",
 ]
-PROMPT_VERSION = "general-v2"
+PROMPT_VERSION = "general-v3"
 
 
-def answer_all(model_name: str, questions: list[str], max_new_tokens: int = 64, batch_size: int = 20,
-               repetition_penalty: float = 1.2) -> list[str]:
-    """The model's greedy answers, in order (its own chat template, no system message)."""
+def answer_all(model_name: str, questions: list[str], max_new_tokens: int = 64, batch_size: int = 20) -> list[str]:
+    """The model's greedy answers, in order (its own chat template, no system message), with the
+    engines' default penalties. `generate` starts from the prompt's embeddings, so the penalties see
+    the answer's tokens only: transformers' repetition_penalty, used before, also penalised the
+    question's words, and "What does 'andante' mean?" was answered about "anterior", "What is a
+    coda?" about a "cadebra"."""
     import torch
 
+    from musicllm.engines import DEFAULT_FREQUENCY_PENALTY, DEFAULT_NO_REPEAT_NGRAM, penalties
     from musicllm.pretrained import load_causal_lm
 
     tokenizer, model = load_causal_lm(model_name)
     tokenizer.padding_side = "left"
+    rules = penalties(DEFAULT_FREQUENCY_PENALTY, DEFAULT_NO_REPEAT_NGRAM, tokenizer)
     answers = []
     for start in range(0, len(questions), batch_size):
         prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
                                                  add_generation_prompt=True) for q in questions[start:start + batch_size]]
         inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.no_grad():
-            out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                 repetition_penalty=repetition_penalty, pad_token_id=tokenizer.pad_token_id)
-        answers += [tokenizer.decode(row[inputs.input_ids.shape[1]:], skip_special_tokens=True).strip() for row in out]
+            out = model.generate(inputs_embeds=model.get_input_embeddings()(inputs.input_ids),
+                                 attention_mask=inputs.attention_mask, max_new_tokens=max_new_tokens,
+                                 do_sample=False, logits_processor=rules, pad_token_id=tokenizer.pad_token_id)
+        answers += [tokenizer.decode(row, skip_special_tokens=True).strip() for row in out]
     return answers
 
 
