@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 from musicllm import paths
-from musicllm.paths import replace_folder
 from training.recipe import SIZES, build
 
 
@@ -43,7 +42,7 @@ def ensure_default_model(force: bool = False, size: str = "default", workers: in
     record = {"recipe": "training/recipe.py", "size": size, "trained": True, "seconds": round(time.time() - started),
              "report": str(root / "eval" / "REPORT.md")}
     (tmp / "BUILD.json").write_text(json.dumps(record, indent=2))
-    replace_folder(tmp, out)  # the default appears whole or not at all
+    paths.replace_folder(tmp, out)  # the default appears whole or not at all
     print(f"default model ready: {out} (this run: {time.time() - started:.0f} s; report: {record['report']})")
     return out
 
