@@ -9,8 +9,7 @@ Stages: pretrain (stage 0, tiny preset only: the small LLM learns the language o
 text), align (stage 1: the projector learns to speak to the frozen LLM from captions), instruct
 (stage 2: LoRA on the LLM plus the projector, on captions, Q&A and multiple choice; loss on
 assistant tokens only). The frozen encoder's output is cached once per clip. An instruct run on
-text-only conversations (no audio) tunes the LLM alone: quickstart's reading step, between
-stages 0 and 1, teaches the tiny LLM to answer from a caption in its context.
+text-only conversations (no audio) tunes the LLM alone.
 
 Started again with the same command, a killed run resumes from its last checkpoint (weights of
 the trained parameters, optimizer, scheduler, step) and continues the same loss curve; a
