@@ -17,7 +17,7 @@ equals) stands where the audio would be, and all of the clip's questions follow,
 (the caption is read once for six answers: held-out reading accuracy 73% -> 78-84% after
 600-1000 steps instead of 800, one draw of questions; runs vary by several points). A
 small LLM trained from scratch does not know how to pick the option that its context supports;
-it learns that skill from text first (quickstart's reading step) and the projector then only
+it learns that skill from text first (the reading step of the quickstart before SmolLM2) and the projector then only
 has to make the audio look like evidence of the same kind: 47% -> 74% on held-out questions,
 same stages 1 and 2.
 """
