@@ -20,6 +20,8 @@ asked one question of every kind, in words the template writer never uses in tra
                 question about the same clip does not (a tempo 10% apart or more): a user who
                 asks both reads two stories about one track
     repeats     answers that repeat a sentence or a 4-word n-gram
+    not_music   clips labelled silence or noise (data_gen/not_music.py) are scored apart: does the
+                answer say the clip is not music (recognised), and what it is (right)
 Kinds: instruments, key, mode, tempo, metre, mood, style, caption, and theory (a general music
 question asked WITHOUT audio, graded by keywords of its own). Answers are greedy with the
 engines' frequency penalty on the answer's own tokens and their block on repeated 4-token runs, as
@@ -381,12 +383,47 @@ def contradictions(rows: list[dict]) -> tuple[list[dict], int]:
     return found, compared
 
 
+# ---- silence and noise (data_gen/not_music.py): does the answer say what the clip is? ----
+# Words that say the clip is silent, or noise; "no music" says it is neither music nor which.
+NOT_MUSIC_WORDS = {"silence": re.compile(r"\bsilen(?:t|ce)\b|\bno sound\b", re.IGNORECASE),
+                   "noise": re.compile(r"\bnois(?:e|y)\b|\bhiss(?:ing)?\b|\bhum(?:ming)?\b|\bstatic\b", re.IGNORECASE)}
+NO_MUSIC = re.compile(r"\bno music\b|\bnot music\b|\bnothing (?:is )?playing\b", re.IGNORECASE)
+
+
+def not_music(row: dict) -> str | None:
+    """The row's clip's `sound` label when it is silence or noise, else None (music)."""
+    sound = (row.get("labels") or {}).get("sound")
+    return sound if sound in NOT_MUSIC_WORDS else None
+
+
+def not_music_summary(rows: list[dict]) -> dict:
+    """recognised: the answer says the clip is silent, noise or not music; right: it names what
+    the clip is (silence as silence, noise as noise); distinct as for the music's kinds."""
+    said = [{label for label, words in NOT_MUSIC_WORDS.items() if words.search(r["answer"])} for r in rows]
+    recognised = [bool(s) or bool(NO_MUSIC.search(r["answer"])) for r, s in zip(rows, said)]
+    right = [not_music(r) in s and len(s) == 1 for r, s in zip(rows, said)]
+    by_sound = {label: {"n": sum(not_music(r) == label for r in rows),
+                        "right": _rate([ok for r, ok in zip(rows, right) if not_music(r) == label])}
+                for label in NOT_MUSIC_WORDS}
+    return {"n": len(rows), "clips": len({r["clip"] for r in rows}), "recognised": _rate(recognised),
+            "right": _rate(right), "distinct": len({normalise(r["answer"]) for r in rows}) / len(rows),
+            "repeats": _rate([repeats_itself(r["answer"]) for r in rows]), "by_sound": by_sound,
+            "missed": [{"clip": r["clip"], "kind": r["kind"], "answer": r["answer"]}
+                       for r, ok in zip(rows, recognised) if not ok][:10]}
+
+
 def score_rows(rows: list[dict], file: str = "") -> dict:
-    """Per kind and overall scores of phase 1 rows (see the module docstring)."""
+    """Per kind and overall scores of phase 1 rows (see the module docstring); the answers about
+    clips of silence or noise are scored apart (`not_music_summary`), under "not_music"."""
     if not rows:
         raise FormatError(f"{file or 'rows'}: no answers to score (missing or empty file?)")
     for number, row in enumerate(rows, 1):
         _check_row(row, f"{file or 'rows'}: row {number}")
+    quiet = [row for row in rows if not_music(row)]
+    rows = [row for row in rows if not not_music(row)]
+    heard = {"not_music": not_music_summary(quiet)} if quiet else {}
+    if not rows:
+        return {"kind": "follow", "file": file, "model": quiet[0].get("model"), "overall": None, "kinds": {}, **heard}
     by_kind, kinds_of = defaultdict(list), defaultdict(set)
     for row in rows:
         by_kind[row["kind"]].append(row)
@@ -405,10 +442,20 @@ def score_rows(rows: list[dict], file: str = "") -> dict:
     return {"kind": "follow", "file": file, "model": rows[0].get("model"), "overall": overall,
             "kinds": {k: _kind_summary(k, by_kind[k]) for k in KINDS if k in by_kind},
             "shared_examples": shared[:10], "contradiction_examples": disagree[:10],
-            "common_answers": [{"answer": a, "n": n, "kinds": sorted(kinds_of[a])} for a, n in common]}
+            "common_answers": [{"answer": a, "n": n, "kinds": sorted(kinds_of[a])} for a, n in common], **heard}
+
+
+def not_music_line(scores: dict) -> str:
+    """One line on the silence and noise clips' answers, or "" when there were none."""
+    if not (s := scores.get("not_music")):
+        return ""
+    return (f"silence and noise ({s['clips']} clips, {s['n']} answers): the answer says the clip is not music "
+            f"{s['recognised']:.1%}, names what it is {s['right']:.1%}")
 
 
 def table(scores: dict) -> str:
+    if scores["overall"] is None:
+        return not_music_line(scores)
     cells = ("n", "responds", "other_kind", "correct", "correct_when_responds", "distinct", "repeats")
     header = f"{'kind':12s}" + "".join(f"{c.replace('correct_when_responds', 'right|resp'):>12s}" for c in cells)
     lines = [header, "-" * len(header)]
@@ -422,13 +469,13 @@ def table(scores: dict) -> str:
     if o["clips_compared"]:
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(o["contradictions_by_kind"].items())) or "none"
         lines.append(f"clips whose caption and answers disagree: {o['clips_contradicting']} of {o['clips_compared']} ({kinds})")
-    return "\n".join(lines)
+    return "\n".join(lines + [not_music_line(scores)] if scores.get("not_music") else lines)
 
 
 def score(path: Path, out: Path | None) -> int:
     scores = score_rows(list(read_jsonl(path)), file=str(path))
     print(table(scores))
-    for common in scores["common_answers"][:3]:
+    for common in scores.get("common_answers", [])[:3]:
         print(f"  {common['n']:4d} x {common['answer'][:70]!r} ({', '.join(common['kinds'])})")
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -222,6 +222,12 @@ def follow_section(follows: list[dict]) -> str:
              "answers over answers; \"repeats\": answers that repeat a sentence or a 4-word phrase, or name "
              "one thing twice in a list."]
     for scores in follows:
+        if (quiet := scores.get("not_music")):
+            parts.append(f"`{scores.get('file')}`, clips of silence and noise ({quiet['clips']}, {quiet['n']} answers, "
+                         f"every kind but theory): the answer says the clip is not music in {pct(quiet['recognised'])}%, "
+                         f"and names what it is (silence, noise) in {pct(quiet['right'])}%.")
+        if scores["overall"] is None:
+            continue
         rows = [[kind, str(k["n"]), pct(k.get("responds")), pct(k.get("correct")), pct(k.get("distinct")),
                  pct(k.get("repeats"))] for kind, k in scores["kinds"].items()]
         o = scores["overall"]

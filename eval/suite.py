@@ -18,7 +18,9 @@ For each split:
      (with the letter, and the option text alone: eval.score's loglik and cloze); free text is
      what step 2 reads. On the test split, the MIR baseline answers the same questions.
   2. free-text answers to every kind of question on --follow-clips clips, in wordings training
-     never used (eval.follow): does each answer respond to what was asked, is it right.
+     never used (eval.follow): does each answer respond to what was asked, is it right; (test)
+     the same questions about as many held-out clips of silence and noise
+     (not_music/manifest.jsonl): does the answer say the clip is not music.
   3. (test) captions of --captions clips, scored against the labels and the references.
 Reports: OUT/REPORT.md and OUT/ood/REPORT.md (default OUT: HOME/eval). Every step resumes: a rerun
 after an interruption answers only what is missing.
@@ -63,12 +65,18 @@ def multiple_choice(model: Path, questions: Path, preds: Path, asked: int, extra
     return scores
 
 
-def follow(model: Path, manifest: Path, split: str, clips: int, out: Path) -> Path:
-    """Free-text answers to every kind of question, asked in other wordings than training's."""
-    from eval.follow import main as follow_main
+def follow(model: Path, manifest: Path, split: str, clips: int, out: Path, not_music: Path | None = None) -> Path:
+    """Free-text answers to every kind of question, asked in other wordings than training's; with
+    `not_music`, also about that manifest's test clips of silence and noise (every kind but theory,
+    which is asked without the audio)."""
+    from eval.follow import KINDS, main as follow_main
 
     check(follow_main(["--checkpoint", str(model), "--manifest", str(manifest), "--split", split,
                        "--limit-clips", str(clips), "--out", str(out / "answers.jsonl")]), "follow")
+    if not_music:
+        check(follow_main(["--checkpoint", str(model), "--manifest", str(not_music), "--split", "test",
+                           "--limit-clips", str(clips), "--out", str(out / "answers.jsonl"),
+                           "--kinds", *[kind for kind in KINDS if kind != "theory"]]), "follow (silence and noise)")
     check(follow_main(["--score", str(out / "answers.jsonl"), "--out", str(out / "scores.json")]), "follow --score")
     return out / "scores.json"
 
@@ -83,7 +91,8 @@ def held_out_sets(home: Path) -> dict[str, Path]:
     sets = {"test questions": home / "data" / "mc_test.csv", "test manifest": home / "corpus" / "manifest.jsonl",
             "MIR estimates": home / "corpus" / "test_manifest.annotated.jsonl",
             "reference captions": home / "data" / "captions.jsonl", "ood questions": home / "data" / "mc_ood.csv",
-            "ood manifest": home / "ood_corpus" / "manifest.jsonl"}
+            "ood manifest": home / "ood_corpus" / "manifest.jsonl",
+            "silence and noise manifest": home / "not_music" / "manifest.jsonl"}
     missing = [f"{name} ({path})" for name, path in sets.items() if not path.is_file()]
     if missing:
         raise SuiteError(f"{home}: no {', '.join(missing)}; `musicllm quickstart` makes the held-out sets there")
@@ -100,7 +109,7 @@ def run(model: Path, home: Path, out: Path, questions: int = 120, follow_clips: 
     mir = ("mir_baseline", lambda to: baseline(["--questions", str(mc), "--manifest", str(sets["MIR estimates"]),
                                                 "--out", str(to)]))
     scores = [multiple_choice(model, mc, out / "predictions", questions, extra=[mir]),
-              follow(model, sets["test manifest"], "test", follow_clips, out / "follow")]
+              follow(model, sets["test manifest"], "test", follow_clips, out / "follow", sets["silence and noise manifest"])]
     caps = out / "captions.scores.json"
     check(caption(["--checkpoint", str(model), "--manifest", str(sets["test manifest"]), "--references",
                    str(sets["reference captions"]), "--split", "test", "--limit", str(captions),

@@ -279,9 +279,17 @@ class MusicLLMProjector(nn.Module):
     def attribute_tokens(self, stats: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
         """(W, 2C) window stats -> (W, A, D): each attribute's likeliest class words, token by token.
         A multi-label attribute with a `min_probability` names only the classes at least that
-        likely (always its likeliest); the other words' slots are its `pad_id`."""
+        likely (always its likeliest); the other words' slots are its `pad_id`. Where an attribute
+        with `blank_others_unless` names another class than that one (the sound: silence or
+        noise, not music), every other attribute's words are pad tokens: its label stands alone,
+        and a hiss has no key, tempo or mood for the LLM to read."""
+        all_logits = self.attribute_logits(stats)
+        blank = None  # W: the windows whose other attributes are left blank
+        for attribute, logits in zip(self.attributes, all_logits):
+            if "blank_others_unless" in attribute:
+                blank = logits.argmax(-1) != attribute["classes"].index(attribute["blank_others_unless"])
         ids = []
-        for attribute, logits in zip(self.attributes, self.attribute_logits(stats)):
+        for attribute, logits in zip(self.attributes, all_logits):
             top = logits.topk(attribute["words"], dim=-1)  # W, words
             label = torch.tensor(attribute.get("label_ids", []), dtype=torch.long, device=logits.device)
             ids.append(label.expand(len(logits), -1))  # W, label tokens (" key:")
@@ -290,6 +298,8 @@ class MusicLLMProjector(nn.Module):
                 unsure = torch.sigmoid(top.values.float()) < attribute["min_probability"]
                 unsure[:, 0] = False
                 words = words.masked_fill(unsure[..., None], attribute["pad_id"])
+            if blank is not None and "blank_others_unless" not in attribute:
+                words = words.masked_fill(blank[:, None, None], attribute["pad_id"])
             ids.append(words.flatten(1))  # W, words * longest
         return embeddings[torch.cat(ids, dim=1)]  # W, A, D
 

@@ -97,6 +97,54 @@ def test_heads_learn_the_labels_and_stay_frozen_in_the_next_stage(tmp_path):
     assert not torch.equal(new.linear_1.weight, old.linear_1.weight)
 
 
+def test_the_sound_head_tells_silence_and_noise_from_music(tmp_path):
+    """Heads trained on two manifests, the tones and data_gen.not_music's clips: a labelled clip is
+    music unless its labels say otherwise, and a silence, a hiss and a tone the heads never heard
+    are named " silence", " noise" and " music"."""
+    from data_gen.not_music import synthesize
+    from musicllm.tiny import build_tiny
+
+    corpus(tmp_path)
+    synthesize(tmp_path / "not_music", clips=18, seconds=(2.0, 2.0), sample_rate=16000)
+    torch.manual_seed(0)
+    model, processor = build_tiny(["A tone on C.", "Describe the music."] * 20, 300, stack_factor=10,
+                                  text_overrides=SMALL_LLM)
+    save_checkpoint(model, processor, tmp_path / "start", export=False)
+    assert attributes_main(["--model", str(tmp_path / "start"), "--manifest", str(tmp_path / "manifest.jsonl"),
+                            str(tmp_path / "not_music" / "manifest.jsonl"), "--feature-cache", str(tmp_path / "cache"),
+                            "--out", str(tmp_path / "heads"), "--epochs", "200"]) == 0
+    report = json.loads((tmp_path / "heads" / "attributes.json").read_text())
+    assert report["train_clips"] == 12 + 6 and report["valid_clips"] == 4 + 6
+    assert report["valid_accuracy"]["sound"] == 1.0
+    model, processor = load_checkpoint(tmp_path / "heads")
+    names = [a["name"] for a in model.config.audio_attributes]
+    sound = model.config.audio_attributes[names.index("sound")]
+    t = np.arange(32000) / 16000
+    heard = [np.zeros(32000, dtype=np.float32),
+             (0.05 * np.random.default_rng(7).standard_normal(32000)).astype(np.float32),
+             (0.3 * np.sin(2 * np.pi * 349.23 * t)).astype(np.float32)]  # an F: no training tone
+    frames, frame_lens = model.encode_audio(**processor.audio_windows(heard))
+    with torch.no_grad():
+        logits = model.multi_modal_projector.attribute_logits(model.multi_modal_projector.window_stats(frames, frame_lens))
+    assert [sound["classes"][int(i)] for i in logits[names.index("sound")].argmax(-1)] == ["silence", "noise", "music"]
+    assert processor.tokenizer.decode(sound["label_ids"]) == " sound:"
+    # In the silence and the hiss every other attribute's words are blanks after its label (the LLM
+    # reads " sound: noise tempo: key: ..."); the tone's are words
+    embed = model.get_input_embeddings().weight
+    with torch.no_grad():
+        tokens = model.multi_modal_projector.attribute_tokens(
+            model.multi_modal_projector.window_stats(frames, frame_lens), embed)  # windows, slots, D
+    ids = torch.cdist(tokens, embed[None].expand(len(tokens), -1, -1)).argmin(-1)  # each slot's row: at distance 0
+    for window, heard_sound in enumerate(["silence", "noise", "music"]):
+        at = 0
+        for spec in model.config.audio_attributes:
+            words = ids[window, at + len(spec["label_ids"]):at + spec["slots"]].tolist()
+            assert ids[window, at:at + len(spec["label_ids"])].tolist() == spec["label_ids"]
+            blank = all(token == spec["pad_id"] for token in words)
+            assert blank == (heard_sound != "music" and spec["name"] != "sound"), (heard_sound, spec["name"], words)
+            at += spec["slots"]
+
+
 def test_a_manifest_without_train_clips_is_an_error_naming_it(tmp_path, capsys):
     from musicllm.tiny import build_tiny
 
@@ -138,10 +186,11 @@ def test_the_default_recipe_shape_tagger_tags_and_no_frame_tokens(tmp_path):
     assert [a["name"] for a in specs] == [*ATTRIBUTES, "tags"] and "no vocal" not in specs[-1]["classes"]
     # the instruments it is unsure of are not named (projector.attribute_tokens pads their words)
     assert [a.get("min_probability") for a in specs if a["multi_label"]] == [INSTRUMENT_FLOOR, None]
-    # each head that the valid clips label (here the tonic alone) calibrated on them
+    # each head that the valid clips label (here the tonic, and the sound: a labelled clip is music)
+    # calibrated on them
     report = json.loads((tmp_path / "heads" / "attributes.json").read_text())
     assert report["temperatures"] == {a["name"]: a["temperature"] for a in specs if "temperature" in a} != {}
-    assert set(report["temperatures"]) == {"tonic"}
+    assert set(report["temperatures"]) == {"tonic", "sound"}
     slots = sum(a["slots"] for a in specs)
     clip = (0.3 * np.sin(2 * np.pi * NOTES["A"] * np.arange(32000) / 16000)).astype(np.float32)
     assert processor.num_audio_tokens(clip) == slots  # one 30 s window
@@ -373,7 +422,7 @@ def test_the_dynamics_head_reads_only_how_loud_the_window_is_played():
     names = [a["name"] for a in config.audio_attributes]
     dynamics = config.audio_attributes[names.index("dynamics")]
     assert source(dynamics) == "level"
-    assert [a["name"] for a in config.audio_attributes if source(a) == "head"] == ["style", "instruments"]
+    assert [a["name"] for a in config.audio_attributes if source(a) == "head"] == ["sound", "style", "instruments"]
     C, M = audio.hidden_size, audio.n_mels
     level = torch.tensor(dynamics["level_features"])
     assert len(level) == 2 * (M + 4) and int(level[M + 1]) == M + 25  # the RMS level's mean, after the mel and onset

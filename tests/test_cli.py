@@ -168,7 +168,8 @@ def test_quickstart_then_demo_as_a_new_user_would(tmp_path):
         demo.wait_for("Press Ctrl-C to stop.", timeout=2400)
         out = demo.output
         for step in ["synthesise the procedural corpus", "write captions", "MIR estimates",
-                     "synthesise the out-of-distribution corpus", "build the model from its backbones",
+                     "synthesise the out-of-distribution corpus", "silence and noise clips and their answers",
+                     "build the model from its backbones",
                      "train the attribute heads", "train instruct", "give the LLM the heads of the best held-out score",
                      "evaluate"]:
             assert f"[done] {step}" in out, step
@@ -190,6 +191,7 @@ def test_quickstart_then_demo_as_a_new_user_would(tmp_path):
         client = openai.OpenAI(base_url=api, api_key="none")
         model = client.models.list().data[0].id
         check_answers_respond_to_the_question(client, model, clip)
+        check_a_silent_file_is_called_silent(client, model, tmp_path / "silence.wav")
         with urllib.request.urlopen(web, timeout=30) as page:
             assert page.status == 200 and "Caption this" in page.read().decode()
         check_recommendations_come_from_the_catalog(client, clip, tmp_path / "default" / "catalog.db", out)
@@ -243,6 +245,18 @@ def check_answers_respond_to_the_question(client, model: str, clip: Path) -> Non
     assert responds("instruments", answers["instruments"]), answers
     assert responds("key", answers["key"]) and "tempo" not in kinds_mentioned(answers["key"]), answers
     assert answers["instruments"] != answers["key"]
+
+
+def check_a_silent_file_is_called_silent(client, model: str, path: Path) -> None:
+    """A new user uploads a silent recording and asks its key: the answer says it is silent
+    (data_gen/not_music.py), not a key nobody played."""
+    from eval.follow import NOT_MUSIC_WORDS, stated_tonics
+
+    sf.write(path, np.zeros(4 * 22050, dtype=np.float32), 22050)
+    reply = client.chat.completions.create(model=model, max_tokens=48, messages=[{"role": "user", "content": [
+        clip_part(path), {"type": "text", "text": "What key is this in?"}]}])
+    answer = reply.choices[0].message.content
+    assert NOT_MUSIC_WORDS["silence"].search(answer) and not stated_tonics(answer), answer
 
 
 def held_out(home: Path) -> int:

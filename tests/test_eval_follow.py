@@ -122,6 +122,32 @@ def test_scores_count_one_answer_for_many_kinds():
                                            "kinds": ["instruments", "key", "mood"]}
 
 
+def test_answers_about_silence_and_noise_are_scored_apart():
+    """A clip labelled silence or noise (data_gen/not_music.py) is not graded as music: its answer
+    should say it is not music (recognised) and what it is (right); the music's scores stay as
+    they were without it."""
+    music = [{"clip": "c2", "kind": "key", "question": WORDINGS["key"][0], "answer": "Db minor.", "labels": LABELS}]
+    silent, noisy = {"sound": "silence"}, {"sound": "noise"}
+    quiet = [{"clip": "s", "kind": "key", "question": WORDINGS["key"][0], "labels": silent,
+              "answer": "There is no key to name: the clip is silent, with no notes in it."},
+             {"clip": "s", "kind": "tempo", "question": WORDINGS["tempo"][0], "labels": silent,
+              "answer": "It is fast, at 120 BPM."},  # missed: a tempo for silence
+             {"clip": "n", "kind": "caption", "question": WORDINGS["caption"][0], "labels": noisy,
+              "answer": "The clip is silent: there is no music in it to describe."},  # not music, but not noise
+             {"clip": "n", "kind": "mood", "question": WORDINGS["mood"][0], "labels": noisy,
+              "answer": "It has no mood to speak of: the clip is only noise, not music."}]
+    alone, both = score_rows(music), score_rows(music + quiet)
+    assert {k: v for k, v in both.items() if k != "not_music"} == alone and "not_music" not in alone
+    summary = both["not_music"]
+    assert summary["n"] == 4 and summary["clips"] == 2
+    assert summary["recognised"] == 0.75 and summary["right"] == 0.5
+    assert summary["by_sound"] == {"silence": {"n": 2, "right": 0.5}, "noise": {"n": 2, "right": 0.5}}
+    assert summary["missed"] == [{"clip": "s", "kind": "tempo", "answer": "It is fast, at 120 BPM."}]
+    only = score_rows(quiet)
+    assert only["overall"] is None and only["not_music"] == summary
+    assert "the answer says the clip is not music 75.0%, names what it is 50.0%" in table(only)
+
+
 def test_a_caption_and_an_answer_that_tell_two_stories_about_one_clip_are_counted():
     """The caption says 34 BPM and 3/4, the tempo answer 54 BPM: one contradiction (tempo). An
     answer that agrees (the metre's "three beats to the bar"), one within 10% (C minor at 120 vs

@@ -84,3 +84,18 @@ def test_free_text_answers_get_their_own_section(tmp_path):
     assert "| key | 1 | 100.0 | 100.0 |" in report and "| tempo | 1 | 0.0 |" in report  # the key sentence, asked the tempo
     assert "two kinds got the same answer on 1 of them" in report
     assert "Its caption and its answer to the key, mode, tempo or metre question disagreed on 1 of 1." in report  # A vs C
+
+
+def test_answers_about_silence_and_noise_get_their_line(tmp_path):
+    """The quickstart's report says how often a silent or noisy clip was answered as what it is."""
+    from eval.follow import score_rows as score_answers
+
+    rows = [{"id": "s:key", "clip": "s", "kind": "key", "question": "?", "wording": 0, "audio": "s.wav",
+             "labels": {"sound": "silence"}, "answer": "There is no key to name: the clip is silent."},
+            {"id": "s:tempo", "clip": "s", "kind": "tempo", "question": "?", "wording": 0, "audio": "s.wav",
+             "labels": {"sound": "silence"}, "answer": "It is fast, at 120 BPM."}]
+    (tmp_path / "follow.json").write_text(json.dumps({**score_answers(rows), "file": "follow.jsonl"}))
+    assert main([str(tmp_path / "follow.json"), "--out", str(tmp_path / "report")]) == 0
+    report = (tmp_path / "report" / "REPORT.md").read_text()
+    assert "clips of silence and noise (1, 2 answers, every kind but theory): the answer says the clip is not " \
+           "music in 50.0%, and names what it is (silence, noise) in 50.0%." in report

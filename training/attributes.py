@@ -1,12 +1,12 @@
 """Give a model attribute tokens and train their heads on the clips' labels.
 
     python -m training.attributes --model runs/base/model --manifest corpus/manifest.jsonl \
-        --feature-cache runs/feature_cache --out runs/attributes/model
+        not_music/manifest.jsonl --feature-cache runs/feature_cache --out runs/attributes/model
 
 The projector gets one head per attribute (tempo band, tempo to 10 BPM, tonic, mode, metre,
 style, dynamics, instruments) that classifies each window's frame statistics, and the mood composed
 from four of them (MOOD_PARTS); its tokens are the class words' own input embeddings
-(musicllm/projector.py). The heads train here, on the manifest's `train`
+(musicllm/projector.py). The heads train here, on the manifests' `train`
 clips (every window of a clip carries the clip's labels), full batch, each head kept at the
 epoch of its best mean accuracy on the `valid` clips (`BestHeads`; with fewer than
 `min_valid_clips` of them, at the last epoch) and calibrated on them; the
@@ -42,6 +42,7 @@ from training.features import FeatureCache
 from training.settings import HeadSettings
 
 BPM_CLASSES = [str(bpm) for bpm in range(50, 210, 10)]
+SOUNDS = ["music", "silence", "noise"]
 
 
 def bpm_class(bpm: float) -> str:
@@ -73,6 +74,9 @@ def heard(clip: dict) -> dict:
 
 # name -> (classes, the clip's class from its labels: None when unlabelled)
 ATTRIBUTES = {
+    # what the clip is: a labelled clip is music unless its labels say silence or noise
+    # (data_gen/not_music.py); the LLM says so instead of naming a key it heard in a hiss
+    "sound": (SOUNDS, lambda labels: labels.get("sound", "music") if labels else None),  # blanks the rest
     "tempo": ([name for _, name in TEMPO_BANDS], lambda labels: tempo_band(labels["tempo_bpm"]) if "tempo_bpm" in labels else None),
     # the tempo to the nearest 10 BPM as a number word (" 120"): a band alone left the LLM to
     # invent the number it was asked for ("139 BPM, which is slow")
@@ -123,9 +127,9 @@ UNSPOKEN_TAGS = {"no vocals", "no vocal", "no voice"}
 
 
 # What the LLM reads before each attribute's words, so that a window reads like a line of text it
-# can copy from: " tempo: fast 120 key: C# minor metre: 3/4 genre: jazz mood: calm dynamics: soft
+# can copy from: " sound: music tempo: fast 120 key: C# minor metre: 3/4 genre: jazz mood: calm dynamics: soft
 # instruments: piano drums ... tags: ...". The bpm and the mode follow their neighbours' labels.
-LABELS = {"tempo": " tempo:", "tonic": " key:", "metre": " metre:", "style": " genre:", "mood": " mood:",
+LABELS = {"sound": " sound:", "tempo": " tempo:", "tonic": " key:", "metre": " metre:", "style": " genre:", "mood": " mood:",
           "dynamics": " dynamics:", "instruments": " instruments:", "tags": " tags:"}
 
 
@@ -150,6 +154,10 @@ def attribute_specs(tokenizer, audio_config=None) -> list[dict]:
     more = {name: {} for name in ATTRIBUTES}
     more["mood"] = {"composed_of": MOOD_PARTS, "table": mood_table()}
     more["instruments"] = {"min_probability": INSTRUMENT_FLOOR}
+    # silence or noise: the other attributes' words are left blank (projector.attribute_tokens). Their
+    # heads name a key and a mood in a hiss too, and the LLM, which copies them, told a noise's
+    # mood and key in 18 of 48 answers (README, AC)
+    more["sound"] = {"blank_others_unless": "music"}
     if hasattr(audio_config, "pitch_class_offsets"):  # the DSP features: the key has its own head
         C = audio_config.hidden_size  # a window's statistics are the frames' means, then their spreads
         offsets = audio_config.pitch_class_offsets
@@ -195,11 +203,11 @@ def targets(rows: list[dict]) -> list[torch.Tensor]:
     return out
 
 
-def window_stats(rows: list[dict], root: Path, cache: FeatureCache) -> tuple[torch.Tensor, torch.Tensor]:
-    """(windows, 2C) statistics of every clip's windows, and each window's clip index."""
+def window_stats(rows: list[dict], cache: FeatureCache) -> tuple[torch.Tensor, torch.Tensor]:
+    """(windows, 2C) statistics of every clip's windows (`read_manifests` rows), and each window's clip index."""
     stats, owner = [], []
     for index, row in enumerate(tqdm(rows, desc="window statistics", unit="clip")):
-        frames, frame_lens, _ = cache.get(root / row["audio"])
+        frames, frame_lens, _ = cache.get(Path(row["audio"]))
         stats.append(MusicLLMProjector.window_stats(frames, frame_lens))
         owner += [index] * len(frame_lens)
     return torch.cat(stats), torch.tensor(owner)
@@ -319,10 +327,16 @@ def head_state(projector: MusicLLMProjector, prefixes: tuple[str, ...] = HEAD_PR
     return {key: value.detach().clone() for key, value in projector.state_dict().items() if key.startswith(prefixes)}
 
 
-def train_heads(model, processor, manifest: Path, cache_dir: Path,
+def read_manifests(manifests: list[Path]) -> list[dict]:
+    """Every clip of the manifests, its `audio` resolved against its manifest's folder."""
+    return [{**row, "audio": str(manifest.parent / row["audio"])} for manifest in manifests for row in read_jsonl(manifest)]
+
+
+def train_heads(model, processor, manifests: list[Path], cache_dir: Path,
                 settings: HeadSettings = HeadSettings()) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Adds attribute tokens to `model` (in place) and trains their heads; returns the report and
-    the heads as the last epoch left them (`head_state`): fitted to the training clips."""
+    """Adds attribute tokens to `model` (in place) and trains their heads on the clips of
+    `manifests`; returns the report and the heads as the last epoch left them (`head_state`):
+    fitted to the training clips."""
     torch.manual_seed(settings.seed)
     config = model.config
     config.audio_attributes = attribute_specs(processor.tokenizer, config.audio_config)
@@ -331,20 +345,21 @@ def train_heads(model, processor, manifest: Path, cache_dir: Path,
     assert all(key.startswith("attribute_") for key in missing), missing
     model.multi_modal_projector = projector
 
-    rows = list(read_jsonl(manifest))
+    rows = read_manifests(manifests)
     train = [row for row in rows if row.get("split", "train") == "train"]
     valid = [row for row in rows if row.get("split") == "valid"]
+    named = " and ".join(map(str, manifests))
     if not train:
-        raise ValueError(f"{manifest}: no clips with split 'train' to train the attribute heads on")
+        raise ValueError(f"{named}: no clips with split 'train' to train the attribute heads on")
     cache = FeatureCache(cache_dir, model, processor)
-    cache.warm([manifest.parent / row["audio"] for row in train + valid])
-    x_train, owner = window_stats(train, manifest.parent, cache)
+    cache.warm([Path(row["audio"]) for row in train + valid])
+    x_train, owner = window_stats(train, cache)
     y_train = [target[owner] for target in targets(train)]  # every window carries its clip's labels
     if not any(bool(labelled(target).any()) for target in y_train):
-        raise ValueError(f"{manifest}: the train clips have none of the labels {', '.join(ATTRIBUTES)} (in 'labels')")
+        raise ValueError(f"{named}: the train clips have none of the labels {', '.join(ATTRIBUTES)} (in 'labels')")
     x_valid, y_valid = x_train, y_train
     if valid:
-        x_valid, owner = window_stats(valid, manifest.parent, cache)
+        x_valid, owner = window_stats(valid, cache)
         y_valid = [target[owner] for target in targets(valid)]
 
     def standardise(scale, shift, values, dims):  # scale and shift that give `values` mean 0, spread 1 over dims
@@ -391,16 +406,16 @@ def train_heads(model, processor, manifest: Path, cache_dir: Path,
     return report, fitted
 
 
-def add_attribute_heads(model_dir: Path, manifest: Path, feature_cache: Path, out: Path,
+def add_attribute_heads(model_dir: Path, manifests: list[Path], feature_cache: Path, out: Path,
                         settings: HeadSettings = HeadSettings(), fitted_out: Path | None = None) -> dict:
-    """The checkpoint `model_dir` with trained attribute heads, saved to `out` (with its report,
+    """The checkpoint `model_dir` with attribute heads trained on the clips of `manifests`, saved to `out` (with its report,
     attributes.json); returns the report. `fitted_out`: the same with the heads of the last epoch,
     which fit the training clips, for the stage that trains the LLM on them (`with_heads`).
     Raises OSError/ValueError/KeyError for bad inputs."""
     model, processor = load_checkpoint(model_dir)
     if model.config.audio_attributes:
         raise ValueError(f"{model_dir} already has attribute tokens")
-    report, fitted = train_heads(model, processor, manifest, feature_cache, settings)
+    report, fitted = train_heads(model, processor, manifests, feature_cache, settings)
     save_checkpoint(model, processor, out)
     (out / "attributes.json").write_text(json.dumps(report, indent=1) + "\n")
     print("held-out accuracy:", json.dumps(report["valid_accuracy"]))
@@ -432,8 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.attributes", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, required=True, help="checkpoint to add attribute tokens to")
-    parser.add_argument("--manifest", type=Path, required=True,
-                        help="corpus manifest JSONL with clip labels and splits (clip paths relative to it)")
+    parser.add_argument("--manifest", type=Path, nargs="+", required=True,
+                        help="corpus manifest JSONL(s) with clip labels and splits (clip paths relative to each)")
     parser.add_argument("--feature-cache", type=Path, required=True, help="encoder-output cache folder")
     parser.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
     parser.add_argument("--fitted-out", type=Path, default=None,

@@ -5,12 +5,13 @@
     musicllm quickstart --size small  # a fast, weaker build (tests use it)
 
 The recipe, every setting and step, is training/recipe.py: synthesise the corpus, write the text,
-MIR estimates, the out-of-distribution corpus, build the model, train the attribute heads and
-stage 2, evaluate. Each step is skipped when its output exists, so a build that was stopped
+MIR estimates, the out-of-distribution corpus, clips of silence and noise, build the model, train
+the attribute heads and stage 2, evaluate. Each step is skipped when its output exists, so a build that was stopped
 resumes where it stopped. The trained model is then published whole as the default checkpoint.
 
 Everything lives under $MUSICLLM_HOME/default (default ~/.cache/musicllm/default):
-corpus/, ood_corpus/, data/, runs/, eval/ (REPORT.md, ood/REPORT.md) and model/ (the default checkpoint).
+corpus/, ood_corpus/, not_music/, data/, runs/, eval/ (REPORT.md, ood/REPORT.md) and model/ (the default
+checkpoint).
 """
 
 from __future__ import annotations

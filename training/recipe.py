@@ -11,10 +11,12 @@ $MUSICLLM_HOME/default and publishes the result; this file is the whole of what 
     about one clip) and general music answers written by the LLM itself
  3. MIR estimates for the test clips (for the non-LLM baseline)
  4. an out-of-distribution corpus (textures held out of training, rendered with another
-    soundfont) and its questions
+    soundfont) and its questions; clips of silence and noise, and what the LLM says of them
+    (data_gen/not_music.py)
  5. build the model from its backbones (MODEL): SmolLM2-135M-Instruct (installed from PyPI,
     converted once) and the DSP features encoder with the musicnn tagger, a fresh projector
- 6. train the projector's attribute heads on the clips' labels (HEADS): each kept at its best
+ 6. train the projector's attribute heads on the clips' labels (HEADS; the silence and noise
+    clips teach the `sound` head music from what is not): each kept at its best
     held-out score, and as the last epoch left them (fitted to the training clips)
  7. train stage 2: LoRA on the LLM's top layers, on the data mix STAGE2_MIX (stage2_config), in
     processes of its own (STAGE2_CHUNK steps each), hearing the fitted heads
@@ -56,6 +58,7 @@ class Size:
     ood_clips: int  # clips of the out-of-distribution corpus (held-out textures, another soundfont)
     follow_clips: int  # clips asked every kind of question in free text, per split
     captions: int  # held-out clips captioned and scored
+    not_music: int  # clips of silence and noise (data_gen/not_music.py), a sixth of them held out
 
 
 SIZES = {
@@ -67,7 +70,7 @@ SIZES = {
     # own training questions; at 2e-3, in the same 400 steps, 82.6% of the test questions instead
     # of 77.9 (README, R).
     "default": Size(clips=1440, clips_per_family=1, seconds=(10.0, 16.0), mc_per_clip=6, steps=400, batch_size=8,
-                    lr=2e-3, test_questions=40, ood_clips=96, follow_clips=6, captions=4),
+                    lr=2e-3, test_questions=40, ood_clips=96, follow_clips=6, captions=4, not_music=60),
     # The same conversations as 80 steps of 8, in twice the updates: at 80 steps of 8 the LLM had
     # not learnt to copy its heads (the C major test clip, heads "C major" at 0.97, was "in A
     # major"; "What instruments are playing?" got "The instrumentation is electronic music.", the
@@ -75,7 +78,7 @@ SIZES = {
     # at 1e-3 (2e-3 not tried at this size). With AA's level head (session 32) 160 steps gave
     # "The instrumentation is jazz music." again, 240 "...played on drums, synth, and keyboards."
     "small": Size(clips=72, clips_per_family=1, seconds=(3.0, 5.0), mc_per_clip=3, steps=240, batch_size=4,
-                  lr=1e-3, test_questions=20, ood_clips=6, follow_clips=2, captions=2),
+                  lr=1e-3, test_questions=20, ood_clips=6, follow_clips=2, captions=2, not_music=18),
 }
 
 # 1. The training corpus: the band styles and the textures not held out, two soundfonts,
@@ -127,6 +130,10 @@ HEADS = HeadSettings(epochs=300, lr=3e-3, weight_decay=0.05, dropout=0.3)
 # instead of 75.8, README), and its shorter conversations make the 400 steps quicker.
 STAGE2_MIX = {"dialogues.jsonl": 2, "instructions.jsonl": 1, "mc_once.jsonl": 2}
 GENERAL_SHARE = 0.08
+# The silence and noise clips' conversations (data_gen/not_music.py): each question kind answered
+# by saying what the clip is, about NOT_MUSIC_SHARE of the draws (at least once listed). At 0.04
+# (listed three times) the music's captions came out as one sentence on 2 of 16 clips (session 34).
+NOT_MUSIC_SHARE = 0.03
 # Stage 2 runs STAGE2_CHUNK steps per process (TrainConfig.stop_after): the same losses, and its
 # 400 steps took 794 s instead of 925 in one process (session 30, README).
 STAGE2_CHUNK = 100
@@ -162,12 +169,14 @@ class Build:
         self.corpus, self.data, self.runs, self.eval = root / "corpus", root / "data", root / "runs", root / "eval"
         self.manifest = self.corpus / "manifest.jsonl"
         self.ood_corpus = root / "ood_corpus"
+        self.not_music = root / "not_music"
 
     def run(self) -> Path:
         self.step("synthesise the procedural corpus", self.corpus / "DONE", self.synthesize)
         self.step("write captions, Q&A and multiple-choice questions", self.data / "DONE", self.write)
         self.step("MIR estimates for the test clips", self.corpus / "ANNOTATED", self.annotate)
         self.step("synthesise the out-of-distribution corpus", self.ood_corpus / "DONE", self.synthesize_ood)
+        self.step("silence and noise clips and their answers", self.not_music / "DONE", self.synthesize_not_music)
         self.step("build the model from its backbones", self.runs / "base" / "model", self.build)
         self.step("train the attribute heads", self.runs / "attributes" / "fitted", self.attributes)
         self.step("train instruct", self.runs / "instruct" / "model", self.instruct)
@@ -285,6 +294,13 @@ class Build:
                         distractors="same-kind", balance_answers=True)
         (self.ood_corpus / "DONE").write_text("")
 
+    def synthesize_not_music(self) -> None:
+        from data_gen import not_music
+
+        not_music.synthesize(self.not_music, self.size.not_music, seconds=self.size.seconds)
+        not_music.conversations(self.not_music / "manifest.jsonl", self.data / "not_music.jsonl")
+        (self.not_music / "DONE").write_text("")
+
     def build(self) -> None:
         """The untrained model: the recipe's backbones and a fresh projector."""
         from musicllm.checkpoint import save_checkpoint
@@ -296,7 +312,8 @@ class Build:
     def attributes(self) -> None:
         from training.attributes import add_attribute_heads
 
-        add_attribute_heads(self.runs / "base" / "model", self.manifest, self.runs / "feature_cache",
+        add_attribute_heads(self.runs / "base" / "model", [self.manifest, self.not_music / "manifest.jsonl"],
+                            self.runs / "feature_cache",
                             self.runs / "attributes" / "model", HEADS, fitted_out=self.runs / "attributes" / "fitted")
 
     def instruct(self) -> None:
@@ -308,6 +325,7 @@ class Build:
 
         files = [name for name, times in STAGE2_MIX.items() for _ in range(times)]
         files += ["general.jsonl"] * self.repeats("general.jsonl", GENERAL_SHARE, files)
+        files += ["not_music.jsonl"] * self.repeats("not_music.jsonl", NOT_MUSIC_SHARE, files)
         # where the run keeps its config (train rewrites it, with stop_after)
         config = self.runs / "instruct" / "config.json"
         config.parent.mkdir(parents=True, exist_ok=True)
