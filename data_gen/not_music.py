@@ -7,7 +7,8 @@
 A user who uploads a silent file, a hiss or a hum should hear that it is not music, not "a
 hip-hop track in D# major". The attribute heads learn a `sound` attribute (music, silence,
 noise: training/attributes.py) from these clips beside the procedural corpus, and the LLM learns
-from the conversations written here to say what that word tells it, whatever it is asked.
+from the conversations written here to say what that word tells it when asked the key, the mode,
+the instruments, the genre, the mood or a caption (not the tempo or the metre: ANSWERS).
 
 Each block of six clips holds one of each SOUNDS (digital silence, room tone, white, pink and
 brown noise, mains hum), at a level, length and colour drawn from the seed; the last block is the

@@ -130,8 +130,9 @@ HEADS = HeadSettings(epochs=300, lr=3e-3, weight_decay=0.05, dropout=0.3)
 # instead of 75.8, README), and its shorter conversations make the 400 steps quicker.
 STAGE2_MIX = {"dialogues.jsonl": 2, "instructions.jsonl": 1, "mc_once.jsonl": 2}
 GENERAL_SHARE = 0.08
-# The silence and noise clips' conversations (data_gen/not_music.py): each question kind answered
-# by saying what the clip is, about NOT_MUSIC_SHARE of the draws (at least once listed). At 0.04
+# The silence and noise clips' conversations (data_gen/not_music.py): the key, mode, instruments,
+# genre, mood and caption questions answered by saying what the clip is (the tempo and metre
+# questions cost the music's tempo: README, AH), about NOT_MUSIC_SHARE of the draws (at least once listed). At 0.04
 # (listed three times) the music's captions came out as one sentence on 2 of 16 clips (session 34).
 NOT_MUSIC_SHARE = 0.03
 # Stage 2 runs STAGE2_CHUNK steps per process (TrainConfig.stop_after): the same losses, and its
