@@ -150,6 +150,9 @@ STYLE_OF = {w: g for g, words in STYLE_WORDS.items() for w in words}
 # Key evidence without "major"/"minor": a tonic after "key"/"tonic" in the same sentence ("the key is D").
 _KEY_THEN_TONIC = re.compile(r"\b(?i:key|tonic|tonal cent(?:er|re)|home note)\b[^.?!A-Z]{0,24}?"
                              r"(?<![\w#])([A-G])(?:\s*(#|♯|b|♭)|\s*-?\s*(sharp|flat))?(?![\w#♯♭])")
+# A tonic named alone as what "it" is in, at the end of a clause: "It is in C." answers "What key?"
+_IN_TONIC = re.compile(r"\b(?i:it|this|that)(?:'s| is)(?: (?i:probably|most likely|set))? in "
+                       r"([A-G])(?:\s*(#|♯|b|♭)|\s*-?\s*(sharp|flat))?(?=\s*(?:[.,;!?]|$))")
 # An answer about a particular recording is no theory answer, however many keywords it has.
 TRACK_TALK = re.compile(r"\bthis (?:track|piece|song|recording|clip|tune|excerpt|music)\b|\bI (?:can )?hear\b"
                         r"|\bit(?:'s| is)(?: probably| most likely)? "
@@ -172,7 +175,7 @@ def _found(text: str, phrases) -> list[str]:
 
 
 def stated_tonics(answer: str) -> set[str]:
-    """Tonics (sharps) an answer names as a key: "C minor", "the key is Db"."""
+    """Tonics (sharps) an answer names as a key: "C minor", "the key is Db", "it is in C"."""
     tonics = {tonic for tonic, _ in keys_in(answer)}
     for match in _KEY_THEN_TONIC.finditer(answer):
         letter, sign, word = match.groups()
@@ -180,6 +183,8 @@ def stated_tonics(answer: str) -> set[str]:
         if letter == "A" and not (sign or word) and re.match(r"\s+[a-z]", rest) \
                 and not re.match(r"\s+(?:and|with|but|or|which|so|because)\b", rest):
             continue  # "the key features a bright..." : "A" is an article there
+        tonics.add(sharp_tonic(letter, sign or (word.lower() if word else None)))
+    for letter, sign, word in _IN_TONIC.findall(answer):
         tonics.add(sharp_tonic(letter, sign or (word.lower() if word else None)))
     return tonics
 

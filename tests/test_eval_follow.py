@@ -28,7 +28,8 @@ def test_the_memorised_sentence_answers_the_key_only():
 
 
 @pytest.mark.parametrize("kind, answer", [
-    ("key", "The tonal centre is D, and it sounds minor."), ("key", "Bb major."), ("mode", "Definitely minor."),
+    ("key", "The tonal centre is D, and it sounds minor."), ("key", "Bb major."), ("key", "It is in C."),
+    ("key", "I think it's in F sharp, mostly."), ("mode", "Definitely minor."),
     ("tempo", "Pretty slow, around 70 BPM."), ("tempo", "It's quite upbeat."), ("metre", "It's a waltz."),
     ("metre", "Four beats per bar, 4/4."), ("instruments", "Mostly acoustic guitar with some vocals."),
     ("instruments", "A small orchestra."), ("mood", "It feels melancholic and a bit dark."),
@@ -58,6 +59,7 @@ def test_correct_against_labels():
     assert correct("key", "It's in Db minor.", LABELS)            # enharmonic
     assert not correct("key", "C# major.", LABELS) and not correct("key", "C# minor or E major.", LABELS)
     assert correct("key", "The key is C#, and it is minor.", LABELS)
+    assert not correct("key", "It is in C#.", LABELS)              # the tonic, but no mode
     assert correct("mode", MEMORISED, LABELS) and not correct("mode", "Major.", LABELS)
     assert correct("tempo", "About 130 BPM.", LABELS) and not correct("tempo", "About 140 BPM.", LABELS)  # 10%
     assert correct("tempo", "A brisk, medium-fast pace.", LABELS) and not correct("tempo", "Slow.", LABELS)
