@@ -23,7 +23,8 @@ asked one question of every kind, in words the template writer never uses in tra
     not_music   clips labelled silence or noise (data_gen/not_music.py) are scored apart: does the
                 answer say the clip is not music (recognised), and what it is (right)
 Kinds: instruments, key, mode, tempo, metre, mood, style, caption, and theory (a general music
-question asked WITHOUT audio, graded by keywords of its own). Answers are greedy with the
+question asked WITHOUT audio: it responds with a keyword of its own, and is right when it says
+what THEORY_RIGHT wants, "beats per minute" for BPM). Answers are greedy with the
 engines' frequency penalty on the answer's own tokens and their block on repeated 4-token runs, as
 the servers decode (--frequency-penalty and --no-repeat-ngram set others).
 
@@ -91,6 +92,20 @@ THEORY = {question: words.split("|") for question, words in {
     "How many semitones are there in an octave?": "twelve|12",
 }.items()}
 WORDINGS["theory"] = list(THEORY)
+# What a right answer to each theory question says (a keyword above only shows it is on topic):
+# "A chord is a musical instrument ... the notes of the chord" has "notes" and is wrong.
+THEORY_RIGHT = {question: re.compile(pattern, re.IGNORECASE) for question, pattern in {
+    "What is the difference between a major and a minor key?":
+        r"\bthird\b|\b(?:bright|happ|cheer|joy)\w*\b.{0,120}\b(?:dark|sad|melanchol|somb)\w*"
+        r"|\b(?:dark|sad|melanchol|somb)\w*\b.{0,120}\b(?:bright|happ|cheer|joy)\w*",
+    "What does a time signature of 3/4 mean?": r"\b(?:three|3)\s+(?!or\b)(?:[\w-]+\s+){0,2}beats?\b",
+    "What is a chord?": r"\b(?:two|three|several|multiple|more|different)\b[^.]{0,40}\b(?:notes|pitches|tones)\b"
+                        r"[^.]{0,60}\b(?:together|simultaneously|at once|at the same time)\b",
+    "What does BPM stand for?": r"\bbeats per minute\b",
+    "What is syncopation?": r"\boff-?\s?beats?\b|\bweak (?:beat|part)s?\b|\bbetween the beats\b"
+                            r"|\b(?:accent|stress|emphasi)\w*\b[^.]{0,60}\bbeats?\b",
+    "How many semitones are there in an octave?": r"(?<![\d.])(?:12|twelve)(?![\d.]\d)",
+}.items()}
 
 # ---- word lists: what counts as evidence of each kind ----
 # Tempo words -> the musicllm.vocabulary bands they fit ("fast" also fits "very fast").
@@ -263,11 +278,14 @@ def _instruments_right(answer: str, present: list) -> bool | None:
     return bool(heard) and all(heard)  # one named that plays, none named that clearly does not
 
 
-def correct(kind: str, answer: str, labels: dict) -> bool | float | None:
+def correct(kind: str, answer: str, labels: dict, question: str | None = None) -> bool | float | None:
     """Whether what `answer` states about `kind` agrees with the clip's ground-truth `labels`:
-    False when it states nothing of the kind, None where the labels do not say (and for theory).
-    Caption: the share of its graded facts that are right (None when none can be graded)."""
+    False when it states nothing of the kind, None where the labels do not say. Caption: the
+    share of its graded facts that are right (None when none can be graded). Theory: whether it
+    says what THEORY_RIGHT wants for `question` (None for a question not in THEORY)."""
     labels = labels or {}
+    if kind == "theory":
+        return bool(THEORY_RIGHT[question].search(answer)) if question in THEORY_RIGHT else None
     if kind == "key":
         tonic, mode = labels.get("key"), labels.get("mode")
         if not tonic:
@@ -337,8 +355,8 @@ def _rate(values: list) -> float | None:
 
 def _kind_summary(kind: str, rows: list[dict]) -> dict:
     answered = [responds(kind, r["answer"], r["question"]) for r in rows]
-    grades = [(correct(kind, r["answer"], r.get("labels") or {}), ok) for r, ok in zip(rows, answered)]
-    graded = [(g, ok) for g, ok in grades if g is not None]  # caption grades are shares; theory has none
+    grades = [(correct(kind, r["answer"], r.get("labels") or {}, r["question"]), ok) for r, ok in zip(rows, answered)]
+    graded = [(g, ok) for g, ok in grades if g is not None]  # caption grades are shares
     answers = {normalise(r["answer"]) for r in rows}
     # Theory is asked without audio: one question, one greedy answer whatever the clip, so its
     # answers are counted against the distinct questions asked, not the clips.

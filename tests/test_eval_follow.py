@@ -9,8 +9,8 @@ import soundfile as sf
 import torch
 
 from conftest import small_text_overrides
-from eval.follow import (KINDS, THEORY, WORDINGS, correct, kinds_mentioned, main, repeats_itself, responds,
-                         score_rows, table, wording)
+from eval.follow import (KINDS, THEORY, THEORY_RIGHT, WORDINGS, correct, kinds_mentioned, main, repeats_itself,
+                         responds, score_rows, table, wording)
 from data_gen.writers.template_qa import FACTUAL
 from data_gen.writers.phrases import PROMPTS
 
@@ -72,7 +72,7 @@ def test_correct_against_labels():
     assert correct("style", "Baroque, so classical.", LABELS) and not correct("style", "Classical or jazz.", LABELS)
     assert correct("caption", "A calm classical piece for violin and piano at 120 BPM, in C# major.", LABELS) == \
         pytest.approx(4 / 5)  # mood, style, instruments, tempo right; the key wrong
-    assert correct("theory", "A chord is notes together.", LABELS) is None
+    assert correct("theory", "A chord is notes together.", LABELS) is None  # which theory question?
     assert correct("key", "C# minor.", {"mode": "minor"}) is None and correct("tempo", "Fast.", {}) is None
 
 
@@ -246,3 +246,25 @@ def test_cli_errors(setup, capsys):
     (root / "bad.jsonl").write_text(json.dumps({"clip": "c0", "kind": "key", "question": "?"}) + "\n")
     assert main(["--score", str(root / "bad.jsonl"), "--out", str(root / "bad.json")]) == 2
     assert "row 1: missing or non-string field 'answer'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("question, right, wrong", [
+    ("What does BPM stand for?", "It means beats per minute.", "BPM stands for Business Performance Management."),
+    ("How many semitones are there in an octave?", "Twelve.", "We can use the formula 1000/8 = 12.5."),
+    ("What is a chord?", "Three or more notes sounded at the same time.",
+     "A chord is a musical instrument. It consists of the notes of the chord, the melody and the harmony."),
+    ("What is syncopation?", "Accents that fall on the off-beats.",
+     "A literary device used in poetry to create a sense of surprise or unexpectedness."),
+    ("What is syncopation?", "Stressing the weak beats.", "It refers to the use of unexpected events in a poem."),
+    ("What does a time signature of 3/4 mean?", "Three quarter-note beats in every bar.",
+     "A 3/4 time signature indicates the rhythm of a piece, such as the beat of 3 or 4 beats."),
+    ("What is the difference between a major and a minor key?", "Minor lowers the third of the scale.",
+     "The major key consists of the notes C, E, G and B."),
+])
+def test_theory_answers_are_right_only_when_they_say_the_fact(question, right, wrong):
+    assert correct("theory", right, {}, question) is True
+    assert correct("theory", wrong, {}, question) is False
+
+
+def test_every_theory_question_has_a_right_answer_rule():
+    assert set(THEORY_RIGHT) == set(THEORY)
