@@ -191,17 +191,17 @@ def _found(text: str, phrases) -> list[str]:
 
 def stated_tonics(answer: str) -> set[str]:
     """Tonics (sharps) an answer names as a key: "C minor", "the key is Db", "it is in C"."""
-    tonics = {tonic for tonic, _ in keys_in(answer)}
+    named = []  # (letter, sign, word) of each tonic named without a mode
     for match in _KEY_THEN_TONIC.finditer(answer):
         letter, sign, word = match.groups()
         rest = answer[match.end():]
         if letter == "A" and not (sign or word) and re.match(r"\s+[a-z]", rest) \
                 and not re.match(r"\s+(?:and|with|but|or|which|so|because)\b", rest):
             continue  # "the key features a bright..." : "A" is an article there
-        tonics.add(sharp_tonic(letter, sign or (word.lower() if word else None)))
-    for letter, sign, word in _IN_TONIC.findall(answer):
-        tonics.add(sharp_tonic(letter, sign or (word.lower() if word else None)))
-    return tonics
+        named.append((letter, sign, word))
+    named += _IN_TONIC.findall(answer)
+    return {tonic for tonic, _ in keys_in(answer)} | {sharp_tonic(letter, sign or (word.lower() if word else None))
+                                                      for letter, sign, word in named}
 
 
 def stated_tempi(answer: str) -> tuple[list[float], list[set[str]]]:

@@ -71,12 +71,13 @@ def follow(model: Path, manifest: Path, split: str, clips: int, out: Path, not_m
     which is asked without the audio)."""
     from eval.follow import KINDS, main as follow_main
 
-    check(follow_main(["--checkpoint", str(model), "--manifest", str(manifest), "--split", split,
-                       "--limit-clips", str(clips), "--out", str(out / "answers.jsonl")]), "follow")
+    def ask(clips_of: Path, split_of: str, what: str, *kinds: str) -> None:  # appends to one answers file
+        check(follow_main(["--checkpoint", str(model), "--manifest", str(clips_of), "--split", split_of,
+                           "--limit-clips", str(clips), "--out", str(out / "answers.jsonl"), *kinds]), what)
+
+    ask(manifest, split, "follow")
     if not_music:
-        check(follow_main(["--checkpoint", str(model), "--manifest", str(not_music), "--split", "test",
-                           "--limit-clips", str(clips), "--out", str(out / "answers.jsonl"),
-                           "--kinds", *[kind for kind in KINDS if kind != "theory"]]), "follow (silence and noise)")
+        ask(not_music, "test", "follow (silence and noise)", "--kinds", *[kind for kind in KINDS if kind != "theory"])
     check(follow_main(["--score", str(out / "answers.jsonl"), "--out", str(out / "scores.json")]), "follow --score")
     return out / "scores.json"
 
