@@ -16,11 +16,14 @@ from data_gen.writers.phrases import (
 
 # The templates' own wordings of each factual question. The LLM writes more of them
 # (data_gen/wordings.py), which the writer picks from alongside these (`Phrases.wordings`).
+# Words two kinds share are asked in both ("beats" for the tempo and for the metre), so that
+# no single word decides which kind of answer a question gets.
 QUESTIONS = {
     "tempo": ["What is the tempo of this piece?", "How fast is this music?", "What's the BPM of this track?",
               "Is this fast or slow?", "What speed is this played at?", "How many BPM is this?",
               "Tell me the tempo.", "At what tempo does this move?", "What's the pace of this song?",
-              "Is the pace quick or relaxed?"],
+              "Is the pace quick or relaxed?", "How many beats per minute is this?",
+              "What is the tempo in beats per minute?", "How quickly do the beats go by?"],
     "key": ["What key is this in?", "Which key is this piece in?", "What is the tonal centre of this music?",
             "What's the key?", "In which key is this song written?", "Tell me the key of this track.",
             "Which key does this piece use?", "What is the home key here?"],
@@ -30,7 +33,8 @@ QUESTIONS = {
     "metre": ["What is the time signature?", "What metre is this in?", "What time signature is this in?",
               "What's the meter of this song?", "How is the rhythm grouped into bars?",
               "What is the metre of this track?", "Does this move in twos, threes or fours?",
-              "How are the beats grouped here?", "Is this in common time or in three?"],
+              "How are the beats grouped here?", "Is this in common time or in three?",
+              "How many beats are in each bar?", "Is the metre duple or triple?"],
     "instruments": ["What instruments are playing?", "Which instruments can you hear?",
                     "What is the instrumentation of this track?", "What instruments do you hear?",
                     "Which instruments are used in this track?", "What is being played here?",
