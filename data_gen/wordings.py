@@ -4,7 +4,7 @@
     musicllm data write corpus/manifest.jsonl --wordings data/wordings.json
 
 The template writer asks each factual question (tempo, key, mode, metre, instruments, genre,
-mood) in seven to ten wordings of its own (template_qa.QUESTIONS). A model trained on those alone
+mood) in seven to thirteen wordings of its own (template_qa.QUESTIONS). A model trained on those alone
 follows those strings and misreads others: the default model answered "Roughly how many beats
 per minute does this go at?" with the metre. Here the LLM continues a list of a topic's template
 wordings (sampled, with a fixed seed), and a continuation is kept when it is one short question

@@ -100,7 +100,6 @@ def test_consecutive_seeds_ask_about_different_topics():
     assert len(set(questions)) == 6
 
 
-
 def test_a_word_two_kinds_share_is_asked_about_both_so_it_cannot_decide_the_answer():
     # With "beats" only in metre questions, the default model answered "Roughly how many beats per
     # minute does this go at?" with "It is in 4/4, with four beats to the bar."
@@ -112,6 +111,7 @@ def test_a_word_two_kinds_share_is_asked_about_both_so_it_cannot_decide_the_answ
                     answers.append(r["messages"][-1]["content"])
     assert any("BPM" in a for a in answers), answers  # a tempo question with "beats"
     assert any(re.search(r"\b[2-9]/[48]\b", a) for a in answers), answers  # and a metre question
+
 
 KEY_WORDS = re.compile(r"\b(major|minor|key|tonal|[A-G]#?(?= (major|minor)))\b", re.I)
 INSTRUMENT_WORDS = re.compile(r"\b(piano|bass|drum|guitar|violin|flute|trumpet|string|instrument\w*|played on|features?)\b", re.I)
