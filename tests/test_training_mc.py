@@ -42,7 +42,7 @@ def captions_file(tmp_path, captions=CAPTIONS):
 def answered(record, turn: int = 0) -> tuple[str, str]:
     """(the option text the reply's letter points to in the prompt, the reply's own text)."""
     user, reply = record["messages"][2 * turn: 2 * turn + 2]
-    letter, text = re.fullmatch(r"\(([ABCD])\) (.*)", reply["content"]).groups()
+    text, letter = re.fullmatch(r"(.*) \(([ABCD])\)", reply["content"]).groups()
     shown = dict(re.findall(r"\(([ABCD])\) (.*?) (?=\([ABCD]\)|\n)", user["content"]))
     return shown[letter], text
 
@@ -55,13 +55,13 @@ def test_audio_conversations_answer_with_the_right_option_in_every_order(tmp_pat
         pointed, text = answered(r)
         assert pointed == text and text.startswith("right ")
     first = [r for r in records if r["id"].startswith(records[0]["id"].split(":")[0])]
-    assert len({r["messages"][1]["content"][:3] for r in first}) > 1  # the letter moves with the order
+    assert len({r["messages"][1]["content"][-3:] for r in first}) > 1  # the letter moves with the order
 
 
 def test_a_share_of_questions_is_answered_with_the_option_text_alone(tmp_path):
     records = conversations(questions(tmp_path), "train", orders=8, text_share=0.5)
     replies = [r["messages"][1]["content"] for r in records]
-    bare = [reply for reply in replies if not re.match(r"\([ABCD]\) ", reply)]
+    bare = [reply for reply in replies if not re.search(r" \([ABCD]\)$", reply)]
     assert 0 < len(bare) < len(replies) and all(reply.startswith("right ") for reply in bare)
     assert conversations(questions(tmp_path), "train", orders=8, text_share=0.5) == records  # seeded
 
