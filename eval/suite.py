@@ -14,9 +14,10 @@ model's folder, $MUSICLLM_HOME/default):
 For each split:
   1. multiple choice on the first --questions questions with their audio and without (and on half
      as many with noise of the same length and loudness, and with another question's clip): the
-     ablations that show whether the model listens. Options are ranked by log-likelihood only
-     (with the letter, and the option text alone: eval.score's loglik and cloze); free text is
-     what step 2 reads. On the test split, the MIR baseline answers the same questions.
+     ablations that show whether the model listens. The model writes its answer, as a user asking
+     the question would get it (eval.score's robust and MuChoMusic parsers read it), and its
+     options are ranked by log-likelihood (with the letter, and the option text alone: loglik
+     and cloze). On the test split, the MIR baseline answers the same questions.
   2. free-text answers to every kind of question on --follow-clips clips, in wordings training
      never used (eval.follow): does each answer respond to what was asked, is it right; (test)
      the same questions about as many held-out clips of silence and noise
@@ -56,7 +57,7 @@ def multiple_choice(model: Path, questions: Path, preds: Path, asked: int, extra
         files.append(preds / f"{mode}.jsonl")
         limit = asked if mode in ("audio", "none") else max(2, asked // 2)
         check(predict(["--checkpoint", str(model), "--questions", str(questions), "--audio-mode", mode,
-                       "--max-new-tokens", "0", "--limit", str(limit), "--out", str(files[-1])]), f"predict ({mode})")
+                       "--limit", str(limit), "--out", str(files[-1])]), f"predict ({mode})")
     for name, make in extra:
         files.append(preds / f"{name}.jsonl")
         check(make(files[-1]), name)

@@ -207,6 +207,7 @@ def test_quickstart_then_demo_as_a_new_user_would(tmp_path):
     assert json.loads((home / "model" / "BUILD.json").read_text())["trained"] is True
     report = (home / "eval" / "REPORT.md").read_text()
     assert "Does the model listen?" in report and "mir-baseline" in report and "respond to the question" in report
+    assert "| model | robust parser |" in report  # the answers it wrote, not only its options' likelihoods
     assert "Does the model listen?" in (home / "eval" / "ood" / "REPORT.md").read_text()
 
     with Demo("--engine", "transformers", env=env) as again:
