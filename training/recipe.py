@@ -91,7 +91,7 @@ QA_PER_CLIP = 4
 DIALOGUES_PER_CLIP, DIALOGUE_TURNS = 2, 4
 TEST_MC_PER_CLIP = 9  # test sets ask about every dimension of a clip, answers balanced
 TRAIN_OPTION_ORDERS = 3  # mc_train.jsonl: each question in three option orders
-ANSWER_TEXT_SHARE = 0.5  # mc_once.jsonl (stage 2's): half answered with the option text alone
+ANSWER_TEXT_SHARE = 0.5  # mc_once.jsonl (stage 2's): half answered with the option text alone, half "text (B)"
 
 # 5. The model: SmolLM2-135M-Instruct hears the audio through attribute tokens. The projector's
 # heads classify each 30 s window's features (DSP descriptors and the musicnn tagger's outputs)
