@@ -7,7 +7,7 @@
 Columns: MuChoMusic's (`question`, `correct_answer`, `distractor_1_answer` ..
 `distractor_3_answer`, `dataset`, `dataset_identifier`, `genre`, `music_knowledge`,
 `music_reasoning`), plus ours where present (`audio`, `flags`, and optionally `id`,
-`question_type`, else `data_gen.text_attributes.question_type` reads it from the options). Dimension
+`question_type`, else `musicllm.text_attributes.question_type` reads it from the options). Dimension
 lists are Python-literal strings ("['harmony']"); empty or NaN is [].
 
 Audio, first that applies per row:
@@ -45,7 +45,7 @@ from pathlib import Path
 from data_gen.formats import MC_COLUMNS
 from data_gen.multiple_choice import row_hash  # the writer's option order, reproduced by "hash"
 from musicllm.audio import AUDIO_SUFFIXES  # what load_audio reads
-from data_gen.text_attributes import question_type
+from musicllm.text_attributes import question_type
 
 LETTERS = "ABCD"
 OPTION_COLUMNS = ["correct_answer", "distractor_1_answer", "distractor_2_answer", "distractor_3_answer"]
@@ -239,7 +239,7 @@ def load_questions(path, audio_dir=None, audio_map=None, seed: int = 0, order: s
             "dataset": row.get("dataset", ""),
             "dataset_identifier": row.get("dataset_identifier", ""),
             "flags": row.get("flags", ""),
-            # Written by the CSV, or read from the options (data_gen.text_attributes): the report's confusions need it.
+            # Written by the CSV, or read from the options (musicllm.text_attributes): the report's confusions need it.
             "question_type": row.get("question_type") or question_type(row["question"], options, shown.index(0)),
         })
     if missing:

@@ -6,7 +6,7 @@
     musicllm eval score preds/audio.jsonl preds/baseline.jsonl --out scores.json   # side by side
 
 For each question the baseline reads what it asks about from its words (key, mode, tempo or
-metre: `data_gen.text_attributes.asked_attribute`), takes the clip's estimate of that attribute, and
+metre: `musicllm.text_attributes.asked_attribute`), takes the clip's estimate of that attribute, and
 picks the one option that states the same value (the same key, the tempo band of the estimated
 BPM, the same time signature, the same mode). It abstains (choice -1) on any other question, when
 the clip has no estimate, or when no single option matches: it shows how much of a test set
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from data_gen.formats import FormatError, JsonlWriter, read_jsonl
 from musicllm.vocabulary import tempo_band
-from data_gen.text_attributes import asked_attribute, option_value
+from musicllm.text_attributes import asked_attribute, option_value
 from data_gen.questions import LETTERS, ORDERS, QuestionError, load_questions
 
 MODEL_NAME = "mir-baseline"

@@ -15,7 +15,7 @@ conversations of --references (default: captions.jsonl beside the manifest) whos
 Phase 2 scores --out: n-gram metrics (eval.caption_metrics) on the rows that have references,
 and the attribute score on every row with labels. The attribute score says more than n-gram
 overlap: for each attribute the ground-truth labels give, whether the caption states it right,
-states it wrong, or does not state it (data_gen.text_attributes reads the caption):
+states it wrong, or does not state it (musicllm.text_attributes reads the caption):
     tempo        the tempo band (musicllm.vocabulary) of a BPM number or band word; a BPM within
                  4% of the true one counts as right even across a band edge
     key, mode    "F# minor"; "major"/"minor" (also inside a key name)
@@ -38,7 +38,7 @@ from pathlib import Path
 
 from data_gen.formats import FormatError, JsonlWriter, read_jsonl
 from musicllm.vocabulary import ATTRIBUTES as TRACK_ATTRIBUTES, tempo_band
-from data_gen.text_attributes import (GENRES, INSTRUMENTS, bpms_in, canonical_genre, canonical_instrument, genres_in,
+from musicllm.text_attributes import (GENRES, INSTRUMENTS, bpms_in, canonical_genre, canonical_instrument, genres_in,
                              instruments_in, keys_in, mentions, metres_in, modes_in, tempo_bands_in)
 from eval.caption_metrics import caption_metrics
 
@@ -76,7 +76,7 @@ def attribute_accuracy(caption: str, labels: dict) -> dict[str, dict]:
     instruments = labels.get("instruments")
     if isinstance(instruments, list) and instruments:
         truth = {canonical_instrument(i) for i in instruments}
-        # Instruments outside data_gen.text_attributes' list ("theremin") count when named as they are.
+        # Instruments outside musicllm.text_attributes' list ("theremin") count when named as they are.
         named = instruments_in(caption) | {t for t in truth - set(INSTRUMENTS) if mentions(caption.lower(), t)}
         hits = truth & named
         out["instruments"] = {"status": "not_stated" if not named else "correct" if hits else "wrong",

@@ -55,7 +55,7 @@ from data_gen.procedural.styles import INSTRUMENT_NAMES
 from musicllm.lists import repeated_list_item
 from musicllm.vocabulary import tempo_band
 from data_gen.writers.phrases import may_be_playing
-from data_gen.text_attributes import (GENRES, INSTRUMENTS, bpms_in, canonical_genre, canonical_instrument, keys_in, mentions,
+from musicllm.text_attributes import (GENRES, INSTRUMENTS, bpms_in, canonical_genre, canonical_instrument, keys_in, mentions,
                              modes_in, sharp_tonic)
 
 ATTRIBUTE_KINDS = ("instruments", "key", "mode", "tempo", "metre", "mood", "style")
@@ -129,14 +129,14 @@ _SIGNATURE = re.compile(r"(?<![\d/])(\d{1,2})\s*/\s*(2|4|8|16)(?![\d/])")
 _BEATS_PER_BAR = re.compile(r"\b(two|three|four|six|[2346])\s+(?:\w+\s+)?beats?\s+(?:per|to the|to a|in each|in a|"
                             r"in every|a|each)\s+(?:bar|measure)", re.IGNORECASE)
 BEATS_METRE = {"two": {"2/4", "6/8"}, "three": {"3/4"}, "four": {"4/4"}, "six": {"6/8"}}
-# Collective names -> the instruments (data_gen.text_attributes' canonical names) they may stand for.
+# Collective names -> the instruments (musicllm.text_attributes' canonical names) they may stand for.
 _WINDS, _KEYS = "flute clarinet oboe bassoon saxophone", "piano organ synth harpsichord clavinet celesta"
 INSTRUMENT_GROUPS = {name: members.split() for name, members in {
     "orchestra": "strings brass horn harp timpani " + _WINDS, "woodwinds": _WINDS, "woodwind": _WINDS,
     "keyboard": _KEYS, "keyboards": _KEYS, "rhythm section": "drums bass guitar piano", "vocal": "choir",
     "singers": "choir", "rapper": "choir", "rapping": "choir", "ukulele": "guitar", "sitar": "sitar", "tabla": "drums",
 }.items()}
-# Words naming an instrument -> its canonical name: data_gen.text_attributes' words, the corpus' own names
+# Words naming an instrument -> its canonical name: musicllm.text_attributes' words, the corpus' own names
 # (data_gen.procedural.styles: "nylon-string guitar" -> "guitar"), and the collective names.
 INSTRUMENT_WORDS = {w: c for c, (_, words) in INSTRUMENTS.items() for w in words}
 INSTRUMENT_WORDS |= {n: canonical_instrument(n) for n in INSTRUMENT_NAMES.values() if n not in INSTRUMENT_WORDS}
@@ -151,7 +151,7 @@ MOOD_SYNONYMS = {  # the label's class (data_gen.procedural.mood.MOODS) -> other
 OTHER_MOODS = ("romantic nostalgic triumphant epic aggressive angry hopeful reflective contemplative bittersweet "
                "haunting sentimental emotional moody solemn dramatic intense").split()  # no label says these
 MOOD_WORDS = {w: m for m in MOODS for w in [m, *MOOD_SYNONYMS.get(m, "").split()]} | {w: w for w in OTHER_MOODS}
-STYLE_WORDS = {g: list(words) for g, words in GENRES.items()}  # data_gen.text_attributes' genres, plus:
+STYLE_WORDS = {g: list(words) for g, words in GENRES.items()}  # musicllm.text_attributes' genres, plus:
 for _genre, _extra in {"classical": "baroque|orchestral|choral|symphonic|chamber", "jazz": "bebop|big band",
                        "latin": "samba|tango|reggaeton|cumbia|bossa", "hip hop": "trap|boom bap", "rock": "grunge",
                        "electronic": "dance music|trance|dubstep|drum and bass|synthwave", "folk": "bluegrass|celtic",
@@ -218,7 +218,7 @@ def stated_metres(answer: str) -> list[set[str]]:
 
 
 def stated_instruments(answer: str) -> set[str]:
-    """Instruments named, as data_gen.text_attributes' canonical names, or collective names (INSTRUMENT_GROUPS)."""
+    """Instruments named, as musicllm.text_attributes' canonical names, or collective names (INSTRUMENT_GROUPS)."""
     return {INSTRUMENT_WORDS[w] for w in _found(answer, INSTRUMENT_WORDS)}
 
 

@@ -33,7 +33,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from data_gen.formats import read_jsonl
-from data_gen.text_attributes import option_value
+from musicllm.text_attributes import option_value
 from eval.parsing import parse_answer, parse_muchomusic
 
 SCORERS = ("muchomusic", "robust", "loglik", "loglik_mean", "cloze", "choice")

@@ -16,6 +16,21 @@ def test_sentences_that_contradict_the_stored_facts_are_dropped():
     assert contradicts("It is in D major.", {}) is False  # nothing stored: nothing to contradict
 
 
+def test_metres_and_tempi_stated_in_words_are_checked_too():
+    four = {"tempo_bpm": 140.0, "time_signature": "4/4"}
+    # the issue's own caption: a metre in numbers and another in words
+    assert contradicts("It is in 4/4, with three beats to the bar.", four) is True
+    assert contradicts("It is in 4/4, with four beats to the bar.", four) is False
+    assert contradicts("A gentle piece in waltz time.", four) is True
+    assert contradicts("It has two groups of three eighth notes per bar (6/8).", {"time_signature": "6/8"}) is False
+    assert contradicts("It keeps a slow pace.", four) is True  # 140 BPM is fast
+    assert contradicts("It has a fast tempo of 138 BPM.", four) is False
+    assert contradicts("The tempo is medium-fast.", {"tempo_bpm": 128.0}) is False  # 10% from the band's edge
+    assert contradicts("The tempo is moderate.", {"tempo_bpm": None}) is True  # no tempo: any tempo is invented
+    assert checked("Bright brass in 4/4. It has three beats to the bar. It moves at a slow tempo.", four) == \
+        "Bright brass in 4/4."
+
+
 def test_repeated_and_broken_sentences_are_dropped_and_nothing_is_added():
     text = ("This dark recording is in A minor and is in A minor. It is in A minor. A sad waltz. "
             "It is in A minor! -string guitar. Calm strings.")

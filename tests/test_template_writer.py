@@ -137,7 +137,7 @@ def test_only_tempo_means_only_tempo():
 def test_a_mode_answer_names_the_mode_and_no_tonic_so_it_is_never_the_key_answer():
     # With the tonic in both ("It is in a minor key (B minor)." beside "It is in B minor."), a model
     # trained on more multiple choice answered "Major or minor?" with the key's sentence.
-    from data_gen.text_attributes import keys_in, modes_in
+    from musicllm.text_attributes import keys_in, modes_in
     from data_gen.writers.template_qa import QUESTIONS
 
     by_topic = {"key": set(), "mode": set()}

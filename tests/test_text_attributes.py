@@ -2,7 +2,7 @@
 
 import pytest
 
-from data_gen.text_attributes import (canonical_genre, canonical_instrument, instruments_in, keys_in, metres_in, modes_in,
+from musicllm.text_attributes import (canonical_genre, canonical_instrument, instruments_in, keys_in, metres_in, modes_in,
                              question_type, tempo_bands_in)
 
 

@@ -30,9 +30,9 @@ HEADS = {"genre": "style", "mood": "mood", "instruments": "instruments"}  # ques
 
 
 def question_kind(question: str, options: list[str], answer_index: int, heads: dict[str, dict[str, float]]) -> str | None:
-    """key, mode, tempo, metre (data_gen.text_attributes reads them), else genre, mood or instruments when
+    """key, mode, tempo, metre (musicllm.text_attributes reads them), else genre, mood or instruments when
     the right option is one of that head's class words; None otherwise."""
-    from data_gen.text_attributes import question_type
+    from musicllm.text_attributes import question_type
 
     kind = question_type(question, options, answer_index)
     if kind:
@@ -50,7 +50,7 @@ def class_log_prob(head: dict[str, float], option: str) -> float:
 
 def option_scores(kind: str, options: list[str], heads: dict[str, dict[str, float]]) -> list[float]:
     """The heads' log-probability of each option (-inf: no head names it)."""
-    from data_gen.text_attributes import option_value
+    from musicllm.text_attributes import option_value
 
     def score(option: str) -> float:
         if kind in ("key", "mode", "tempo", "metre"):

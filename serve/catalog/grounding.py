@@ -6,10 +6,13 @@
 The model's text is kept sentence by sentence. A sentence is dropped when it
 - is not a sentence at all (a small model's broken output starts mid-word, "-string guitar,
   drums.", or stutters, "0:05–0:05–0:05–0:05");
-- states a tempo more than 10% off the stored one, a key or a mode the stored key does not have,
-  or a metre other than the stored one (catalog attribute names: tempo_bpm, key, mode,
-  time_signature; an attribute the facts leave out contradicts nothing, and so does one whose
-  value is None, except a tempo: a BPM number about a track known to have none is invented);
+- states a tempo more than 10% off the stored one (a BPM number, or a band word beside a tempo
+  noun: "a slow pace" about a track stored at 140 BPM), a key or a mode the stored key does not
+  have, or a metre other than the stored one, in numbers or in words ("4/4, with three beats to
+  the bar" about a 4/4 track); catalog attribute names: tempo_bpm, key, mode, time_signature.
+  An attribute the facts leave out contradicts nothing, and so does one whose value is None,
+  except a tempo: a tempo stated about a track known to have none is invented. The statements
+  are read by musicllm.text_attributes, as the evaluation reads them;
 - repeats itself or an earlier sentence (four words in a row said twice: how a looping small
   model reads), or names one thing twice in a list ("piano, piano and drums": a model listing
   more than it heard); eval.follow's `repeats_itself` uses the same measures.
@@ -22,14 +25,11 @@ from __future__ import annotations
 import re
 
 from musicllm.lists import SENTENCE_END, repeated_list_item
-from serve.catalog.filters import parse_key
+from musicllm.text_attributes import bpms_in, keys_in, metres_in, modes_in, tempo_bands_in
+from musicllm.vocabulary import tempo_band
 
 SENTENCE_START = re.compile(r"[A-Z0-9]")
 STUTTER = re.compile(r"(.{4,}?)\1\1")
-BPM = re.compile(r"(\d+(?:\.\d+)?)\s*bpm", re.IGNORECASE)
-KEY = re.compile(r"\b([A-G])([#b]?)\s+(major|minor)\b")
-MODE = re.compile(r"\b(major|minor)\b", re.IGNORECASE)
-METRE = re.compile(r"\b([2-9]|12)/(4|8)\b")
 TEMPO_TOLERANCE = 0.1
 
 
@@ -43,20 +43,23 @@ def is_sentence(sentence: str) -> bool:
 
 def contradicts(sentence: str, attributes: dict) -> bool:
     """Whether `sentence` states a tempo, key, mode or metre that the track's facts do not."""
-    if "tempo_bpm" in attributes:  # None: known to have no tempo (a BPM number is invented); absent: unknown
-        tempo = attributes["tempo_bpm"]
-        for match in BPM.finditer(sentence):
-            if tempo is None or abs(float(match[1]) - tempo) > TEMPO_TOLERANCE * tempo:
+    if "tempo_bpm" in attributes:  # None: known to have no tempo (any tempo stated is invented); absent: unknown
+        tempo, bpms, bands = attributes["tempo_bpm"], bpms_in(sentence), tempo_bands_in(sentence)
+        if tempo is None:
+            if bpms or bands:
                 return True
-    tonics = {parse_key(m.group())[0] for m in KEY.finditer(sentence)}  # flats spelled as the catalog's sharps
+        elif any(abs(bpm - tempo) > TEMPO_TOLERANCE * tempo for bpm in bpms) or \
+                bands - {tempo_band(tempo * f) for f in (1 - TEMPO_TOLERANCE, 1.0, 1 + TEMPO_TOLERANCE)}:
+            return True
+    tonics = {tonic for tonic, _ in keys_in(sentence)}  # flats spelled as the catalog's sharps
     if attributes.get("key") and tonics and tonics != {attributes["key"]}:
         return True
-    modes = {m.lower() for m in MODE.findall(sentence)}
+    modes = modes_in(sentence)
     if attributes.get("mode") and modes and modes != {attributes["mode"]}:
         return True
-    metres = set(METRE.findall(sentence))
+    metres = metres_in(sentence)
     metre = attributes.get("time_signature")
-    return bool(metre and metres and metres != {tuple(metre.split("/"))})
+    return bool(metre and metres and metres != {metre})
 
 
 def _grams(sentence: str) -> list[tuple[str, ...]]:

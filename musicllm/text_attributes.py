@@ -6,8 +6,9 @@
     instruments_in("piano, fingered bass and drums")  # {"piano", "bass", "drums"}
 
 The same readers serve the MIR baseline (which option names the estimated key?), the
-confusion matrices of the report (which key did the chosen option name?) and the captioning
-attribute score (does the caption state the true tempo band?). They read words, not meaning:
+confusion matrices of the report (which key did the chosen option name?), the captioning
+attribute score (does the caption state the true tempo band?) and the catalog's check of what a
+user reads against a track's stored facts (serve.catalog.grounding). They read words, not meaning:
 a tonic must be a capital letter ("a minor key" is a mode, not A minor), a tempo word counts only
 next to "tempo"/"pace"/"speed" ("moderate dynamics" is no tempo), and negation is not understood.
 Keys are spelled with sharps, as in `musicllm.vocabulary`; flats are converted.
