@@ -135,6 +135,27 @@ QUESTIONS = {
                  "How would you describe the dynamic level of the performance?"],
     "structure": ["In what order do the parts of this piece unfold?", "Which sequence matches the form of this track?"],
 }
+# Another writer's questions, for the out-of-distribution split (`--held-out-wordings`; the quickstart's
+# data/mc_ood.csv): none of them is asked in training (QUESTIONS above, template_qa.py, phrases.PROMPTS),
+# so a model that learnt the training questions' strings gets no help from them.
+HELD_OUT_QUESTIONS = {
+    "tempo": ["If you tapped along, how quick would the beat feel?", "Which of these matches how briskly the music goes?",
+              "Going by the pulse, how would you rate its speed?"],
+    "key": ["Where does this music feel at home, harmonically?", "Which tonal centre, with its scale, do you hear?",
+            "Going by the chords, which of these is the tonic and scale?"],
+    "mode": ["Judging by the chords, which scale colour does the music have?",
+             "Listening to the harmony, which of these describes its scale?"],
+    "metre": ["Counting along, how do the beats fall into bars?", "Which beat pattern would a conductor use here?",
+              "Tap your foot: which meter does it settle into?"],
+    "instrument": ["Which sound source would you spot in this mix?", "One of these is heard in the recording. Which?",
+                   "Pick the one you can make out here."],
+    "genre": ["If you filed this in a record shop, which section would it go in?",
+              "Which category would a listener put this under?", "What tradition does this recording come from?"],
+    "mood": ["How would this make a listener feel?", "Which feeling does the recording leave you with?",
+             "Which word sums up its atmosphere?"],
+    "dynamics": ["How loud is the playing, on the whole?", "Which describes how hard the musicians play?"],
+    "structure": ["How is this track laid out from start to end?", "Which running order of sections fits what you hear?"],
+}
 DIMENSIONS = {  # dimension -> (music_knowledge, music_reasoning), in formats.KNOWLEDGE / REASONING words
     "tempo": (["metre and rhythm"], []), "key": (["harmony"], []), "mode": (["harmony"], []),
     "metre": (["metre and rhythm"], []), "instrument": (["instrumentation"], []), "genre": ([], ["genre and style"]),
@@ -450,9 +471,9 @@ def _padded(dim: str, facts: dict, wrong: list[str], rng: random.Random) -> list
 
 
 def _choose(base: dict, dim: str, facts: dict, rng: random.Random, target: int | None,
-            kind: str = "muchomusic", vocabulary: dict | None = None) -> dict | None:
+            kind: str = "muchomusic", vocabulary: dict | None = None, wordings: dict = QUESTIONS) -> dict | None:
     correct = facts[dim][0]
-    questions = [q for q in QUESTIONS[dim] if not gives_away(q, correct)]
+    questions = [q for q in wordings[dim] if not gives_away(q, correct)]
     if not questions or _pick_distractors(dim, facts, random.Random(0), kind, vocabulary) is None:
         return None
     kind_flag = "same-kind+padded" if kind == "same-kind" and dim in PADDED else "same-kind"
@@ -476,8 +497,10 @@ def _choose(base: dict, dim: str, facts: dict, rng: random.Random, target: int |
 
 def make_questions(clip: dict, rng: random.Random, per_clip: int = 4, positions: PositionCycle | None = None,
                    dimensions: list[str] | None = None, distractors: str = "muchomusic",
-                   vocabulary: dict | None = None, odds: dict[str, float] | None = None) -> list[dict]:
-    """Up to `per_clip` questions on different dimensions of `clip`, from its ground-truth labels.
+                   vocabulary: dict | None = None, odds: dict[str, float] | None = None,
+                   wordings: dict = QUESTIONS) -> list[dict]:
+    """Up to `per_clip` questions on different dimensions of `clip`, from its ground-truth labels,
+    worded from `wordings` (QUESTIONS, or HELD_OUT_QUESTIONS).
 
     `positions` steers the answer positions of `option_order` (balanced over all calls sharing it);
     without it they are left to the row hash. `dimensions` limits which dimensions are asked."""
@@ -494,7 +517,7 @@ def make_questions(clip: dict, rng: random.Random, per_clip: int = 4, positions:
                 "genre": genre if isinstance(genre, str) else "", "music_knowledge": repr(knowledge),
                 "music_reasoning": repr(reasoning), "audio": clip["audio"]}
         target = positions.take() if positions else None
-        row = _choose(base, dim, facts, rng, target, distractors, vocabulary)
+        row = _choose(base, dim, facts, rng, target, distractors, vocabulary, wordings)
         if row is None:
             if positions:
                 positions.give_back(target)
@@ -532,9 +555,10 @@ def write_csv(rows: list[dict], path: Path) -> None:
 
 
 def write_questions(manifest: Path, out: Path, per_clip: int = 4, seed: int = 0, split: str = "test",
-                    distractors: str = "muchomusic", balance_answers: bool = False) -> list[dict]:
+                    distractors: str = "muchomusic", balance_answers: bool = False,
+                    held_out_wordings: bool = False) -> list[dict]:
     """Multiple-choice questions on `manifest`'s clips of `split` ("all": every clip), written to the
-    CSV `out` (whole or not at all); returns the rows. Raises FileNotFoundError for a missing
+    CSV `out` (whole or not at all), worded from HELD_OUT_QUESTIONS with `held_out_wordings`; returns the rows. Raises FileNotFoundError for a missing
     manifest (read_jsonl reads none as empty), FormatError/KeyError for a bad one."""
     if not manifest.is_file():
         raise FileNotFoundError(f"{manifest}: no such manifest")
@@ -550,7 +574,7 @@ def write_questions(manifest: Path, out: Path, per_clip: int = 4, seed: int = 0,
         clip = {**clip, "audio": relocate_audio(clip["audio"], manifest.parent, out.parent)}
         rows += make_questions(clip, seeded_rng("mc", seed, clip["id"]), per_clip, positions,
                                dimensions=asked.get(clip["id"]), distractors=distractors, vocabulary=vocabulary,
-                               odds=odds)
+                               odds=odds, wordings=HELD_OUT_QUESTIONS if held_out_wordings else QUESTIONS)
     write_csv(rows, out)
     flagged = sum(1 for r in rows if "text_only_guessable" in r["flags"])
     print(f"{len(rows)} questions on {len(clips)} clips ({split} split) -> {out}; "
@@ -575,10 +599,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--balance-answers", action="store_true",
                         help="ask fewer questions whose answer is common among these clips, so that every "
                              "answer of a dimension is right about equally often (for test sets)")
+    parser.add_argument("--held-out-wordings", action="store_true",
+                        help="word the questions as another writer would (HELD_OUT_QUESTIONS, never used in "
+                             "training: for out-of-distribution sets)")
     args = parser.parse_args(argv)
     try:
         write_questions(args.manifest, args.out or args.manifest.parent / "multiple_choice.csv", args.per_clip,
-                        args.seed, args.split, args.distractors, args.balance_answers)
+                        args.seed, args.split, args.distractors, args.balance_answers, args.held_out_wordings)
     except FileNotFoundError as err:
         print(f"musicllm data mc: {err}", file=sys.stderr)
         return 2

