@@ -70,6 +70,12 @@ def test_correct_against_labels():
     assert not correct("instruments", MEMORISED, LABELS)
     assert correct("mood", "Peaceful and dreamy.", LABELS) and not correct("mood", "Tense.", LABELS)
     assert correct("style", "Baroque, so classical.", LABELS) and not correct("style", "Classical or jazz.", LABELS)
+    for texture in ("chamber", "orchestral", "choral"):  # the corpus's classical textures
+        assert correct("style", "This is classical music.", {"genre": texture})
+        assert correct("style", f"It is {texture} music.", {"genre": texture})
+        assert not correct("style", "It is folk music.", {"genre": texture})
+    assert correct("style", "Brass band music.", {"genre": "brass band"})
+    assert not correct("style", "This is classical music.", {"genre": "brass band"})
     assert correct("caption", "A calm classical piece for violin and piano at 120 BPM, in C# major.", LABELS) == \
         pytest.approx(4 / 5)  # mood, style, instruments, tempo right; the key wrong
     assert correct("theory", "A chord is notes together.", LABELS) is None  # which theory question?
