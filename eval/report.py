@@ -74,8 +74,11 @@ def margin(n: int) -> str:
 
 
 def listening_section(runs: list[dict]) -> str:
-    """Per model and scorer (the primary one, and the log-likelihood ones, which need no answer format),
-    the accuracy under each audio mode and the audio − none gap."""
+    """Per model and scorer (the primary one, and cloze: the option text's likelihood, whatever format
+    the model answers in), the accuracy under each audio mode and the audio − none gap. Not loglik:
+    it scores "(B) option text", a letter a model taught to answer with the text alone (the default,
+    training/recipe.py) gives no weight, so its gap says nothing of listening there (AN: +7.5 points
+    where cloze said +57.5); the accuracy table keeps it."""
     by_model: dict[str, dict[str, dict]] = {}
     for r in runs:
         by_model.setdefault(str(r.get("model")), {})[r.get("audio_mode")] = r
@@ -84,7 +87,7 @@ def listening_section(runs: list[dict]) -> str:
         if len(modes) < 2 or "audio" not in modes:
             continue
         audio = modes["audio"]
-        for scorer in dict.fromkeys([audio["primary"], "loglik", "cloze"]):
+        for scorer in dict.fromkeys([audio["primary"], "cloze"]):
             if scorer not in audio["scorers"]:
                 continue
             acc = {m: r["scorers"].get(scorer, {}).get("accuracy") for m, r in modes.items()}

@@ -47,6 +47,8 @@ def test_report_writes_markdown_and_pngs(tmp_path):
                  # breakdowns: the primary scorer (robust parser), then log-likelihood beside it
                  "ckpt/audio (log-lik (sum))", "| key | 80.0 (n=40) | 25.0 (n=40) |"]:
         assert text in report, text
+    # "(B) option text" likelihoods say nothing of listening in a model that answers with the text alone
+    assert "| ckpt | robust parser |" in report and "| ckpt | log-lik (sum) |" not in report
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert "accuracy_by_dimension.png" in pngs and "confusion_ckpt-audio_key.png" in pngs
     for name in pngs:
