@@ -9,6 +9,9 @@ the right option's text long before it learns which letter goes with it, and a r
 with the letter ("(B) option text", as until session 39) was a guess of the letter that the text
 then copied: the default model's replies that opened so named the right option on 103 of 383
 test questions (27%; chance 25%), where its option-text likelihoods were right on 83.6% of all.
+The default model's recipe answers with the text alone (`--text-share 1`: training/recipe.py's
+ANSWER_TEXT_SHARE): even after the text, its letter named another option than the text on 70 of
+240 written answers that carried one (session 39).
 Each question is written with `--orders` different option orders, so the model cannot learn
 positions. The prompt and the option orders come from `data_gen.questions`, so training and
 evaluation cannot drift apart.
