@@ -558,8 +558,9 @@ def write_questions(manifest: Path, out: Path, per_clip: int = 4, seed: int = 0,
                     distractors: str = "muchomusic", balance_answers: bool = False,
                     held_out_wordings: bool = False) -> list[dict]:
     """Multiple-choice questions on `manifest`'s clips of `split` ("all": every clip), written to the
-    CSV `out` (whole or not at all), worded from HELD_OUT_QUESTIONS with `held_out_wordings`; returns the rows. Raises FileNotFoundError for a missing
-    manifest (read_jsonl reads none as empty), FormatError/KeyError for a bad one."""
+    CSV `out` (whole or not at all), worded from HELD_OUT_QUESTIONS with `held_out_wordings`;
+    returns the rows. Raises FileNotFoundError for a missing manifest (read_jsonl reads none as
+    empty), FormatError/KeyError for a bad one."""
     if not manifest.is_file():
         raise FileNotFoundError(f"{manifest}: no such manifest")
     # In id order: the seeded choices below follow the clips, so any order of the manifest's
