@@ -94,7 +94,9 @@ DYNAMICS_ORDER = ["Mostly soft", "Moderate", "Mostly loud"]
 MOODS = {"happy": (1, 1), "energetic": (1, 1), "playful": (1, 1), "calm": (1, 0), "dreamy": (1, 0),
          "sad": (0, 0), "dark": (0, 0), "tense": (0, 1)}
 # Spellings of the procedural corpus and of the issue both; a genre sharing a word with the true
-# one ("classical" / "classical chamber") is never offered as wrong.
+# one ("classical" / "classical chamber") is never offered as wrong, nor one of the same family:
+# the corpus's classical textures are classical music, so "Classical" is no wrong answer about a
+# choir or an orchestra (nor "Orchestral" about a classical piece).
 GENRE_NEIGHBOURS = {
     "rock": ["funk", "folk", "metal"], "pop": ["rock", "funk", "folk"], "jazz": ["funk", "latin", "blues"],
     "classical": ["folk", "ambient", "opera"], "classical chamber": ["folk", "ambient", "opera"],
@@ -103,12 +105,13 @@ GENRE_NEIGHBOURS = {
     "latin": ["jazz", "funk", "pop"], "funk": ["jazz", "rock", "latin"], "hip hop": ["funk", "pop", "electronic"],
     "hip-hop": ["funk", "pop", "electronic"],
     # the corpus's textures (data_gen/procedural/textures.py)
-    "orchestral": ["classical", "ambient", "chamber"], "solo piano": ["classical", "jazz", "ambient"],
-    "choral": ["chorale", "classical", "folk"], "brass band": ["jazz", "orchestral", "folk"],
-    "chorale": ["choral", "classical", "chamber"], "chamber": ["orchestral", "classical", "chorale"],
+    "orchestral": ["brass band", "ambient", "folk"], "solo piano": ["jazz", "ambient", "folk"],
+    "choral": ["folk", "ambient", "brass band"], "brass band": ["jazz", "orchestral", "folk"],
+    "chorale": ["brass band", "folk", "ambient"], "chamber": ["folk", "brass band", "ambient"],
     "unaccompanied": ["folk", "chamber", "solo piano"],
 }
 GENRES = sorted(set(GENRE_NEIGHBOURS) | {g for n in GENRE_NEIGHBOURS.values() for g in n})
+CLASSICAL_FAMILY = {"classical", "classical chamber", "orchestral", "choral", "chorale", "chamber", "solo piano"}
 # Families for "incorrect but related" instruments; a candidate is used only when
 # `may_be_playing` rules out that the clip has it under another name.
 INSTRUMENT_FAMILIES = [
@@ -269,7 +272,8 @@ def _genre(labels):
     if not isinstance(genre, str) or not genre.strip():
         return None
     genre = genre.strip().lower().replace("-", " ")
-    other = [g for g in GENRES if not words(g) & words(genre)]
+    family = CLASSICAL_FAMILY if genre in CLASSICAL_FAMILY else {genre}
+    other = [g for g in GENRES if not words(g) & words(genre) and g not in family]
     related = [g for g in GENRE_NEIGHBOURS.get(genre, []) if g in other] or other
     false = [g for g in other if g not in related]
     return cap(genre), [cap(g) for g in related], [f"{cap(genre)} style"], [f"{cap(g)} style" for g in false]

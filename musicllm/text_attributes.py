@@ -85,8 +85,9 @@ INSTRUMENTS = {
     "synth": (["synth", "pad", "lead", "sawtooth", "square"],
               ["synth", "synths", "synthesizer", "synthesiser", "pad", "pads"]),
 }
-GENRES = {  # canonical -> words that name it in a text
-    "rock": ["rock"], "pop": ["pop"], "jazz": ["jazz"], "classical": ["classical", "chamber music"],
+GENRES = {  # canonical -> words that name it in a text (the procedural corpus's classical textures are classical)
+    "rock": ["rock"], "pop": ["pop"], "jazz": ["jazz"],
+    "classical": ["classical", "chamber music", "chamber", "orchestral", "symphonic", "choral", "chorale"],
     "electronic": ["electronic", "edm", "techno", "house", "electronica"], "folk": ["folk"], "ambient": ["ambient"],
     "latin": ["latin", "bossa nova", "salsa"], "funk": ["funk", "funky"], "hip hop": ["hip hop", "hip-hop", "rap"],
     "metal": ["metal"], "blues": ["blues"], "country": ["country"], "reggae": ["reggae"], "soul": ["soul"],

@@ -48,6 +48,16 @@ def statuses(caption, labels=LABELS):
     return {k: v["status"] for k, v in attribute_accuracy(caption, labels).items()}
 
 
+def test_classical_music_is_right_about_the_corpus_classical_textures():
+    # The corpus labels string quartets, orchestras and choirs by texture; all of them are classical music.
+    for texture in ("chamber", "orchestral", "choral"):
+        assert statuses("This is classical music for strings.", {"genre": texture}) == {"genre": "correct"}
+        assert statuses(f"A {texture} piece.", {"genre": texture}) == {"genre": "correct"}
+        assert statuses("A folk song.", {"genre": texture}) == {"genre": "wrong"}
+    assert statuses("An orchestral piece.", {"genre": "classical"}) == {"genre": "correct"}
+    assert statuses("Classical music.", {"genre": "brass band"}) == {"genre": "wrong"}
+
+
 def test_attribute_accuracy_on_hand_written_captions():
     right = "A hip-hop track in F# minor at 121 BPM, in 3/4, with piano, bass and a drum kit."
     assert statuses(right) == dict.fromkeys(["tempo_bpm", "key", "mode", "time_signature", "instruments", "genre"], "correct")

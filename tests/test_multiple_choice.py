@@ -180,6 +180,28 @@ def test_other_spellings_of_the_truth_are_never_wrong_options():
                 assert not may_be_playing(row["distractor_1_answer"].lower(), present)
 
 
+def test_classical_music_is_never_a_wrong_answer_about_a_classical_texture():
+    # "Classical" is no wrong answer about a choir or an orchestra, nor "Orchestral" about a classical piece.
+    from data_gen.multiple_choice import CLASSICAL_FAMILY, answer_vocabulary
+
+    rng = random.Random(5)
+    clips = [procedural_clip(i, rng) for i in range(140)]
+    for i, clip in enumerate(clips):
+        clip["labels"]["genre"] = ["classical", "orchestral", "choral", "chamber", "solo piano", "rock", "jazz"][i % 7]
+    vocabulary = answer_vocabulary(clips, random.Random(0))
+    asked = Counter()
+    for clip in clips:
+        for kind in ("same-kind", "muchomusic"):
+            for row in make_questions(clip, random.Random(clip["id"]), per_clip=9, distractors=kind, vocabulary=vocabulary):
+                truth = row["correct_answer"].lower()
+                if row["music_reasoning"] != "['genre and style']" or truth not in CLASSICAL_FAMILY:
+                    continue
+                asked[truth] += 1
+                wrong = [o.lower().removesuffix(" style") for o in options(row)[1:] if o != row["distractor_2_answer"]]
+                assert not set(wrong) & CLASSICAL_FAMILY, (truth, wrong)
+    assert set(asked) == {"classical", "orchestral", "choral", "chamber", "solo piano"}, asked
+
+
 def test_same_kind_distractors_answer_the_question_and_come_from_the_corpus():
     from data_gen.multiple_choice import answer_vocabulary
 
