@@ -56,7 +56,7 @@ from musicllm.lists import repeated_list_item
 from musicllm.vocabulary import tempo_band
 from data_gen.writers.phrases import may_be_playing
 from musicllm.text_attributes import (GENRES, INSTRUMENTS, bpms_in, canonical_genre, canonical_instrument, keys_in, mentions,
-                             modes_in, sharp_tonic)
+                             modes_in, says_no_music, sharp_tonic)
 
 ATTRIBUTE_KINDS = ("instruments", "key", "mode", "tempo", "metre", "mood", "style")
 KINDS = ATTRIBUTE_KINDS + ("caption", "theory")
@@ -410,7 +410,6 @@ def contradictions(rows: list[dict]) -> tuple[list[dict], int]:
 # Words that say the clip is silent, or noise; "no music" says it is neither music nor which.
 NOT_MUSIC_WORDS = {"silence": re.compile(r"\bsilen(?:t|ce)\b|\bno sound\b", re.IGNORECASE),
                    "noise": re.compile(r"\bnois(?:e|y)\b|\bhiss(?:ing)?\b|\bhum(?:ming)?\b|\bstatic\b", re.IGNORECASE)}
-NO_MUSIC = re.compile(r"\bno music\b|\bnot music\b|\bnothing (?:is )?playing\b", re.IGNORECASE)
 
 
 def not_music(row: dict) -> str | None:
@@ -423,7 +422,7 @@ def not_music_summary(rows: list[dict]) -> dict:
     """recognised: the answer says the clip is silent, noise or not music; right: it names what
     the clip is (silence as silence, noise as noise); distinct as for the music's kinds."""
     said = [{label for label, words in NOT_MUSIC_WORDS.items() if words.search(r["answer"])} for r in rows]
-    recognised = [bool(s) or bool(NO_MUSIC.search(r["answer"])) for r, s in zip(rows, said)]
+    recognised = [bool(s) or says_no_music(r["answer"]) for r, s in zip(rows, said)]
     right = [not_music(r) in s and len(s) == 1 for r, s in zip(rows, said)]
     by_sound = {label: {"n": sum(not_music(r) == label for r in rows),
                         "right": _rate([ok for r, ok in zip(rows, right) if not_music(r) == label])}
@@ -459,6 +458,8 @@ def score_rows(rows: list[dict], file: str = "") -> dict:
                "repeats": _rate([repeats_itself(r["answer"]) for r in rows]),
                "clips_with_shared_answer": len({s["clip"] for s in shared}),
                "shared_answer_share": len({s["clip"] for s in shared}) / len(clips),
+               # a user told that the music they uploaded is silence or noise
+               "says_no_music": sum(says_no_music(r["answer"]) for r in rows if r["kind"] != "theory"),
                "clips_contradicting": len({c["clip"] for c in disagree}),
                "clips_compared": compared,
                "contradictions_by_kind": dict(Counter(c["kind"] for c in disagree))}
@@ -489,6 +490,8 @@ def table(scores: dict) -> str:
     o = scores["overall"]
     lines.append(f"clips where two kinds got the same answer: {o['clips_with_shared_answer']} of {o['clips']} "
                  f"({o['shared_answer_share']:.1%})")
+    if o.get("says_no_music") is not None:  # scores written before session 41 lack it
+        lines.append(f"answers about music that say it holds no music: {o['says_no_music']}")
     if o["clips_compared"]:
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(o["contradictions_by_kind"].items())) or "none"
         lines.append(f"clips whose caption and answers disagree: {o['clips_contradicting']} of {o['clips_compared']} ({kinds})")

@@ -237,8 +237,10 @@ def follow_section(follows: list[dict]) -> str:
         rows.append(["**all**", str(o["n"]), pct(o["responds"]), "", "", pct(o["repeats"])])
         disagree = (f" Its caption and its answer to the key, mode, tempo or metre question disagreed on "
                     f"{o['clips_contradicting']} of {o['clips_compared']}." if o.get("clips_compared") else "")
+        no_music = (f" Answers that said the music holds no music (silence or noise): {o['says_no_music']}."
+                    if o.get("says_no_music") is not None else "")
         parts.append(f"`{scores.get('file')}`: {o['clips']} clips; two kinds got the same answer on "
-                     f"{o['clips_with_shared_answer']} of them.{disagree}\n\n"
+                     f"{o['clips_with_shared_answer']} of them.{disagree}{no_music}\n\n"
                      + md_table(["kind", "n", "responds", "right", "distinct", "repeats"], rows))
     return "\n\n".join(parts)
 

@@ -36,6 +36,10 @@ _BAND_NEAR_NOUN = re.compile(
     rf"|\b{_TEMPO_NOUN}\b(?:\W+\w+){{0,3}}?\W+({_BAND})(?![\w-])",  # "the tempo is fast"
     re.IGNORECASE)
 _METRE = re.compile(r"(?<![\d/])(2/4|3/4|4/4|6/8|5/4|7/8|12/8)(?![\d/])")
+# A statement that the clip holds no music (data_gen/not_music.py's answers say so in these words):
+# "This recording holds no music", "No instruments are playing: the clip is silent", "only noise".
+NO_MUSIC = re.compile(r"\bno music\b|\bnot music\b|\bnothing (?:is )?playing\b|\bno instruments? (?:is|are) playing\b"
+                      r"|\b(?:is|was) (?:silent|only noise)\b", re.IGNORECASE)
 METRE_WORDS = {
     "3/4": ["triple metre", "triple meter", "three beats to the bar", "three beats per bar", "waltz time"],
     "4/4": ["quadruple metre", "quadruple meter", "four beats to the bar", "four beats per bar", "common time"],
@@ -186,6 +190,11 @@ def canonical_genre(label: str) -> str:
 def genres_in(text: str) -> set[str]:
     lowered = text.lower()
     return {c for c, words in GENRES.items() if any(mentions(lowered, w) for w in words)}
+
+
+def says_no_music(text: str) -> bool:
+    """Whether a text says the clip holds no music ("the clip is silent", "not music")."""
+    return NO_MUSIC.search(text) is not None
 
 
 def asked_attribute(question: str) -> str | None:

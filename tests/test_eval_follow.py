@@ -153,6 +153,12 @@ def test_answers_about_silence_and_noise_are_scored_apart():
     assert summary["missed"] == [{"clip": "s", "kind": "tempo", "answer": "It is fast, at 120 BPM."}]
     only = score_rows(quiet)
     assert only["overall"] is None and only["not_music"] == summary
+    assert alone["overall"]["says_no_music"] == 0
+    # music told it is silence: the error a user would read, counted
+    told = score_rows(music + [{"clip": "c2", "kind": "caption", "question": WORDINGS["caption"][0], "labels": LABELS,
+                                "answer": "This ambient recording holds no music: the clip is played at a soft level."}])
+    assert told["overall"]["says_no_music"] == 1
+    assert "answers about music that say it holds no music: 1" in table(told)
     assert "the answer says the clip is not music 75.0%, names what it is 50.0%" in table(only)
 
 

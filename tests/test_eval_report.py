@@ -86,6 +86,7 @@ def test_free_text_answers_get_their_own_section(tmp_path):
     assert "| key | 1 | 100.0 | 100.0 |" in report and "| tempo | 1 | 0.0 |" in report  # the key sentence, asked the tempo
     assert "two kinds got the same answer on 1 of them" in report
     assert "Its caption and its answer to the key, mode, tempo or metre question disagreed on 1 of 1." in report  # A vs C
+    assert "Answers that said the music holds no music (silence or noise): 0." in report
 
 
 def test_answers_about_silence_and_noise_get_their_line(tmp_path):

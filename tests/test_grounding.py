@@ -31,6 +31,16 @@ def test_metres_and_tempi_stated_in_words_are_checked_too():
         "Bright brass in 4/4."
 
 
+def test_a_track_with_a_tempo_or_a_key_is_never_said_to_hold_no_music():
+    # the default model's caption of a soft ambient test clip (session 41): the silence clips' words
+    caption = "This ambient recording holds no music: the clip is played at a soft level. It is in A minor."
+    assert checked(caption, FACTS) == "It is in A minor."
+    assert contradicts("No instruments are playing: the clip is silent.", {"key": "C"}) is True
+    # a track stored as having no tempo and no key may be silence: the sentence stands
+    assert contradicts("This recording holds no music: the clip is silent.", {"tempo_bpm": None}) is False
+    assert contradicts("A noisy, humming synth over a quiet beat.", FACTS) is False  # noise words are no claim
+
+
 def test_repeated_and_broken_sentences_are_dropped_and_nothing_is_added():
     text = ("This dark recording is in A minor and is in A minor. It is in A minor. A sad waltz. "
             "It is in A minor! -string guitar. Calm strings.")

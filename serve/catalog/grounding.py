@@ -11,8 +11,10 @@ The model's text is kept sentence by sentence. A sentence is dropped when it
   have, or a metre other than the stored one, in numbers or in words ("4/4, with three beats to
   the bar" about a 4/4 track); catalog attribute names: tempo_bpm, key, mode, time_signature.
   An attribute the facts leave out contradicts nothing, and so does one whose value is None,
-  except a tempo: a tempo stated about a track known to have none is invented. The statements
-  are read by musicllm.text_attributes, as the evaluation reads them;
+  except a tempo: a tempo stated about a track known to have none is invented. A sentence that
+  says the track holds no music ("This ambient recording holds no music", the silence clips'
+  words on a soft track) contradicts a stored tempo or key. The statements are read by
+  musicllm.text_attributes, as the evaluation reads them;
 - repeats itself or an earlier sentence (four words in a row said twice: how a looping small
   model reads), or names one thing twice in a list ("piano, piano and drums": a model listing
   more than it heard); eval.follow's `repeats_itself` uses the same measures.
@@ -25,7 +27,7 @@ from __future__ import annotations
 import re
 
 from musicllm.lists import SENTENCE_END, repeated_list_item
-from musicllm.text_attributes import bpms_in, keys_in, metres_in, modes_in, tempo_bands_in
+from musicllm.text_attributes import bpms_in, keys_in, metres_in, modes_in, says_no_music, tempo_bands_in
 from musicllm.vocabulary import tempo_band
 
 SENTENCE_START = re.compile(r"[A-Z0-9]")
@@ -42,7 +44,10 @@ def is_sentence(sentence: str) -> bool:
 
 
 def contradicts(sentence: str, attributes: dict) -> bool:
-    """Whether `sentence` states a tempo, key, mode or metre that the track's facts do not."""
+    """Whether `sentence` states a tempo, key, mode or metre that the track's facts do not, or
+    says that a track whose facts have a tempo or a key holds no music."""
+    if (attributes.get("tempo_bpm") is not None or attributes.get("key")) and says_no_music(sentence):
+        return True
     if "tempo_bpm" in attributes:  # None: known to have no tempo (any tempo stated is invented); absent: unknown
         tempo, bpms, bands = attributes["tempo_bpm"], bpms_in(sentence), tempo_bands_in(sentence)
         if tempo is None:
