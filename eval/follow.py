@@ -158,7 +158,7 @@ for _genre, _extra in {"classical": "baroque", "jazz": "bebop|big band",
                        "punk": "punk", "gospel": "gospel", "new age": "new age", "world": "world music",
                        "lo-fi": "lo-fi|lofi", "soundtrack": "soundtrack|cinematic|film score",
                        # the procedural corpus's own styles that name no genre above
-                       "brass band": "brass band", "solo piano": "solo piano", "chorale": "chorale",
+                       "brass band": "brass band", "solo piano": "solo piano",
                        "unaccompanied": "unaccompanied|a cappella"}.items():
     STYLE_WORDS.setdefault(_genre, []).extend(_extra.split("|"))
 STYLE_OF = {w: g for g, words in STYLE_WORDS.items() for w in words}

@@ -70,7 +70,7 @@ def test_correct_against_labels():
     assert not correct("instruments", MEMORISED, LABELS)
     assert correct("mood", "Peaceful and dreamy.", LABELS) and not correct("mood", "Tense.", LABELS)
     assert correct("style", "Baroque, so classical.", LABELS) and not correct("style", "Classical or jazz.", LABELS)
-    for texture in ("chamber", "orchestral", "choral"):  # the corpus's classical textures
+    for texture in ("chamber", "orchestral", "choral", "chorale"):  # the corpus's classical textures
         assert correct("style", "This is classical music.", {"genre": texture})
         assert correct("style", f"It is {texture} music.", {"genre": texture})
         assert not correct("style", "It is folk music.", {"genre": texture})
