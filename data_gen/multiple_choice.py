@@ -64,6 +64,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from data_gen.formats import MC_COLUMNS, FormatError, read_jsonl
+from musicllm.text_attributes import canonical_genre
 from musicllm.vocabulary import MODES, PITCH_CLASSES, TEMPO_BANDS, tempo_band
 from data_gen.write import relocate_audio
 from data_gen.writers.phrases import instrument_name, instrument_tokens, may_be_playing, seeded_rng
@@ -111,7 +112,9 @@ GENRE_NEIGHBOURS = {
     "unaccompanied": ["folk", "chamber", "solo piano"],
 }
 GENRES = sorted(set(GENRE_NEIGHBOURS) | {g for n in GENRE_NEIGHBOURS.values() for g in n})
-CLASSICAL_FAMILY = {"classical", "classical chamber", "orchestral", "choral", "chorale", "chamber", "solo piano"}
+# The genres that musicllm.text_attributes reads as classical (the corpus's classical textures), and
+# solo piano, whose corpus pieces are classical too though "solo piano" names no genre in a text.
+CLASSICAL_FAMILY = {g for g in GENRES if canonical_genre(g) == "classical"} | {"solo piano"}
 # Families for "incorrect but related" instruments; a candidate is used only when
 # `may_be_playing` rules out that the clip has it under another name.
 INSTRUMENT_FAMILIES = [
