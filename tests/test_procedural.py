@@ -153,8 +153,7 @@ def test_some_band_songs_are_played_by_fewer_parts_and_their_labels_say_which():
         assert song.labels["instruments"] == sounding + (["drums"] if "drums" in roles else [])
         assert song.labels["drums"] == ("drums" in roles)
     assert played_sparse >= 0.9 * len(sparse)
-    without_bass = [s for s in sparse
-                    if "bass" in s.plan.dropped and "bass" not in {i.name for i in s.midi.instruments}]
+    without_bass = [s for s in sparse if "bass" in s.plan.dropped and "bass" not in {i.name for i in s.midi.instruments}]
     assert without_bass and all("bass" not in {p["role"] for p in s.labels["parts"]} for s in without_bass)
     # the arrangement has a random stream of its own: key, tempo, metre and programs are the seed's
     first = sparse[0].plan
@@ -514,8 +513,7 @@ def test_every_training_soundfont_is_installed_and_sounds_its_own_way():
 
     assert "sf_GMbank.sf2" in TRAIN_SOUNDFONTS and OOD_SOUNDFONT not in TRAIN_SOUNDFONTS
     song = compose(6, seconds=2.0)
-    sounds = {name: render.render(song.midi, 2.0, soundfont_file=render.soundfont_path(name))
-              for name in TRAIN_SOUNDFONTS}
+    sounds = {name: render.render(song.midi, 2.0, soundfont_file=render.soundfont_path(name)) for name in TRAIN_SOUNDFONTS}
     assert all(_rms_db(sound) > -60 for sound in sounds.values())
     csound = sounds.pop("sf_GMbank.sf2")  # MuseScore General grew out of FluidR3's samples; csound's are its own
     for other in sounds.values():

@@ -121,8 +121,7 @@ def plan(seed: int, style: str | None = None, styles: list[str] | None = None, *
     progressions = {kind: options[int(r.integers(len(options)))]
                     for kind, options in chosen.progressions[mode].items()}
     programs = {k: v for k, v in programs.items() if v is not None}
-    roles = [*programs, *(["drums"] if kit is not None else [])]
-    dropped = arrangement(seed, roles) if chosen.texture == "band" else ()
+    dropped = arrangement(seed, [*programs, *(["drums"] if kit is not None else [])]) if chosen.texture == "band" else ()
     return Plan(seed, chosen, tonic, mode, metre, tempo, dynamics, kit, programs, progressions, dropped)
 
 
@@ -136,8 +135,7 @@ def arrangement(seed: int, roles: list[str]) -> tuple[str, ...]:
     droppable = [role for role in DROPPABLE if role in roles]
     pitched_others = sum(role in roles for role in ("chords", "pad", "bass"))
     for _ in range(20):  # a draw that keeps a pitched part besides the melody
-        count = min(int(r.integers(1, 3)), len(droppable))
-        chosen = tuple(sorted(r.choice(droppable, size=count, replace=False).tolist()))
+        chosen = tuple(sorted(r.choice(droppable, size=int(r.integers(1, 3)), replace=False).tolist()))
         if sum(role in chosen for role in ("chords", "pad", "bass")) < pitched_others:
             return chosen
     return ()
