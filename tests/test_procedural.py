@@ -129,40 +129,6 @@ def test_coverage_of_240_seeds():
     assert {s["name"] for l in labels for s in l["sections"]} == {"intro", "verse", "chorus", "bridge", "outro"}
 
 
-def test_some_band_songs_are_played_by_fewer_parts_and_their_labels_say_which():
-    """A fiddle is not always with an acoustic bass: about SPARSE_SHARE of the band songs leave out
-    drums, bass, comping or pad, never the lead and never every other pitched part, and the
-    labels name only what sounds. The rest of a seed's song is what it was."""
-    from data_gen.procedural.composer import SPARSE_SHARE, plan
-
-    songs = [compose(seed, seconds=12) for seed in range(200)]
-    sparse = [s for s in songs if s.plan.dropped]
-    assert abs(len(sparse) / len(songs) - SPARSE_SHARE) < 0.08
-    assert {role for s in sparse for role in s.plan.dropped} == {"chords", "pad", "bass", "drums"}
-    played_sparse = 0
-    for song in sparse:
-        roles = {i.name for i in song.midi.instruments}
-        # what the arrangement leaves out is silent, unless the excerpt would then be a melody alone
-        if roles & set(song.plan.dropped):
-            full = {role for role in (*song.plan.programs, "drums") if role != "drums" or song.plan.kit is not None}
-            assert not (roles - set(song.plan.dropped)) & {"chords", "pad", "bass"} and roles <= full
-        else:
-            played_sparse += 1
-            assert "melody" in roles and roles & {"chords", "pad", "bass"}
-        sounding = [INSTRUMENT_NAMES[i.program] for i in song.midi.instruments if not i.is_drum]
-        assert song.labels["instruments"] == sounding + (["drums"] if "drums" in roles else [])
-        assert song.labels["drums"] == ("drums" in roles)
-    assert played_sparse >= 0.9 * len(sparse)
-    without_bass = [s for s in sparse if "bass" in s.plan.dropped and "bass" not in {i.name for i in s.midi.instruments}]
-    assert without_bass and all("bass" not in {p["role"] for p in s.labels["parts"]} for s in without_bass)
-    # the arrangement has a random stream of its own: key, tempo, metre and programs are the seed's
-    first = sparse[0].plan
-    assert (first.tonic, first.mode, first.tempo, first.metre) == (
-        plan(first.seed).tonic, plan(first.seed).mode, plan(first.seed).tempo, plan(first.seed).metre)
-    assert not any(compose(seed, style=style, seconds=6).plan.dropped
-                   for style in ("chorale", "chamber", "orchestral", "solo piano") for seed in range(12))
-
-
 @pytest.mark.parametrize("corpus_seed", [0, 1])
 def test_a_200_clip_corpus_covers_every_key_metre_and_style(corpus_seed):
     from data_gen.procedural.corpus import clip_specs, parse_options
@@ -503,22 +469,6 @@ def test_musescore_sf3_loads_and_renders():
     song = compose(6, seconds=2.0)
     audio = render.render(song.midi, 2.0, soundfont_file=render.soundfont_path("MuseScore_General.sf3"))
     assert _rms_db(audio) > -60
-
-
-@needs_fluidsynth
-def test_every_training_soundfont_is_installed_and_sounds_its_own_way():
-    """The training corpus's banks, csound's GM bank (Debian's csound-soundfont) among them, are
-    installed by the project's own install step and give one MIDI different sounds."""
-    from data_gen.procedural.corpus import OOD_SOUNDFONT, TRAIN_SOUNDFONTS
-
-    assert "sf_GMbank.sf2" in TRAIN_SOUNDFONTS and OOD_SOUNDFONT not in TRAIN_SOUNDFONTS
-    song = compose(6, seconds=2.0)
-    sounds = {name: render.render(song.midi, 2.0, soundfont_file=render.soundfont_path(name)) for name in TRAIN_SOUNDFONTS}
-    assert all(_rms_db(sound) > -60 for sound in sounds.values())
-    csound = sounds.pop("sf_GMbank.sf2")  # MuseScore General grew out of FluidR3's samples; csound's are its own
-    for other in sounds.values():
-        n = min(len(csound), len(other))
-        assert float(np.dot(csound[:n], other[:n]) / (np.linalg.norm(csound[:n]) * np.linalg.norm(other[:n]))) < 0.9
 
 
 def test_a_missing_soundfont_names_the_file_and_its_debian_package(tmp_path, monkeypatch, capsys):

@@ -4,7 +4,7 @@
 $MUSICLLM_HOME/default and publishes the result; this file is the whole of what it does:
 
  1. synthesise the procedural corpus (FluidSynth renders of MIDI the project composes: band
-    styles and textures, three soundfonts, sparser arrangements of some songs, production effects)
+    styles and textures, two soundfonts, production effects)
  2. write captions and Q&A (template writer, asking factual questions also in wordings the LLM
     wrote, stating only what the attribute tokens tell the LLM: training/attributes.heard),
     multiple-choice questions (train and test), dialogues (several kinds of question
@@ -82,7 +82,7 @@ SIZES = {
                   lr=1e-3, test_questions=20, ood_clips=6, follow_clips=2, captions=2, not_music=18),
 }
 
-# 1. The training corpus: the band styles and the textures not held out, three soundfonts,
+# 1. The training corpus: the band styles and the textures not held out, two soundfonts,
 # production effects (data_gen/procedural/corpus.py); no long tracks.
 TRAIN_STYLES = ["train"]
 

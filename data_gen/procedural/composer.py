@@ -39,12 +39,6 @@ DYNAMIC_VELOCITY = {"soft": 54, "medium": 76, "loud": 100}
 SECTION_VELOCITY = {"intro": -10, "verse": 0, "chorus": 12, "bridge": -6, "outro": -6}
 ROLES = ("melody", "chords", "pad", "bass")  # label order of band styles: the lead first
 MIN_PART_SECONDS = 1.0  # a part sounding less than this in an excerpt is dropped, not labelled
-# Arrangements: a band song is sometimes played by fewer of its parts (no drums, no bass, only the
-# lead and its comping), the lead and at least one other pitched part always kept (an excerpt where
-# that part would not sound is played by the whole band: no clip is a melody alone). Without it every
-# folk fiddle came with an acoustic bass, and the instrument head named the bass of a fiddle alone.
-SPARSE_SHARE = 0.3
-DROPPABLE = ("chords", "pad", "bass", "drums")
 
 
 @dataclass(frozen=True)
@@ -60,7 +54,6 @@ class Plan:
     kit: int | None                 # GM drum kit, None without drums
     programs: dict[str, int]        # role -> GM program
     progressions: dict[str, tuple[str, ...]]  # section kind -> Roman numerals
-    dropped: tuple[str, ...] = ()   # roles this arrangement leaves out (a band style's SPARSE_SHARE)
 
     @property
     def bar_seconds(self) -> float:
@@ -120,25 +113,8 @@ def plan(seed: int, style: str | None = None, styles: list[str] | None = None, *
     kit = _pick(chosen.kits, r, ()) if drums else None
     progressions = {kind: options[int(r.integers(len(options)))]
                     for kind, options in chosen.progressions[mode].items()}
-    programs = {k: v for k, v in programs.items() if v is not None}
-    dropped = arrangement(seed, [*programs, *(["drums"] if kit is not None else [])]) if chosen.texture == "band" else ()
-    return Plan(seed, chosen, tonic, mode, metre, tempo, dynamics, kit, programs, progressions, dropped)
-
-
-def arrangement(seed: int, roles: list[str]) -> tuple[str, ...]:
-    """The roles song `seed` leaves out: none, or (SPARSE_SHARE of songs) one or two of DROPPABLE
-    among `roles`, keeping the melody and one other pitched part. Its own random stream, so the
-    rest of the plan is what it was."""
-    r = rng("arrangement", seed)
-    if r.random() >= SPARSE_SHARE:
-        return ()
-    droppable = [role for role in DROPPABLE if role in roles]
-    pitched_others = sum(role in roles for role in ("chords", "pad", "bass"))
-    for _ in range(20):  # a draw that keeps a pitched part besides the melody
-        chosen = tuple(sorted(r.choice(droppable, size=int(r.integers(1, 3)), replace=False).tolist()))
-        if sum(role in chosen for role in ("chords", "pad", "bass")) < pitched_others:
-            return chosen
-    return ()
+    return Plan(seed, chosen, tonic, mode, metre, tempo, dynamics, kit,
+                {k: v for k, v in programs.items() if v is not None}, progressions)
 
 
 def _pick(pool: tuple[int, ...], r, taken) -> int | None:
@@ -218,33 +194,24 @@ def compose(seed: int, style: str | None = None, seconds: float = 20.0, *, varia
         hits = _write_parts(p, window, grid, len(bars))
     else:
         hits = textures.write(p, window, grid, len(bars))
-    heard = _sounding(p, hits, offset, seconds)
-    arranged = {role: notes for role, notes in heard.items() if role not in p.dropped}
-    if p.dropped and set(arranged) & {"chords", "pad", "bass"}:  # else a melody alone: the whole band plays
-        heard = arranged
     midi = pretty_midi.PrettyMIDI(initial_tempo=p.quarter_bpm)
     numerator, denominator = map(int, p.metre.split("/"))
     midi.time_signature_changes = [pretty_midi.TimeSignature(numerator, denominator, 0.0)]
     midi.key_signature_changes = [pretty_midi.KeySignature(
         tonic_index(p.tonic) + (12 if p.mode == "minor" else 0), 0.0)]
-    for role, notes in heard.items():
+    for role in (*p.roles, "drums"):  # the MIDI's instruments in the labels' order
+        if role not in hits:
+            continue
+        notes = _cut(hits[role], offset, seconds)
+        if sum(n.end - n.start for n in notes) < MIN_PART_SECONDS and role != "drums":
+            continue
         program = p.kit if role == "drums" else p.programs[role]
         instrument = pretty_midi.Instrument(program, is_drum=role == "drums", name=role)
         instrument.notes = [pretty_midi.Note(n.velocity, n.pitch, n.start, n.end) for n in notes]
-        midi.instruments.append(instrument)
+        if instrument.notes:
+            midi.instruments.append(instrument)
     labels = _labels(p, midi, bars, first, clip_bars, seconds)
     return Song(midi, labels, float(seconds), p, variation)
-
-
-def _sounding(p: Plan, hits: dict, offset: float, seconds: float) -> dict[str, list[parts.Hit]]:
-    """Each role's notes in the excerpt, in the labels' order (the pitched roles, then the drums),
-    without the pitched parts that sound less than MIN_PART_SECONDS in it."""
-    out = {}
-    for role in (*p.roles, "drums"):
-        notes = _cut(hits[role], offset, seconds) if role in hits else []
-        if notes and (role == "drums" or sum(n.end - n.start for n in notes) >= MIN_PART_SECONDS):
-            out[role] = notes
-    return out
 
 
 def _write_parts(p: Plan, window: list[parts.Bar], grid: parts.Grid, song_bars: int) -> dict:

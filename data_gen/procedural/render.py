@@ -56,7 +56,6 @@ SOUNDFONTS = {
     "FluidR3_GM.sf2": (DEFAULT_SOUNDFONT, "fluid-soundfont-gm"),
     "MuseScore_General.sf3": ("/usr/share/sounds/sf3/MuseScore_General.sf3", "musescore-general-soundfont-small"),
     "TimGM6mb.sf2": ("/usr/share/sounds/sf2/TimGM6mb.sf2", "timgm6mb-soundfont"),
-    "sf_GMbank.sf2": ("/usr/share/sounds/sf2/sf_GMbank.sf2", "csound-soundfont"),
 }
 
 _SOUNDFONTS: dict = {}
