@@ -19,7 +19,8 @@ asked one question of every kind, in words the template writer never uses in tra
     contradicts the clips whose caption states a key, mode, tempo or metre that the answer to that
                 question about the same clip does not (a tempo 10% apart or more): a user who
                 asks both reads two stories about one track
-    repeats     answers that repeat a sentence or a 4-word n-gram
+    repeats     answers that repeat a sentence or a 4-word n-gram, name one thing twice in a list,
+                or (about a clip) state its tempo, key, mode or metre in two sentences
     not_music   clips labelled silence or noise (data_gen/not_music.py) are scored apart: does the
                 answer say the clip is not music (recognised), and what it is (right)
 Kinds: instruments, key, mode, tempo, metre, mood, style, caption, and theory (a general music
@@ -55,8 +56,8 @@ from data_gen.procedural.styles import INSTRUMENT_NAMES
 from musicllm.lists import repeated_list_item
 from musicllm.vocabulary import tempo_band
 from data_gen.writers.phrases import may_be_playing
-from musicllm.text_attributes import (GENRES, INSTRUMENTS, bpms_in, canonical_genre, canonical_instrument, keys_in, mentions,
-                             modes_in, says_no_music, sharp_tonic)
+from musicllm.text_attributes import (GENRES, INSTRUMENTS, bpms_in, canonical_genre, canonical_instrument, facts_stated, keys_in,
+                             mentions, modes_in, says_no_music, sharp_tonic)
 
 ATTRIBUTE_KINDS = ("instruments", "key", "mode", "tempo", "metre", "mood", "style")
 KINDS = ATTRIBUTE_KINDS + ("caption", "theory")
@@ -322,16 +323,26 @@ def correct(kind: str, answer: str, labels: dict, question: str | None = None) -
     raise ValueError(f"unknown question kind {kind!r}; expected one of {KINDS}")
 
 
-def repeats_itself(answer: str) -> bool:
-    """A sentence (of 2+ words) said twice, a 4-word n-gram repeated (a looping answer), or a
-    list that names one thing twice ("tuba, piano, piano and cello")."""
+def repeats_itself(answer: str, about_a_track: bool = True) -> bool:
+    """A sentence (of 2+ words) said twice, a 4-word n-gram repeated (a looping answer), a list
+    that names one thing twice ("tuba, piano, piano and cello"), or, in an answer about a track,
+    a tempo, key, mode or metre stated in two sentences ("... in 6/8 time. It has two groups of
+    three eighth notes per bar."; a theory answer may well say "major" twice)."""
     said = [s for s in re.split(r"(?<=[.!?])\s+|\n+", answer) if len(words_of(s)) >= 2]
     sentences = [normalise(s) for s in said]
     if len(sentences) != len(set(sentences)) or any(repeated_list_item(s) for s in said):
         return True
+    if about_a_track:
+        facts = [fact for s in said for fact in facts_stated(s)]
+        if len(facts) != len(set(facts)):
+            return True
     words = words_of(answer)
     grams = [tuple(words[i:i + 4]) for i in range(len(words) - 3)]
     return len(grams) != len(set(grams))
+
+
+def _repeats(row: dict) -> bool:
+    return repeats_itself(row["answer"], about_a_track=row["kind"] != "theory")
 
 
 def normalise(answer: str) -> str:
@@ -366,7 +377,7 @@ def _kind_summary(kind: str, rows: list[dict]) -> dict:
             "other_kind": _rate(other) if kind in ATTRIBUTE_KINDS else None,  # answered another kind instead
             "n_graded": len(graded), "correct": _rate([g for g, _ in graded]),
             "correct_when_responds": _rate([g for g, ok in graded if ok]),
-            "distinct": min(1.0, len(answers) / asked), "repeats": _rate([repeats_itself(r["answer"]) for r in rows])}
+            "distinct": min(1.0, len(answers) / asked), "repeats": _rate([_repeats(r) for r in rows])}
 
 
 def shared_answers(rows: list[dict]) -> list[dict]:
@@ -429,7 +440,7 @@ def not_music_summary(rows: list[dict]) -> dict:
                 for label in NOT_MUSIC_WORDS}
     return {"n": len(rows), "clips": len({r["clip"] for r in rows}), "recognised": _rate(recognised),
             "right": _rate(right), "distinct": len({normalise(r["answer"]) for r in rows}) / len(rows),
-            "repeats": _rate([repeats_itself(r["answer"]) for r in rows]), "by_sound": by_sound,
+            "repeats": _rate([_repeats(r) for r in rows]), "by_sound": by_sound,
             "missed": [{"clip": r["clip"], "kind": r["kind"], "answer": r["answer"]}
                        for r, ok in zip(rows, recognised) if not ok][:10]}
 
@@ -455,7 +466,7 @@ def score_rows(rows: list[dict], file: str = "") -> dict:
     common = Counter(normalise(r["answer"]) for r in rows).most_common(5)  # the memorised sentences, if any
     overall = {"n": len(rows), "clips": len(clips),
                "responds": _rate([responds(r["kind"], r["answer"], r["question"]) for r in rows]),
-               "repeats": _rate([repeats_itself(r["answer"]) for r in rows]),
+               "repeats": _rate([_repeats(r) for r in rows]),
                "clips_with_shared_answer": len({s["clip"] for s in shared}),
                "shared_answer_share": len({s["clip"] for s in shared}) / len(clips),
                # a user told that the music they uploaded is silence or noise

@@ -222,8 +222,8 @@ def follow_section(follows: list[dict]) -> str:
              "Each question kind asked once per clip, in wordings the training data does not use; "
              "rates in %. \"Responds\": the answer states what was asked (a key when asked the key); "
              "\"right\": against the clip's labels, over gradable answers; \"distinct\": different "
-             "answers over answers; \"repeats\": answers that repeat a sentence or a 4-word phrase, or name "
-             "one thing twice in a list."]
+             "answers over answers; \"repeats\": answers that repeat a sentence or a 4-word phrase, name "
+             "one thing twice in a list, or (about a clip) state its tempo, key, mode or metre in two sentences."]
     for scores in follows:
         if (quiet := scores.get("not_music")):
             parts.append(f"`{scores.get('file')}`, clips of silence and noise ({quiet['clips']}, {quiet['n']} answers, "

@@ -54,3 +54,21 @@ def test_a_sentence_whose_list_names_one_thing_twice_is_dropped():
     # musicllm.lists says what a list is (tests/test_lists.py)
     text = "This pop tune is performed on piano, piano, piano and drums. It keeps a medium-fast pace (96 BPM)."
     assert checked(text, FACTS) == "It keeps a medium-fast pace (96 BPM)."
+
+
+def test_a_sentence_that_states_a_fact_said_before_is_dropped():
+    # the default model's catalog captions (session 43): a key, a metre or a tempo said twice in other words
+    assert checked("This happy solo piano tune is performed on piano. It is in E major and is in 4/4 time. "
+                   "It sits in E major.") == "This happy solo piano tune is performed on piano. It is in E major and is in 4/4 time."
+    assert checked("It sits in A minor and is in 3/4 time. It has three beats to the bar (3/4). It is soft.", FACTS) == \
+        "It sits in A minor and is in 3/4 time. It is soft."
+    assert checked("It moves at approximately 96 BPM. It is moderate in tempo (about 96 bpm).", FACTS) == \
+        "It moves at approximately 96 BPM."
+    # the same key twice with another mode: the second is dropped, never the first (nothing is reworded)
+    assert checked("It keeps a fast pace (130 BPM) and is in D# major. It sits in D# minor.") == \
+        "It keeps a fast pace (130 BPM) and is in D# major."
+    # a fact dropped as contradicted is not said: the next sentence may state it
+    assert checked("It is in C major. It is in A minor.", FACTS) == "It is in A minor."
+    # different facts in different sentences stand
+    text = "A sad waltz in A minor. About 95 BPM. Three beats to the bar."
+    assert checked(text, FACTS) == text

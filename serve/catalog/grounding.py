@@ -16,8 +16,11 @@ The model's text is kept sentence by sentence. A sentence is dropped when it
   words on a soft track) contradicts a stored tempo or key. The statements are read by
   musicllm.text_attributes, as the evaluation reads them;
 - repeats itself or an earlier sentence (four words in a row said twice: how a looping small
-  model reads), or names one thing twice in a list ("piano, piano and drums": a model listing
-  more than it heard); eval.follow's `repeats_itself` uses the same measures.
+  model reads), names one thing twice in a list ("piano, piano and drums": a model listing
+  more than it heard), or states a tempo, key, mode or metre that an earlier sentence stated
+  ("It is in E major and is in 4/4 time. It sits in E major."; "... four beats to the bar. It is
+  in 4/4 time.": a fact said twice in other words); eval.follow's `repeats_itself` uses the same
+  measures.
 Nothing is added: what is left is the model's own words (serve.catalog.captioner stores it as the
 caption; serve.catalog.recommend as a pick's reason, with its own checks for names).
 """
@@ -27,7 +30,7 @@ from __future__ import annotations
 import re
 
 from musicllm.lists import SENTENCE_END, repeated_list_item
-from musicllm.text_attributes import bpms_in, keys_in, metres_in, modes_in, says_no_music, tempo_bands_in
+from musicllm.text_attributes import bpms_in, facts_stated, keys_in, metres_in, modes_in, says_no_music, tempo_bands_in
 from musicllm.vocabulary import tempo_band
 
 SENTENCE_START = re.compile(r"[A-Z0-9]")
@@ -76,15 +79,16 @@ def _grams(sentence: str) -> list[tuple[str, ...]]:
 def checked(text: str, attributes: dict | None = None) -> str:
     """`text` without the sentences that are broken, contradict `attributes`, or repeat
     themselves or an earlier sentence (four words in a row said twice, the same short sentence,
-    one thing named twice in a list) (module docstring)."""
-    kept, said = [], set()
+    one thing named twice in a list, a tempo, key, mode or metre stated again) (module docstring)."""
+    kept, said, stated = [], set(), set()
     for sentence in sentences(text):
-        grams = _grams(sentence)
-        looping = len(set(grams)) < len(grams) or said & set(grams) or repeated_list_item(sentence)
+        grams, facts = _grams(sentence), facts_stated(sentence)
+        looping = len(set(grams)) < len(grams) or said & set(grams) or repeated_list_item(sentence) or facts & stated
         if not is_sentence(sentence) or looping:
             continue
         if attributes and contradicts(sentence, attributes):
             continue
         said.update(grams)
+        stated.update(facts)
         kept.append(sentence)
     return " ".join(kept)
