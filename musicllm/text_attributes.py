@@ -153,14 +153,6 @@ def tempo_bands_in(text: str) -> set[str]:
     return bands
 
 
-def facts_stated(text: str) -> set[str]:
-    """Which of a track's facts a text states: "tempo" (a BPM, or a band word by a tempo noun),
-    "key", "mode" (inside a key's name too) and "metre" (in numbers or in words). Two sentences
-    that state one of them say it twice: "It is in E major and in 4/4. It sits in E major."."""
-    found = (("tempo", tempo_bands_in(text)), ("key", keys_in(text)), ("mode", modes_in(text)), ("metre", metres_in(text)))
-    return {name for name, values in found if values}
-
-
 def metres_in(text: str) -> set[str]:
     found = set(_METRE.findall(text))
     # One token, so that the "duple metre" of 2/4 is not found inside "compound duple metre".
@@ -169,6 +161,14 @@ def metres_in(text: str) -> set[str]:
         if any(mentions(lowered, p) for p in phrases):
             found.add(metre)
     return found
+
+
+def facts_stated(text: str) -> set[str]:
+    """Which of a track's facts a text states: "tempo" (a BPM, or a band word by a tempo noun),
+    "key", "mode" (inside a key's name too) and "metre" (in numbers or in words). Two sentences
+    that state one of them say it twice: "It is in E major and in 4/4. It sits in E major."."""
+    found = (("tempo", tempo_bands_in(text)), ("key", keys_in(text)), ("mode", modes_in(text)), ("metre", metres_in(text)))
+    return {name for name, values in found if values}
 
 
 def canonical_instrument(label: str) -> str:
