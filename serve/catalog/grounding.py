@@ -83,8 +83,8 @@ def checked(text: str, attributes: dict | None = None) -> str:
     kept, said, stated = [], set(), set()
     for sentence in sentences(text):
         grams, facts = _grams(sentence), facts_stated(sentence)
-        looping = len(set(grams)) < len(grams) or said & set(grams) or repeated_list_item(sentence) or facts & stated
-        if not is_sentence(sentence) or looping:
+        repeats = len(set(grams)) < len(grams) or said & set(grams) or repeated_list_item(sentence) or facts & stated
+        if not is_sentence(sentence) or repeats:
             continue
         if attributes and contradicts(sentence, attributes):
             continue
